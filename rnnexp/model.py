@@ -1,0 +1,321 @@
+"""The tutorial's RNN language model, vectorised over batch and time, with exact truncated BPTT.
+
+    s_t = tanh(U x_t + W s_{t-1}),   o_t = softmax(V s_t),   L = mean_t -log o_t[y_t]
+
+Three truncation modes, all exact:
+- ``window`` (the tutorial's): the error of output t flows back through at most `bptt_truncate`
+  earlier steps. Instead of the tutorial's double loop, the deltas of all outputs are pushed back
+  one depth at a time: depth j costs one (N×H)·(H×H) product for every time step at once.
+- ``full``: ordinary backpropagation through the whole sequence.
+- ``chunk``: the caller feeds a stream chunk by chunk with the carried hidden state `h0`; the
+  gradient stops at the chunk border (full BPTT inside the chunk).
+
+Internally arrays are time-major, (T, B, H). U is stored column-major so that its columns, the
+word embeddings, are contiguous: gathering them for a batch and updating only the columns a batch
+touched (`ColumnGrad`) both read contiguous memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnexp.errors import UserError
+
+TRUNCATIONS = ("window", "chunk", "full")
+DTYPES = ("float32", "float64")
+# Rows of the output layer processed at once: big enough for efficient matrix products, small
+# enough that the (rows × V) block of logits stays in cache through softmax and both products.
+OUTPUT_BLOCK_ROWS = 256
+
+
+class DivergedError(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class ColumnGrad:
+    """The gradient of U restricted to the columns (words) a batch used; all other columns are 0."""
+
+    cols: np.ndarray  # unique word ids, sorted
+    rows: np.ndarray  # (len(cols), H): row i is the gradient of column cols[i] of U
+
+    @property
+    def values(self) -> np.ndarray:
+        """The gradient columns as an (H, len(cols)) array."""
+        return self.rows.T
+
+    def toarray(self, vocab_size: int) -> np.ndarray:
+        dense = np.zeros((self.rows.shape[1], vocab_size), dtype=self.rows.dtype)
+        dense[:, self.cols] = self.rows.T
+        return dense
+
+    def sum_sq(self) -> float:
+        return float(np.vdot(self.rows, self.rows))
+
+
+@dataclass
+class Step:
+    """The result of one forward and backward pass."""
+
+    loss: float  # mean negative log-likelihood per real token
+    n_tokens: int
+    grads: dict  # 'U' (array or ColumnGrad), 'W', 'V'
+    h_last: np.ndarray  # (B, H) hidden state after each sequence's last real token
+    states: np.ndarray  # (B, T, H)
+
+
+def _as_batch(a, name: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise UserError(f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}.")
+    return arr
+
+
+class RNNLM:
+    """The tutorial's model: no biases, uniform init in ±1/√n for n incoming connections."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_dim: int = 100,
+        bptt_truncate: int = 4,
+        truncation: str = "window",
+        dtype: str = "float64",
+        seed: int | None = None,
+    ):
+        if int(vocab_size) < 2 or int(hidden_dim) < 1:
+            raise UserError(f"vocab_size must be >= 2 and hidden_dim >= 1, got {vocab_size} and {hidden_dim}.")
+        if int(bptt_truncate) < 0 or (truncation == "chunk" and int(bptt_truncate) < 1):
+            raise UserError(f"bptt_truncate must be >= 0 (>= 1 in chunk mode), got {bptt_truncate}.")
+        if truncation not in TRUNCATIONS:
+            raise UserError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}.")
+        if str(dtype) not in DTYPES:
+            raise UserError(f"dtype must be float32 or float64, got {dtype!r}.")
+        self.V, self.H = int(vocab_size), int(hidden_dim)
+        self.bptt_truncate, self.truncation = int(bptt_truncate), truncation
+        self.dtype = np.dtype(dtype)
+        rng = np.random.default_rng(seed)
+
+        def uniform(shape, fan_in):
+            bound = 1.0 / np.sqrt(fan_in)
+            return rng.uniform(-bound, bound, shape).astype(self.dtype)
+
+        self.params = {
+            "U": np.asfortranarray(uniform((self.H, self.V), self.V)),
+            "W": uniform((self.H, self.H), self.H),
+            "V": uniform((self.V, self.H), self.H),
+        }
+
+    # ------------------------------------------------------------------ checks
+    def _check(self, x, y=None, mask=None, h0=None):
+        x = _as_batch(x, "x")
+        if x.size == 0:
+            raise UserError("x is empty: every sequence needs at least one token.")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise UserError(f"token ids must be integers, got dtype {x.dtype}.")
+        arrays = [("x", x)]
+        if y is not None:
+            y = _as_batch(y, "y")
+            if y.shape != x.shape:
+                raise UserError(f"x and y must have the same shape, got {x.shape} and {y.shape}.")
+            if not np.issubdtype(y.dtype, np.integer):
+                raise UserError(f"token ids must be integers, got dtype {y.dtype}.")
+            arrays.append(("y", y))
+        for name, a in arrays:
+            lo, hi = int(a.min()), int(a.max())
+            if lo < 0 or hi >= self.V:
+                bad = lo if lo < 0 else hi
+                raise UserError(f"{name} holds token id {bad}, outside the vocabulary 0..{self.V - 1}.")
+        if mask is not None:
+            mask = _as_batch(mask, "mask")
+            if mask.shape != x.shape:
+                raise UserError(f"mask must have the shape of x, got {mask.shape} and {x.shape}.")
+            mask = mask.astype(bool)
+            lengths = mask.sum(axis=1)
+            if not np.array_equal(mask, np.arange(x.shape[1]) < lengths[:, None]):
+                raise UserError("mask must mark each sequence's real tokens as a prefix (padding only at the end).")
+        if h0 is not None:
+            h0 = np.asarray(h0, dtype=self.dtype)
+            if h0.ndim == 1:
+                h0 = h0[None, :]
+            if h0.shape != (x.shape[0], self.H):
+                raise UserError(f"h0 must have shape {(x.shape[0], self.H)}, got {h0.shape}.")
+        return x, y, mask, h0
+
+    # ---------------------------------------------------------------- forward
+    def _states(self, x: np.ndarray, h0: np.ndarray | None) -> np.ndarray:
+        """Hidden states, time-major (T, B, H); the input term is a gather of U's columns."""
+        U_t, W = self.params["U"].T, self.params["W"]
+        T, B = x.shape[1], x.shape[0]
+        S = np.take(U_t, x.T, axis=0)  # (T, B, H): U x_t for every t, no one-hot
+        h = np.zeros((B, self.H), self.dtype) if h0 is None else h0
+        tmp = np.empty((B, self.H), self.dtype)
+        for t in range(T):
+            np.matmul(h, W.T, out=tmp)
+            tmp += S[t]
+            np.tanh(tmp, out=S[t])
+            h = S[t]
+        return S
+
+    def _safe_without_shift(self) -> bool:
+        """True when no logit can overflow exp: |V s| <= max row-sum of |V| since |s| <= 1."""
+        limit = 60.0 if self.dtype == np.float32 else 600.0
+        return float(np.abs(self.params["V"]).sum(axis=1).max()) < limit
+
+    def _output_layer(self, S, y, weights, need_grads: bool):
+        """Softmax cross-entropy over all rows in cache-sized blocks.
+
+        Returns per-row NLL, and with `need_grads` dL/dS (N, H) and dL/dV, where each row's loss
+        counts with its weight (0 for padding).
+        """
+        Vm = self.params["V"]
+        N = S.shape[0]
+        shift = not self._safe_without_shift()
+        nll = np.empty(N, self.dtype)
+        dS = np.empty((N, self.H), self.dtype) if need_grads else None
+        dV = np.zeros_like(Vm) if need_grads else None
+        block = np.empty((min(N, OUTPUT_BLOCK_ROWS), self.V), self.dtype)
+        for r0 in range(0, N, OUTPUT_BLOCK_ROWS):
+            r1 = min(N, r0 + OUTPUT_BLOCK_ROWS)
+            Sb, yb, L = S[r0:r1], y[r0:r1], block[: r1 - r0]
+            rows = np.arange(r1 - r0)
+            np.matmul(Sb, Vm.T, out=L)
+            if shift:
+                L -= L.max(axis=1, keepdims=True)
+            target_logit = L[rows, yb]
+            np.exp(L, out=L)
+            z = L.sum(axis=1)
+            nll[r0:r1] = np.log(z) - target_logit
+            if need_grads:
+                wb = weights[r0:r1]
+                L *= (wb / z)[:, None]
+                L[rows, yb] -= wb
+                np.matmul(L, Vm, out=dS[r0:r1])
+                dV += L.T @ Sb
+        return nll, dS, dV
+
+    # --------------------------------------------------------------- backward
+    def _backprop_time(self, dA: np.ndarray, S: np.ndarray) -> np.ndarray:
+        """Total gradient at each pre-activation, (T, B, H), from dL/da_t of each output's own step."""
+        W = self.params["W"]
+        T = S.shape[0]
+        dtanh = 1.0 - S * S
+        depth = T - 1 if self.truncation != "window" else min(self.bptt_truncate, T - 1)
+        if depth == T - 1:  # full recurrence: T small products
+            G = dA
+            for i in range(T - 2, -1, -1):
+                G[i] += (G[i + 1] @ W) * dtanh[i]
+            return G
+        G = dA.copy()  # window: push every output's delta back one depth at a time
+        P = dA
+        for j in range(1, depth + 1):
+            P = (P[1:] @ W) * dtanh[: T - j]
+            G[: T - j] += P
+        return G
+
+    def backprop(self, x, y, mask=None, h0=None, reduction: str = "mean", sparse_u: bool = False) -> Step:
+        """Loss and exact gradients for a sentence or a padded (B, T) batch."""
+        x, y, mask, h0 = self._check(x, y, mask, h0)
+        if reduction not in ("mean", "sum"):
+            raise UserError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+        B, T = x.shape
+        m = np.ones((T, B), self.dtype) if mask is None else mask.T.astype(self.dtype)
+        n_tokens = int(m.sum())
+        if n_tokens == 0:
+            raise UserError("the batch has no real token: every mask row is empty.")
+        weights = (m / n_tokens if reduction == "mean" else m).reshape(-1)
+
+        S = self._states(x, h0)
+        Sf = S.reshape(T * B, self.H)
+        nll, dS, dV = self._output_layer(Sf, y.T.reshape(-1), weights, need_grads=True)
+        loss = float(nll @ m.reshape(-1)) / n_tokens
+        if not np.isfinite(loss):
+            raise DivergedError(f"the loss became {loss}: lower the learning rate or clip gradients.")
+        dA = dS.reshape(T, B, self.H)
+        dA *= 1.0 - S * S
+        G = self._backprop_time(dA, S)
+
+        S_prev = np.empty_like(S)
+        S_prev[0] = 0.0 if h0 is None else h0
+        S_prev[1:] = S[:-1]
+        Gf = G.reshape(T * B, self.H)
+        dW = Gf.T @ S_prev.reshape(T * B, self.H)
+        dU = self._column_grad(x.T.reshape(-1), Gf, m.reshape(-1) > 0)
+        grads = {"U": dU if sparse_u else dU.toarray(self.V), "W": dW, "V": dV}
+        h_last = S[m.sum(axis=0).astype(int) - 1, np.arange(B)]
+        return Step(loss, n_tokens, grads, h_last, np.ascontiguousarray(S.transpose(1, 0, 2)))
+
+    @staticmethod
+    def _column_grad(ids: np.ndarray, G: np.ndarray, real: np.ndarray) -> ColumnGrad:
+        """Sum the pre-activation gradients of each word: dU[:, w] = sum over t with x_t = w."""
+        ids, G = ids[real], G[real]
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+        return ColumnGrad(sorted_ids[starts], np.add.reduceat(G[order], starts, axis=0))
+
+    def loss_and_grads(self, x, y, mask=None) -> tuple[float, dict]:
+        """Mean loss and dense gradients of it: the notebook-friendly form of `backprop`."""
+        step = self.backprop(x, y, mask)
+        return step.loss, step.grads
+
+    # ------------------------------------------------------------- inference
+    def token_nll(self, x, y, mask=None, h0=None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-token negative log-likelihood (B, T), 0 where masked, and the last hidden state."""
+        x, y, mask, h0 = self._check(x, y, mask, h0)
+        B, T = x.shape
+        S = self._states(x, h0)
+        nll, _, _ = self._output_layer(S.reshape(T * B, self.H), y.T.reshape(-1), None, need_grads=False)
+        nll = nll.reshape(T, B).T
+        lengths = np.full(B, T) if mask is None else mask.sum(axis=1)
+        if mask is not None:
+            nll = np.where(mask, nll, 0.0)
+        return nll, S[lengths - 1, np.arange(B)]
+
+    def loss(self, x, y, mask=None) -> float:
+        """Mean negative log-likelihood per real token."""
+        nll, _ = self.token_nll(x, y, mask)
+        n = nll.size if mask is None else int(np.asarray(mask, bool).sum())
+        return float(nll.sum()) / n
+
+    def predict(self, x) -> np.ndarray:
+        """The most probable next word after every position, shaped like x."""
+        squeeze = np.asarray(x).ndim == 1
+        x, _, _, _ = self._check(x)
+        S = self._states(x, None)
+        ids = np.argmax(S @ self.params["V"].T, axis=2).T
+        return ids[0] if squeeze else ids
+
+    def sample(
+        self,
+        rng: np.random.Generator,
+        start_id: int,
+        end_id: int | None,
+        unknown_id: int | None = None,
+        max_len: int = 50,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+    ) -> list[int]:
+        """Sample a sentence word by word, never the unknown token, until `end_id` or `max_len`."""
+        if temperature <= 0:
+            raise UserError(f"temperature must be > 0, got {temperature}.")
+        U_t, W, Vm = self.params["U"].T, self.params["W"], self.params["V"]
+        h = np.zeros(self.H, self.dtype)
+        word, out = int(start_id), []
+        banned = [i for i in (unknown_id, start_id) if i is not None]
+        while len(out) < max_len:
+            h = np.tanh(U_t[word] + W @ h)
+            logits = (Vm @ h).astype(np.float64) / temperature
+            logits[banned] = -np.inf
+            if top_k is not None and top_k < self.V:
+                logits[np.argpartition(logits, -top_k)[:-top_k]] = -np.inf
+            p = np.exp(logits - logits.max())
+            word = int(rng.choice(self.V, p=p / p.sum()))
+            if word == end_id:
+                break
+            out.append(word)
+        return out

@@ -1,0 +1,124 @@
+"""Optimisers and gradient clipping, updating parameters in place.
+
+U's gradient usually arrives as a `ColumnGrad` (only the words of the batch). SGD, Adagrad and
+RMSProp then touch only those columns, which is exact because their update is zero wherever the
+gradient is zero; momentum and Adam decay their buffers everywhere, as their definitions require.
+U and its state are handled through the (V, H) transpose, where a word's column is a contiguous row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnexp.errors import UserError
+from rnnexp.model import ColumnGrad
+
+OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
+
+
+def _target(name: str, param: np.ndarray, grad) -> tuple[np.ndarray, object, np.ndarray]:
+    """(array to update, row index, gradient rows) in the layout the update works in."""
+    if isinstance(grad, ColumnGrad):
+        return param.T, grad.cols, grad.rows
+    if name == "U":
+        return param.T, slice(None), grad.T
+    return param, slice(None), grad
+
+
+def grad_sum_sq(grads: dict) -> float:
+    return sum(g.sum_sq() if isinstance(g, ColumnGrad) else float(np.vdot(g, g)) for g in grads.values())
+
+
+def clip_global_norm(grads: dict, max_norm: float | None) -> float:
+    """Scale all gradients together so their global L2 norm is at most `max_norm`; return the norm before."""
+    norm = float(np.sqrt(grad_sum_sq(grads)))
+    if max_norm and norm > max_norm:
+        scale = max_norm / norm
+        for g in grads.values():
+            (g.rows if isinstance(g, ColumnGrad) else g)[...] *= scale
+    return norm
+
+
+class Optimizer:
+    """Base: keeps per-parameter state arrays, named '<slot>.<param>' for checkpoints."""
+
+    slots: tuple[str, ...] = ()
+
+    def __init__(self, **hyper):
+        self.hyper = hyper
+        self.state: dict[str, np.ndarray] = {}
+        self.t = 0
+
+    def _slot(self, slot: str, name: str, like: np.ndarray) -> np.ndarray:
+        key = f"{slot}.{name}"
+        if key not in self.state:
+            self.state[key] = np.zeros_like(like)
+        return self.state[key]
+
+    def step(self, params: dict, grads: dict, lr: float) -> None:
+        self.t += 1
+        for name, grad in grads.items():
+            p, idx, g = _target(name, params[name], grad)
+            self.update(name, p, idx, g, lr)
+
+    def update(self, name, p, idx, g, lr) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"t": np.array(self.t), **self.state}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.t = int(state["t"])
+        self.state = {k: np.array(v) for k, v in state.items() if k != "t"}
+
+
+class SGD(Optimizer):
+    def update(self, name, p, idx, g, lr):
+        p[idx] -= lr * g
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum: v <- mu v + g; p <- p - lr v."""
+
+    def update(self, name, p, idx, g, lr):
+        v = self._slot("velocity", name, p)
+        v *= self.hyper.get("momentum", 0.9)
+        v[idx] += g
+        p -= lr * v
+
+
+class Adagrad(Optimizer):
+    def update(self, name, p, idx, g, lr):
+        acc = self._slot("sum_sq", name, p)
+        acc[idx] += g * g
+        p[idx] -= lr * g / (np.sqrt(acc[idx]) + self.hyper.get("eps", 1e-8))
+
+
+class RMSProp(Optimizer):
+    def update(self, name, p, idx, g, lr):
+        rho = self.hyper.get("rho", 0.9)
+        acc = self._slot("mean_sq", name, p)
+        acc *= rho
+        acc[idx] += (1 - rho) * g * g
+        p[idx] -= lr * g / (np.sqrt(acc[idx]) + self.hyper.get("eps", 1e-8))
+
+
+class Adam(Optimizer):
+    def update(self, name, p, idx, g, lr):
+        b1, b2 = self.hyper.get("beta1", 0.9), self.hyper.get("beta2", 0.999)
+        m, v = self._slot("m", name, p), self._slot("v", name, p)
+        m *= b1
+        m[idx] += (1 - b1) * g
+        v *= b2
+        v[idx] += (1 - b2) * g * g
+        m_hat_scale = 1.0 / (1 - b1**self.t)
+        v_hat_scale = 1.0 / (1 - b2**self.t)
+        p -= lr * (m * m_hat_scale) / (np.sqrt(v * v_hat_scale) + self.hyper.get("eps", 1e-8))
+
+
+def make_optimizer(name: str, **hyper) -> Optimizer:
+    """An optimiser by name: sgd, momentum, adagrad, rmsprop or adam."""
+    classes = {"sgd": SGD, "momentum": Momentum, "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam}
+    if name not in classes:
+        raise UserError(f"unknown optimiser {name!r}: choose one of {', '.join(OPTIMIZERS)}.")
+    return classes[name](**hyper)
