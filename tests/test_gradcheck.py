@@ -1,0 +1,41 @@
+"""Central differences against the engine, for every parameter and truncation mode."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rnnexp.gradcheck import relative_errors
+from rnnexp.model import RNNLM
+
+
+@pytest.mark.parametrize("truncation", ["window", "chunk", "full"])
+@pytest.mark.parametrize("truncate", [1, 3])
+def test_every_mode_passes_central_differences(truncation, truncate):
+    model = RNNLM(9, 4, bptt_truncate=truncate, truncation=truncation, seed=truncate)
+    x, y = np.random.default_rng(truncate).integers(0, 9, (2, 8))
+    errors = relative_errors(model, x, y)
+    assert set(errors) == {"U", "W", "V"}
+    assert max(errors.values()) < 1e-6
+
+
+def test_the_check_fails_on_a_wrong_gradient():
+    """Window and full gradients differ: the window objective must reject the full gradient."""
+    x, y = np.random.default_rng(0).integers(0, 9, (2, 8))
+    model = RNNLM(9, 4, bptt_truncate=1, truncation="window", seed=0)
+    full = RNNLM(9, 4, truncation="full", seed=0)
+    model.loss_and_grads = full.loss_and_grads
+    assert relative_errors(model, x, y)["W"] > 1e-3
+
+
+def test_the_command_prints_each_parameter_and_exits_by_the_verdict():
+    ok = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "truncation=chunk"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert [line.split()[0] for line in ok.stdout.splitlines()[1:]] == ["dU:", "dW:", "dV:"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "rnnexp.gradcheck", "tolerance=1e-30"], capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "FAILED" in bad.stdout
+    wrong = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "hidden_dim=0"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and wrong.stderr.strip() == "error: vocab_size must be >= 2 and hidden_dim >= 1, got 12 and 0."

@@ -1,0 +1,40 @@
+"""Learning-rate schedules are pure functions of progress and the loss history."""
+
+import pytest
+
+from rnnexp.errors import UserError
+from rnnexp.schedule import ScheduleConfig, checks_loss, learning_rate, validate
+
+
+def test_tutorial_halves_each_time_the_loss_rose():
+    cfg = ScheduleConfig(name="halve_on_rise")
+    assert learning_rate(cfg, 0.005, 0, []) == 0.005
+    assert learning_rate(cfg, 0.005, 3, [8.9, 6.1, 6.3, 5.0]) == 0.0025
+    assert learning_rate(cfg, 0.005, 5, [8.9, 6.1, 6.3, 6.4, 5.0]) == 0.00125
+
+
+def test_tutorial_checks_the_loss_every_evaluate_loss_after_epochs_from_the_start():
+    cfg = ScheduleConfig(name="halve_on_rise", evaluate_loss_after=5)
+    assert [e for e in range(12) if checks_loss(cfg, e)] == [0, 5, 10]
+
+
+def test_newbob_keeps_decaying_once_improvement_stalls():
+    cfg = ScheduleConfig(name="newbob", min_improvement=1.01, monitor="valid")
+    assert learning_rate(cfg, 1.0, 3, [5.0, 4.0, 3.0]) == 1.0
+    assert learning_rate(cfg, 1.0, 4, [5.0, 4.0, 3.99]) == 0.5
+    assert learning_rate(cfg, 1.0, 5, [5.0, 4.0, 3.99, 3.5]) == 0.25
+
+
+def test_step_and_exponential_decay_by_epoch():
+    assert learning_rate(ScheduleConfig(name="step", step_epochs=2, gamma=0.1), 1.0, 3.9) == pytest.approx(0.1)
+    assert learning_rate(ScheduleConfig(name="exponential", gamma=0.5), 1.0, 1.5) == pytest.approx(0.5**1.5)
+    assert learning_rate(ScheduleConfig(), 0.3, 100, [1, 2, 3]) == 0.3
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [ScheduleConfig(name="cosine"), ScheduleConfig(factor=0), ScheduleConfig(step_epochs=0), ScheduleConfig(monitor="test")],
+)
+def test_impossible_schedules_are_refused(cfg):
+    with pytest.raises(UserError):
+        validate(cfg)
