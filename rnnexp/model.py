@@ -17,9 +17,12 @@ touched (`ColumnGrad`) both read contiguous memory.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from rnnexp.errors import UserError
 
@@ -28,6 +31,7 @@ DTYPES = ("float32", "float64")
 # Rows of the output layer processed at once: big enough for efficient matrix products, small
 # enough that the (rows × V) block of logits stays in cache through softmax and both products.
 OUTPUT_BLOCK_ROWS = 256
+_BLAS = ThreadpoolController()
 
 
 class DivergedError(UserError):
@@ -75,6 +79,12 @@ def _as_batch(a, name: str) -> np.ndarray:
     return arr
 
 
+def _default_threads() -> int:
+    """Worker threads for the output layer: the BLAS thread count, capped by the usable cores."""
+    blas = [lib["num_threads"] for lib in _BLAS.info() if lib["user_api"] == "blas"]
+    return min(max(blas, default=1), len(os.sched_getaffinity(0)))
+
+
 class RNNLM:
     """The tutorial's model: no biases, uniform init in ±1/√n for n incoming connections."""
 
@@ -86,6 +96,7 @@ class RNNLM:
         truncation: str = "window",
         dtype: str = "float64",
         seed: int | None = None,
+        threads: int | None = None,
     ):
         if int(vocab_size) < 2 or int(hidden_dim) < 1:
             raise UserError(f"vocab_size must be >= 2 and hidden_dim >= 1, got {vocab_size} and {hidden_dim}.")
@@ -98,6 +109,7 @@ class RNNLM:
         self.V, self.H = int(vocab_size), int(hidden_dim)
         self.bptt_truncate, self.truncation = int(bptt_truncate), truncation
         self.dtype = np.dtype(dtype)
+        self.threads = max(1, int(threads if threads is not None else _default_threads()))
         rng = np.random.default_rng(seed)
 
         def uniform(shape, fan_in):
@@ -167,36 +179,56 @@ class RNNLM:
         return float(np.abs(self.params["V"]).sum(axis=1).max()) < limit
 
     def _output_layer(self, S, y, weights, need_grads: bool):
-        """Softmax cross-entropy over all rows in cache-sized blocks.
+        """Softmax cross-entropy over all rows in cache-sized blocks, split among worker threads.
 
         Returns per-row NLL, and with `need_grads` dL/dS (N, H) and dL/dV, where each row's loss
-        counts with its weight (0 for padding).
+        counts with its weight (0 for padding). NumPy's exp runs on one core, so each worker takes
+        every `threads`-th block with a single-threaded BLAS; blocks go to workers in a fixed
+        pattern and the workers' dV are summed in a fixed order, so results are bitwise repeatable.
         """
-        Vm = self.params["V"]
         N = S.shape[0]
-        shift = not self._safe_without_shift()
         nll = np.empty(N, self.dtype)
         dS = np.empty((N, self.H), self.dtype) if need_grads else None
-        dV = np.zeros_like(Vm) if need_grads else None
-        block = np.empty((min(N, OUTPUT_BLOCK_ROWS), self.V), self.dtype)
-        for r0 in range(0, N, OUTPUT_BLOCK_ROWS):
-            r1 = min(N, r0 + OUTPUT_BLOCK_ROWS)
-            Sb, yb, L = S[r0:r1], y[r0:r1], block[: r1 - r0]
-            rows = np.arange(r1 - r0)
-            np.matmul(Sb, Vm.T, out=L)
-            if shift:
-                L -= L.max(axis=1, keepdims=True)
-            target_logit = L[rows, yb]
-            np.exp(L, out=L)
-            z = L.sum(axis=1)
-            nll[r0:r1] = np.log(z) - target_logit
-            if need_grads:
-                wb = weights[r0:r1]
-                L *= (wb / z)[:, None]
-                L[rows, yb] -= wb
-                np.matmul(L, Vm, out=dS[r0:r1])
-                dV += L.T @ Sb
-        return nll, dS, dV
+        starts = list(range(0, N, OUTPUT_BLOCK_ROWS))
+        shift = not self._safe_without_shift()
+        workers = min(self.threads, len(starts))
+
+        def work(first: int):
+            dV = np.zeros_like(self.params["V"]) if need_grads else None
+            block = np.empty((min(N, OUTPUT_BLOCK_ROWS), self.V), self.dtype)
+            for r0 in starts[first::workers]:
+                r1 = min(N, r0 + OUTPUT_BLOCK_ROWS)
+                self._output_block(S, y, weights, r0, r1, block[: r1 - r0], shift, nll, dS, dV)
+            return dV
+
+        if workers == 1:
+            return nll, dS, work(0)
+        with _BLAS.limit(limits=1, user_api="blas"):
+            partial = list(self._pool().map(work, range(workers)))
+        return nll, dS, (sum(partial[1:], partial[0]) if need_grads else None)
+
+    def _output_block(self, S, y, weights, r0, r1, L, shift, nll, dS, dV) -> None:
+        """Rows r0:r1: logits, softmax in place, NLL, and the two gradient products."""
+        Vm = self.params["V"]
+        Sb, yb, rows = S[r0:r1], y[r0:r1], np.arange(r1 - r0)
+        np.matmul(Sb, Vm.T, out=L)
+        if shift:
+            L -= L.max(axis=1, keepdims=True)
+        target_logit = L[rows, yb]
+        np.exp(L, out=L)
+        z = L.sum(axis=1)
+        nll[r0:r1] = np.log(z) - target_logit
+        if dS is not None:
+            wb = weights[r0:r1]
+            L *= (wb / z)[:, None]
+            L[rows, yb] -= wb
+            np.matmul(L, Vm, out=dS[r0:r1])
+            dV += L.T @ Sb
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if getattr(self, "_executor", None) is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="rnnexp-output")
+        return self._executor
 
     # --------------------------------------------------------------- backward
     def _backprop_time(self, dA: np.ndarray, S: np.ndarray) -> np.ndarray:
