@@ -1,0 +1,68 @@
+"""Checkpoints: one .npz of plain arrays that loads with allow_pickle=False, so loading never runs code.
+
+Parameters, optimiser state and other arrays are stored under prefixed keys (`params/U`,
+`optimizer/m.V`, `arrays/order`); everything else (counters, loss history, the NumPy generator's
+state, whose 128-bit integers fit no array dtype, the run's config) is one JSON string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rnnexp.errors import UserError
+
+SECTIONS = ("params", "optimizer", "arrays")
+
+
+@dataclass
+class Checkpoint:
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    meta: dict  # JSON-serialisable
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = {f"{section}/{key}": value for section in SECTIONS for key, value in getattr(checkpoint, section).items()}
+    entries["meta"] = np.array(json.dumps(checkpoint.meta))
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as file:
+        np.savez(file, **entries)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+def load(path: Path) -> Checkpoint:
+    if not path.is_file():
+        raise UserError(f"no checkpoint at {path}: give an existing .npz file or a run id to resume=.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            entries = {key: data[key] for key in data.files}
+        meta = json.loads(str(entries.pop("meta")))
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError) as err:
+        raise UserError(f"{path} is not a readable rnnexp checkpoint ({err}): resume from another checkpoint.") from None
+    sections: dict[str, dict[str, np.ndarray]] = {section: {} for section in SECTIONS}
+    for key, value in entries.items():
+        section, _, name = key.partition("/")
+        sections[section][name] = value
+    return Checkpoint(sections["params"], sections["optimizer"], meta, sections["arrays"])
+
+
+def generator_state(rng: np.random.Generator) -> dict:
+    """The generator's exact state as JSON-serialisable data (Python ints keep all 128 bits)."""
+    return rng.bit_generator.state
+
+
+def restore_generator(state: dict) -> np.random.Generator:
+    bit_generator = getattr(np.random, state["bit_generator"])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)

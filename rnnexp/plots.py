@@ -1,0 +1,45 @@
+"""Figures logged with runs, drawn on matplotlib's object API (no pyplot, no global backend)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Run
+
+
+def learning_curves(history: Sequence[dict], oracle_nll: float | None) -> Figure:
+    """Loss per epoch (training and validation) and validation perplexity, with the oracle's floor."""
+    figure = Figure(figsize=(10, 4))
+    loss_axes, ppl_axes = figure.subplots(1, 2)
+    epochs = [entry["epoch"] for entry in history]
+    trained = [entry for entry in history if entry["train_loss_epoch"] is not None]
+    loss_axes.plot([e["epoch"] for e in trained], [e["train_loss_epoch"] for e in trained], marker="o", label="train (epoch mean)")
+    loss_axes.plot(epochs, [entry["val_loss"] for entry in history], marker="o", label="validation")
+    ppl_axes.plot(epochs, [math.exp(entry["val_loss"]) for entry in history], marker="o", label="validation")
+    if oracle_nll is not None:
+        loss_axes.axhline(oracle_nll, color="black", linestyle="--", linewidth=1, label="oracle")
+        ppl_axes.axhline(math.exp(oracle_nll), color="black", linestyle="--", linewidth=1, label="oracle")
+    loss_axes.set(xlabel="epoch", ylabel="loss (nats per token)", title="loss")
+    ppl_axes.set(xlabel="epoch", ylabel="perplexity", yscale="log", title="validation perplexity")
+    for axes in (loss_axes, ppl_axes):
+        axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def validation_curves(runs: Sequence[Run], curves: dict[str, list[Metric]]) -> Figure:
+    """Each run's validation perplexity against training steps, with the oracle's floor if known."""
+    figure = Figure(figsize=(7, 4.5))
+    axes = figure.subplots()
+    for run in runs:
+        history = curves[run.info.run_id]
+        axes.plot([m.step for m in history], [m.value for m in history], marker="o", markersize=3, label=run.info.run_name)
+    oracle = next((run.data.metrics["oracle_val_ppl"] for run in runs if "oracle_val_ppl" in run.data.metrics), None)
+    if oracle is not None:
+        axes.axhline(oracle, color="black", linestyle="--", linewidth=1, label="oracle")
+    axes.set(xlabel="training step", ylabel="validation perplexity", yscale="log", title="validation perplexity by job")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,142 @@
+"""Hydra multiruns as MLflow sweeps: one parent run, a child per job, a comparison at the end.
+
+The launching process creates the store, the experiment and the parent run before any job starts
+(concurrent creation of a fresh sqlite store fails), and writes the parent's id into the sweep
+directory, where every job finds it whichever launcher ran it (joblib worker, SLURM node).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from omegaconf import DictConfig
+
+from rnnexp import plots, tracking
+from rnnexp.errors import UserError
+
+log = logging.getLogger(__name__)
+
+PARENT_FILE = "mlflow_parent.json"
+JOB_TAG = "sweep_job"
+
+
+@dataclass
+class SweepJob:
+    """What a job of a multirun knows about its sweep."""
+
+    parent_run_id: str
+    number: int
+    overrides: list[str]
+    parallel_jobs: int  # jobs the launcher runs at once on this machine (1: one after another)
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.overrides) or f"job {self.number}"
+
+
+def current_job() -> SweepJob | None:
+    """The sweep this process runs a job of, or None outside a multirun."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra = HydraConfig.get()
+    parent_file = Path(hydra.sweep.dir) / PARENT_FILE
+    if not parent_file.is_file():
+        raise UserError(f"{parent_file} is missing: run sweeps with conf/config.yaml's hydra.callbacks.mlflow_sweep enabled.")
+    n_jobs = hydra.launcher.get("n_jobs", 1)  # joblib's convention: -1 all cores, -2 all but one
+    parallel = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return SweepJob(json.loads(parent_file.read_text())["parent_run_id"], hydra.job.num, list(hydra.overrides.task), parallel)
+
+
+class SweepCallback(Callback):
+    """Opens the parent run when a multirun starts; compares the children when it ends."""
+
+    def __init__(self) -> None:
+        self.client: MlflowClient | None = None
+        self.parent_run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
+        sweep = " ".join(config.hydra.overrides.task)
+        parent = tracking.create_run(self.client, config.experiment_name, f"sweep {sweep}".strip(), None,
+                                     {"sweep": "true", tracking.OVERRIDES_TAG: sweep, **tracking.environment_tags()})
+        self.parent_run_id = parent.run_id
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_FILE).write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": self.client.tracking_uri}))
+        parent.set_tags({"sweep_dir": str(sweep_dir.resolve())})
+        log.info("sweep: MLflow parent run %s in %s", parent.run_id, self.client.tracking_uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        parent = tracking.RunLogger(self.client, self.parent_run_id)
+        experiment = self.client.get_run(self.parent_run_id).info.experiment_id
+        children = self.client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'")
+        children.sort(key=lambda run: int(run.data.tags.get(JOB_TAG, 0)))
+        curves = {run.info.run_id: self.client.get_metric_history(run.info.run_id, "val_ppl") for run in children}
+        header, rows = comparison(children, {run_id: [m.value for m in history] for run_id, history in curves.items()})
+        table = markdown_table(header, rows)
+        print(f"\nsweep {self.parent_run_id}: {len(children)} runs\n{table}")
+        parent.log_text(table, "comparison.md")
+        parent.log_text(csv_table(header, rows), "comparison.csv")
+        parent.log_figure(plots.validation_curves(children, curves), "val_curves.png")
+        failed = [run for run in children if run.info.status != "FINISHED"]
+        parent.end("FINISHED" if len(failed) < len(children) else "FAILED",
+                   f"{len(failed)} of {len(children)} jobs failed" if failed else None)
+        if failed:
+            names = ", ".join(run.info.run_name for run in failed)
+            raise UserError(f"{len(failed)} of {len(children)} sweep jobs failed ({names}): "
+                            f"see the failure column of the table above, or parent run {self.parent_run_id} in MLflow.")
+
+
+def swept_values(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, str]]]:
+    """The override keys whose values differ between runs, and each run's values."""
+    values = [dict(o.split("=", 1) for o in run.data.tags.get(tracking.OVERRIDES_TAG, "").split() if "=" in o)
+              for run in runs]
+    keys = sorted({key for v in values for key in v})
+    return [key for key in keys if len({v.get(key) for v in values}) > 1], values
+
+
+def comparison(runs: Sequence[Run], val_ppl: dict[str, list[float]]) -> tuple[list[str], list[list[str]]]:
+    """One row per run: its swept values, status, best validation and test perplexity, tokens/s."""
+    keys, values = swept_values(runs)
+    header = ["job", *keys, "status", "best val ppl", "test ppl", "tokens/s", "run id", "failure"]
+    rows = []
+    for run, swept in zip(runs, values):
+        metrics = run.data.metrics
+        best = min(val_ppl[run.info.run_id], default=math.nan)
+        rows.append([
+            run.data.tags.get(JOB_TAG, "?"),
+            *(swept.get(key, "") for key in keys),
+            run.info.status,
+            f"{best:.3f}",
+            f"{metrics['test_ppl']:.3f}" if "test_ppl" in metrics else "",
+            f"{metrics['tokens_per_sec']:.0f}" if "tokens_per_sec" in metrics else "",
+            run.info.run_id,
+            run.data.tags.get(tracking.FAILURE_TAG, ""),
+        ])
+    return header, rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = [header, ["---"] * len(header), *rows]
+    return "\n".join("| " + " | ".join(cell.replace("|", "/") for cell in line) + " |" for line in lines) + "\n"
+
+
+def csv_table(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([header, *rows])
+    return buffer.getvalue()
