@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseError
+from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.errors import UserError
 
@@ -37,7 +37,7 @@ def guard(main: Callable[[], object]) -> None:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
-    except (HydraException, OmegaConfBaseError) as err:
+    except (HydraException, OmegaConfBaseException) as err:
         print(f"error: {config_error_message(err)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
     except KeyboardInterrupt:

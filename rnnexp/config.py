@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseError
+from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.data.config import DatasetConfig
 from rnnexp.data.config import validate as validate_dataset
@@ -94,7 +94,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     """The resolved config as a `RunConfig`; a UserError names the first impossible value."""
     try:
         run: RunConfig = OmegaConf.to_object(cfg)
-    except OmegaConfBaseError as err:
+    except OmegaConfBaseException as err:
         raise UserError(f"bad config: {str(err).splitlines()[0]}.") from None
     model, optim, train = run.model, run.optim, run.train
     _require(model.hidden_dim >= 1, f"hidden_dim must be >= 1, got {model.hidden_dim}.")
