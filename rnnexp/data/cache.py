@@ -1,0 +1,93 @@
+"""Preprocessed corpora on disk: one .npz (token arrays) and one .json (vocabulary, stats), no pickle.
+
+Entries are named by a key over the source bytes and the preprocessing config, so a changed file
+or setting misses. Both files are written atomically; parallel sweep jobs may write the same
+entry at once and any of them wins with identical content.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnexp.data.corpus import SPLIT_NAMES, Corpus, Split
+from rnnexp.data.download import write_atomically
+from rnnexp.data.vocab import Vocabulary
+
+CACHE_DIR_ENV = "RNNEXP_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """$RNNEXP_CACHE_DIR, else ~/.cache/rnnexp."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "rnnexp")
+
+
+def entry_paths(cache_dir: Path, name: str, key: str) -> tuple[Path, Path]:
+    stem = cache_dir / f"{name}-{key[:24]}"
+    return stem.with_suffix(".npz"), stem.with_suffix(".json")
+
+
+def save(cache_dir: Path, corpus: Corpus, warnings: list[str]) -> None:
+    """Store `corpus` (no oracle arrays) under its digest; `warnings` are repeated on load."""
+    arrays: dict[str, np.ndarray] = {}
+    for split_name, split in corpus.splits.items():
+        lengths = np.array([len(sentence) for sentence in split.sentences], dtype=np.int64)
+        arrays[f"{split_name}.lengths"] = lengths
+        arrays[f"{split_name}.tokens"] = _concatenate(split.sentences, np.int32)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    meta = {
+        "key": corpus.digest,
+        "name": corpus.name,
+        "vocab": json.loads(corpus.vocab.to_json()),
+        "shared_boundary": {name: split.shared_boundary for name, split in corpus.splits.items()},
+        "params": corpus.params,
+        "stats": corpus.stats,
+        "source": corpus.source,
+        "warnings": warnings,
+    }
+    npz_path, json_path = entry_paths(cache_dir, corpus.name, corpus.digest)
+    write_atomically(npz_path, buffer.getvalue())
+    write_atomically(json_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
+
+
+def load(cache_dir: Path, name: str, key: str) -> tuple[Corpus, list[str]] | None:
+    """The stored corpus and its warnings, or None when there is no complete entry."""
+    npz_path, json_path = entry_paths(cache_dir, name, key)
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+        with np.load(npz_path, allow_pickle=False) as arrays:
+            splits = {
+                split_name: _split(arrays, split_name, meta["shared_boundary"][split_name])
+                for split_name in SPLIT_NAMES
+            }
+    except (OSError, ValueError, KeyError):
+        return None
+    if meta.get("key") != key:
+        return None
+    corpus = Corpus(
+        name=meta["name"],
+        vocab=Vocabulary.from_json(json.dumps(meta["vocab"])),
+        splits=splits,
+        digest=key,
+        params=meta["params"],
+        stats=meta["stats"],
+        source=meta["source"],
+    )
+    return corpus, meta["warnings"]
+
+
+def _split(arrays: Any, split_name: str, shared_boundary: bool) -> Split:
+    lengths = arrays[f"{split_name}.lengths"]
+    tokens = arrays[f"{split_name}.tokens"]
+    sentences = np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    return Split(sentences=sentences, shared_boundary=shared_boundary)
+
+
+def _concatenate(pieces: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(pieces).astype(dtype) if pieces else np.zeros(0, dtype=dtype)
