@@ -158,12 +158,11 @@ def build_vocabulary(
         )
         wanted = len(ranked)
     kept = ranked[:wanted]
-    missing = set(keep) - {word for word, _ in kept}
-    if missing:
-        kept = [item for item in ranked if item[0] not in missing][: wanted - len(missing)]
-        kept += [item for item in ranked if item[0] in missing]
+    if not set(keep) <= {word for word, _ in kept}:
+        required = [item for item in ranked if item[0] in keep]
+        others = [item for item in ranked if item[0] not in keep][: wanted - len(required)]
         position = {word: i for i, (word, _) in enumerate(ranked)}
-        kept.sort(key=lambda item: position[item[0]])
+        kept = sorted(others + required, key=lambda item: position[item[0]])
     words = [word for word, _ in kept] + [unknown]
     vocab = Vocabulary(words, unknown=unknown, start=start, end=end, separator=separator)
     report = VocabularyReport(
