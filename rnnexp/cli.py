@@ -1,14 +1,18 @@
 """The entry points' promise: a mistake the user can fix is one line on stderr and exit status 2.
 
-Hydra prints its own multi-line report for a bad override and exits 1; with HYDRA_FULL_ERROR set
-it lets the exception through instead, and `guard` turns it into that one line.
+Two places catch them. Inside the task function, `reports_user_errors` exits before Hydra can
+add its own "Error executing job" line. Around `hydra.main`, `guard` catches what goes wrong
+before or after the task (a bad override, a sweep callback): Hydra prints its own multi-line
+report for those and exits 1, unless HYDRA_FULL_ERROR lets the exception through to us.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -17,7 +21,9 @@ from rnnexp.errors import UserError
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
-_NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
+Task = TypeVar("Task", bound=Callable)
+_NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR",
+          "To append to your config", "Config search path", "provider=")
 
 
 def config_error_message(err: BaseException) -> str:
@@ -29,14 +35,32 @@ def config_error_message(err: BaseException) -> str:
     return " ".join(dict.fromkeys(lines)) + " (--help lists the config groups and values)."
 
 
+def exit_with(err: UserError) -> None:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT)
+
+
+def reports_user_errors(task: Task) -> Task:
+    """Decorate a Hydra task function: a UserError inside it exits 2 with its one line."""
+
+    @functools.wraps(task)
+    def run(*args, **kwargs):
+        try:
+            return task(*args, **kwargs)
+        except UserError as err:
+            exit_with(err)
+
+    return run
+
+
 def guard(main: Callable[[], object]) -> None:
     """Run a Hydra main; user errors exit 2 with one line on stderr, Ctrl-C exits 130."""
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT)
+        exit_with(err)
     except (HydraException, OmegaConfBaseException) as err:
         print(f"error: {config_error_message(err)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)

@@ -147,6 +147,7 @@ class EvaluateConfig:
     batch_size: int = 256
     tracking_uri: str | None = None
     dataset: DatasetConfig | None = None  # null: the dataset the run trained on
+    vocab_size: int = 100_000  # another dataset's words kept before mapping to the run's vocabulary
 
 
 ConfigStore.instance().store(name="generate_schema", node=GenerateConfig)

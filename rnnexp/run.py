@@ -1,0 +1,58 @@
+"""`python -m rnnexp.run [overrides]`: train one run, or with `-m` one job of a sweep.
+
+    python -m rnnexp.run                          # the default experiment
+    python -m rnnexp.run hidden_dim=50,100 -m     # a sweep: one MLflow parent run, a child per job
+    python -m rnnexp.run resume=<run id>          # continue a killed run where its checkpoint left it
+
+Returns the best validation loss, which Hydra's Optuna sweeper minimises.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from rnnexp import cli, sweep, tracking
+from rnnexp.errors import UserError
+from rnnexp.train import train
+
+log = logging.getLogger(__name__)
+
+# What a failed sweep job reports to the sweeper: finite, so that one diverging trial of an
+# Optuna study does not end the study, and far worse than any real loss.
+FAILED_JOB_LOSS = 1e9
+RESUME_KEEPS = ("resume", "tracking_uri", "train.checkpoint_dir")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@cli.reports_user_errors
+def main(cfg: DictConfig) -> float:
+    job = sweep.current_job()
+    if job is None:
+        if cfg.resume:
+            reject_overrides_on_resume(HydraConfig.get().overrides.task)
+        return train(cfg)
+    if cfg.blas_threads is None and job.parallel_jobs > 1:
+        cfg.blas_threads = 1  # joblib workers share the cores: one BLAS thread each, no oversubscription
+    tags = {sweep.JOB_TAG: str(job.number), tracking.OVERRIDES_TAG: " ".join(job.overrides)}
+    try:
+        return train(cfg, parent_run_id=job.parent_run_id, run_name=job.name, tags=tags)
+    except UserError as err:  # the run is FAILED with the reason; the sweep goes on with its other jobs
+        print(f"error: job {job.number} ({job.name}): {err}", file=sys.stderr)
+        return FAILED_JOB_LOSS
+
+
+def reject_overrides_on_resume(overrides: list[str]) -> None:
+    """A resumed run continues with its saved config; a changed value would silently be ignored."""
+    changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RESUME_KEEPS]
+    if changed:
+        raise UserError(f"resume continues the run with its saved config, so {' '.join(changed)} would be ignored: "
+                        "drop those overrides, or start a new run.")
+
+
+if __name__ == "__main__":
+    cli.guard(main)

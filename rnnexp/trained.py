@@ -1,0 +1,58 @@
+"""A trained model back from an MLflow run: its config, vocabulary and a checkpoint's parameters."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from omegaconf import OmegaConf
+
+from rnnexp import checkpoint, config, tracking
+from rnnexp.data.vocab import Vocabulary
+from rnnexp.errors import UserError
+from rnnexp.model import RNNLM
+
+CHECKPOINT_ARTIFACTS = "checkpoints"
+VOCAB_ARTIFACT = "vocab.json"
+
+
+def local_checkpoint(client: MlflowClient, run_id: str, name: str, checkpoint_dir: Path) -> Path:
+    """`checkpoint_dir/<run_id>/<name>`, downloaded from the run's artifacts when not on this machine."""
+    local = checkpoint_dir / run_id / name
+    if not local.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                downloaded = Path(client.download_artifacts(run_id, f"{CHECKPOINT_ARTIFACTS}/{name}", tmp))
+            except MlflowException:
+                raise UserError(f"run {run_id} has no checkpoint {name}, neither in {local.parent} nor in MLflow: "
+                                "it stopped before its first checkpoint.") from None
+            local.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(downloaded, local)
+    return local
+
+
+@dataclass
+class TrainedModel:
+    model: RNNLM
+    vocab: Vocabulary
+    config: config.RunConfig
+
+
+def load(client: MlflowClient, run_id: str, which: str, checkpoint_dir: Path) -> TrainedModel:
+    """The run's model with the parameters of its `which` checkpoint (best or last)."""
+    if which not in ("best", "last"):
+        raise UserError(f"checkpoint must be best or last, got {which!r}.")
+    tracking.get_run(client, run_id)
+    saved = checkpoint.load(local_checkpoint(client, run_id, f"{which}.npz", checkpoint_dir))
+    run_cfg: config.RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config.RunConfig), saved.meta["config"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = Vocabulary.load(client.download_artifacts(run_id, VOCAB_ARTIFACT, tmp))
+    m = run_cfg.model
+    model = RNNLM(len(vocab), m.hidden_dim, m.bptt_truncate, m.truncation, m.dtype, m.seed)
+    for name, value in saved.params.items():
+        model.params[name][...] = value
+    return TrainedModel(model, vocab, run_cfg)
