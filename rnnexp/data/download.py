@@ -1,14 +1,13 @@
 """Fetch the public corpora, verified by git blob id (the servers' sha256 cannot be known offline).
 
-`python -m rnnexp.data.download` (what `make data` runs) puts the tutorial's reddit CSV into the
-data directory and says where to get the Penn Treebank, which has no single download URL.
+`python -m rnnexp.data` (what `make data` runs) calls `main`: it puts the tutorial's reddit CSV
+into the data directory and says where to get the Penn Treebank, which has no single download URL.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,11 +104,3 @@ def main() -> None:
     missing = [remote.filename for remote in PTB.values() if not (data_dir / remote.filename).exists()]
     if missing:
         print(f"Penn Treebank: put {', '.join(missing)} into {data_dir}; they are {PTB_WHERE}.")
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)

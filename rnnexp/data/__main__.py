@@ -1,0 +1,12 @@
+"""`python -m rnnexp.data`: download what can be downloaded into the data directory, explain the rest."""
+
+import sys
+
+from rnnexp.data.download import main
+from rnnexp.errors import UserError
+
+try:
+    main()
+except UserError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
