@@ -1,0 +1,1 @@
+"""Reproductions and studies built on rnnexp: each folder holds what it runs, its report and figures."""
