@@ -31,6 +31,8 @@ DTYPES = ("float32", "float64")
 # Rows of the output layer processed at once: big enough for efficient matrix products, small
 # enough that the (rows × V) block of logits stays in cache through softmax and both products.
 OUTPUT_BLOCK_ROWS = 256
+# Below this many logits a batch is too small to repay handing blocks to worker threads.
+PARALLEL_MIN_LOGITS = 1 << 20
 _BLAS = ThreadpoolController()
 
 
@@ -191,7 +193,7 @@ class RNNLM:
         dS = np.empty((N, self.H), self.dtype) if need_grads else None
         starts = list(range(0, N, OUTPUT_BLOCK_ROWS))
         shift = not self._safe_without_shift()
-        workers = min(self.threads, len(starts))
+        workers = min(self.threads, len(starts)) if N * self.V >= PARALLEL_MIN_LOGITS else 1
 
         def work(first: int):
             dV = np.zeros_like(self.params["V"]) if need_grads else None
