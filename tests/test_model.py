@@ -237,3 +237,15 @@ def test_same_seed_same_weights_and_u_columns_are_contiguous():
     assert a.params["U"].shape == (5, 30) and a.params["U"].T.flags.c_contiguous
     bound = 1 / np.sqrt(30)
     assert np.abs(a.params["U"]).max() <= bound and np.abs(a.params["W"]).max() <= 1 / np.sqrt(5)
+
+
+def test_worker_threads_split_the_output_layer_exactly_and_repeatably():
+    rng = np.random.default_rng(8)
+    x, y = rng.integers(0, 2048, (2, 4, 130))  # 520 rows x 2048 words: big enough for the workers
+    one = RNNLM(2048, 8, seed=1, threads=1).backprop(x, y)
+    two_model = RNNLM(2048, 8, seed=1, threads=2)
+    two, again = two_model.backprop(x, y), two_model.backprop(x, y)
+    assert two.loss == one.loss
+    assert np.array_equal(two.grads["U"], one.grads["U"]) and np.array_equal(two.grads["W"], one.grads["W"])
+    np.testing.assert_allclose(two.grads["V"], one.grads["V"], rtol=1e-12, atol=1e-18)
+    assert all(np.array_equal(two.grads[n], again.grads[n]) for n in "UWV")
