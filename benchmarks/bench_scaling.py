@@ -1,0 +1,95 @@
+"""How training cost grows: tokens/s and peak memory against vocabulary, hidden size, batch,
+truncation length (window and chunk modes) and sequence length, one knob at a time.
+
+Every other setting stays at the PyTorch comparison's (V=8000, H=100, B=32, T=35, float32, full
+BPTT, SGD with the sparse U update). The points of one sweep are timed in alternating rounds, so
+a busy moment on the shared machine bends no curve. Peak memory is what numpy allocates during one
+step (tracemalloc), on top of the parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from benchmarks.common import fixed_threads, interleaved, peak_bytes, zipf_tokens
+from rnnexp.model import RNNLM
+from rnnexp.optim import make_optimizer
+
+LEARNING_RATE = 0.1
+
+
+@dataclass(frozen=True)
+class Point:
+    vocab_size: int = 8000
+    hidden_dim: int = 100
+    batch: int = 32
+    seq_len: int = 35
+    truncation: str = "full"
+    bptt_truncate: int = 4
+
+    @property
+    def tokens_per_call(self) -> int:
+        """A chunk-mode call trains one chunk of `bptt_truncate` steps; the others a whole batch."""
+        return self.batch * (self.bptt_truncate if self.truncation == "chunk" else self.seq_len)
+
+
+SWEEPS = {
+    "vocab_size": {"full": [replace(Point(), vocab_size=v) for v in (1000, 2000, 4000, 8000, 16000, 32000)]},
+    "hidden_dim": {"full": [replace(Point(), hidden_dim=h) for h in (50, 100, 200, 400)]},
+    "batch": {"full": [replace(Point(), batch=b) for b in (1, 4, 16, 32, 64, 128)]},
+    "bptt_truncate": {
+        mode: [replace(Point(), truncation=mode, bptt_truncate=k) for k in (1, 2, 4, 8, 16, 32)]
+        for mode in ("window", "chunk")
+    },
+    "seq_len": {
+        label: [replace(Point(), seq_len=t, **kw) for t in (5, 10, 20, 35, 70, 140)]
+        for label, kw in (("full", {}), ("window k=4", {"truncation": "window"}))
+    },
+}
+SMOKE_SWEEPS = {
+    name: {label: [replace(p, vocab_size=p.vocab_size // 50, hidden_dim=p.hidden_dim // 10,
+                           batch=max(1, p.batch // 16), seq_len=p.seq_len // 5 + 1) for p in points[:2]]
+           for label, points in series.items()}
+    for name, series in SWEEPS.items()
+}
+
+
+def training_step(point: Point, seed: int = 0):
+    """A callable that trains one batch (one chunk, in chunk mode) of `point`'s shape per call."""
+    rng = np.random.default_rng(seed)
+    model = RNNLM(vocab_size=point.vocab_size, hidden_dim=point.hidden_dim, bptt_truncate=point.bptt_truncate,
+                  truncation=point.truncation, dtype="float32", seed=seed)
+    sgd = make_optimizer("sgd")
+    length = point.bptt_truncate if point.truncation == "chunk" else point.seq_len
+    stream = zipf_tokens(rng, point.vocab_size, (point.batch, length + 1))
+    x, y = stream[:, :-1].copy(), stream[:, 1:].copy()
+    carried = {"h": None}
+
+    def step():
+        s = model.backprop(x, y, h0=carried["h"], sparse_u=True)
+        sgd.step(model.params, s.grads, LEARNING_RATE)
+        if point.truncation == "chunk":
+            carried["h"] = s.h_last
+
+    return step
+
+
+def run(smoke: bool = False) -> dict:
+    """For each sweep and series: the knob's values, tokens/s and peak MiB at each."""
+    sweeps = SMOKE_SWEEPS if smoke else SWEEPS
+    options = {"repeats": 1, "min_seconds": 0.0} if smoke else {"repeats": 3, "min_seconds": 0.25}
+    results = {}
+    with fixed_threads():
+        for knob, series in sweeps.items():
+            results[knob] = {}
+            for label, points in series.items():
+                steps = {str(i): training_step(p) for i, p in enumerate(points)}
+                timings = interleaved(steps, block=2, **options)
+                results[knob][label] = {
+                    "x": [getattr(p, knob) for p in points],
+                    "tokens_per_sec": [p.tokens_per_call / timings[str(i)].median for i, p in enumerate(points)],
+                    "peak_mib": [peak_bytes(steps[str(i)]) / 2**20 for i in range(len(points))],
+                }
+    return {"base": Point().__dict__, "sweeps": results}

@@ -1,0 +1,60 @@
+"""A 4-job sweep through `python -m rnnexp.run ... -m`, with the joblib launcher against the basic one.
+
+The basic launcher runs the jobs one after another in the sweep's process; joblib runs them in
+worker processes, one per core, each with one BLAS thread (the runner's rule for parallel jobs).
+Each sweep is one command, timed from start to exit, process start-up and MLflow included; the
+two launchers take turns.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import ROOT, THREADS
+
+LAUNCHERS = {"basic": ["hydra/launcher=basic"], "joblib": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={THREADS}"]}
+FULL = ["hidden_dim=32,48,64,80", "epochs=1", "dataset.synthetic.n_sentences=2000"]
+SMOKE = ["hidden_dim=4,6", "vocab_size=30", "epochs=1", "dataset.synthetic.n_sentences=100", "train.samples=1"]
+
+
+def sweep_seconds(launcher: str, overrides: list[str], workdir: Path) -> float:
+    """Wall-clock seconds of one sweep command; raises with its stderr if it fails."""
+    command = [sys.executable, "-m", "rnnexp.run", "-m", *overrides, *LAUNCHERS[launcher],
+               f"tracking_uri=sqlite:///{workdir}/mlflow.db", f"train.checkpoint_dir={workdir}/checkpoints",
+               f"hydra.sweep.dir={workdir}/sweeps/{launcher}-{time.monotonic_ns()}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"the {launcher} sweep failed ({done.returncode}): {done.stderr[-2000:]}")
+    return seconds
+
+
+def run(smoke: bool = False) -> dict:
+    """Seconds per sweep with each launcher (median of the rounds) and joblib's speed-up."""
+    overrides, repeats = (SMOKE, 1) if smoke else (FULL, 2)
+    samples: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        sweep_seconds("basic", SMOKE[1:] + ["hidden_dim=4"], workdir)  # creates the store: not timed
+        for round_ in range(repeats):
+            for name in sorted(LAUNCHERS, reverse=bool(round_ % 2)):
+                samples[name].append(sweep_seconds(name, overrides, workdir))
+    seconds = {name: statistics.median(s) for name, s in samples.items()}
+    jobs = len(overrides[0].split("=", 1)[1].split(","))
+    return {
+        "description": (
+            f"`python -m rnnexp.run {' '.join(overrides)} -m`: {jobs} jobs, with `hydra/launcher=basic` and with "
+            f"`hydra/launcher=joblib hydra.launcher.n_jobs={THREADS}`; whole commands, medians of {repeats} alternating runs."
+        ),
+        "samples": samples,
+        "seconds": seconds,
+        "speedup": seconds["basic"] / seconds["joblib"],
+    }

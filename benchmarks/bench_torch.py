@@ -1,0 +1,133 @@
+"""The engine against PyTorch on the CPU: batched float32 training and evaluation, tokens per second.
+
+Both sides hold the same weights and compute the same function: the tutorial's s_t = tanh(U x_t +
+W s_{t-1}) is, in PyTorch, an `nn.Embedding` holding U's columns (the same as U times a one-hot
+vector, without building it) feeding `nn.RNN(tanh, bias=False)` whose input weight is a frozen
+identity, then `nn.Linear(bias=False)` holding V and cross-entropy. Training is exact full BPTT
+(the engine's truncation="full") with one SGD step per batch on both sides; evaluation is the
+forward pass and the loss. Losses and gradients are checked equal before anything is timed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.common import fixed_threads, interleaved, try_import_torch, zipf_tokens
+from rnnexp.model import RNNLM
+from rnnexp.optim import make_optimizer
+
+LEARNING_RATE = 0.1
+TARGET_RATIO = 1.5
+N_BATCHES = 4  # cycled through, so neither side trains on one batch alone
+
+
+def torch_twin(model: RNNLM):
+    """A PyTorch module computing exactly `model`'s function, with copies of its weights."""
+    torch = try_import_torch()
+    nn = torch.nn
+
+    class TorchRNNLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(model.V, model.H)
+            self.rnn = nn.RNN(model.H, model.H, nonlinearity="tanh", bias=False, batch_first=True)
+            self.out = nn.Linear(model.H, model.V, bias=False)
+            with torch.no_grad():
+                self.embed.weight.copy_(torch.from_numpy(np.ascontiguousarray(model.params["U"].T)))
+                self.rnn.weight_ih_l0.copy_(torch.eye(model.H))
+                self.rnn.weight_hh_l0.copy_(torch.from_numpy(model.params["W"]))
+                self.out.weight.copy_(torch.from_numpy(model.params["V"]))
+            self.rnn.weight_ih_l0.requires_grad_(False)
+
+        def forward(self, x, y):
+            states, _ = self.rnn(self.embed(x))
+            logits = self.out(states)
+            return nn.functional.cross_entropy(logits.reshape(-1, model.V), y.reshape(-1))
+
+    return TorchRNNLM()
+
+
+def _check_same_function(model: RNNLM, net, x: np.ndarray, y: np.ndarray) -> dict:
+    """Loss and gradients of both sides on one batch, before training: they must agree."""
+    torch = try_import_torch()
+    step = model.backprop(x, y)
+    loss = net(torch.from_numpy(x), torch.from_numpy(y))
+    net.zero_grad()
+    loss.backward()
+    pairs = {
+        "U": (step.grads["U"].T, net.embed.weight.grad),
+        "W": (step.grads["W"], net.rnn.weight_hh_l0.grad),
+        "V": (step.grads["V"], net.out.weight.grad),
+    }
+    errors = {name: float(np.abs(a - b.numpy()).max() / np.abs(a).max()) for name, (a, b) in pairs.items()}
+    loss_err = abs(step.loss - loss.item()) / step.loss
+    if loss_err > 1e-5 or max(errors.values()) > 1e-3:
+        raise AssertionError(f"PyTorch and the engine disagree: loss {loss_err:.1e}, gradients {errors}")
+    return {"loss_rel_err": loss_err, "grad_max_rel_err": errors}
+
+
+def run(smoke: bool = False) -> dict:
+    """Tokens per second of training and evaluation on both sides, and the engine's ratio."""
+    torch = try_import_torch()
+    if torch is None:
+        return {"skipped": "torch is not installed: pip install -e '.[bench]' (torch==2.13.0) to compare"}
+    vocab, hidden, batch, length, repeats = (300, 16, 4, 6, 2) if smoke else (8000, 100, 32, 35, 7)
+    rng = np.random.default_rng(0)
+    streams = zipf_tokens(rng, vocab, (N_BATCHES, batch, length + 1))
+    batches = [(s[:, :-1].copy(), s[:, 1:].copy()) for s in streams]
+    model = RNNLM(vocab_size=vocab, hidden_dim=hidden, truncation="full", dtype="float32", seed=10)
+    net = torch_twin(model)
+    torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+    sgd = make_optimizer("sgd")
+    torch_sgd = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=LEARNING_RATE)
+    turn = {"engine": 0, "torch": 0, "engine_eval": 0, "torch_eval": 0}
+
+    def next_batch(side: str, pool: list):
+        turn[side] += 1
+        return pool[turn[side] % N_BATCHES]
+
+    def engine_train():
+        x, y = next_batch("engine", batches)
+        step = model.backprop(x, y, sparse_u=True)
+        sgd.step(model.params, step.grads, LEARNING_RATE)
+
+    def torch_train():
+        x, y = next_batch("torch", torch_batches)
+        torch_sgd.zero_grad(set_to_none=True)
+        net(x, y).backward()
+        torch_sgd.step()
+
+    def engine_eval():
+        x, y = next_batch("engine_eval", batches)
+        model.token_nll(x, y)
+
+    def torch_eval():
+        x, y = next_batch("torch_eval", torch_batches)
+        with torch.inference_mode():
+            net(x, y)
+
+    with fixed_threads():
+        agreement = _check_same_function(model, net, *batches[0])
+        options = {"repeats": repeats, "min_seconds": 0.0 if smoke else 0.2}
+        train = interleaved({"rnnexp engine": engine_train, "PyTorch": torch_train}, **options)
+        evaluate = interleaved({"rnnexp engine": engine_eval, "PyTorch": torch_eval}, **options)
+    tokens = batch * length
+
+    def summary(timings) -> dict:
+        rates = {name: tokens / t.median for name, t in timings.items()}
+        return {
+            "tokens_per_sec": rates,
+            "spread": {name: t.spread for name, t in timings.items()},
+            "ratio": rates["rnnexp engine"] / rates["PyTorch"],
+        }
+
+    training = summary(train)
+    return {
+        "setting": {"vocab_size": vocab, "hidden_dim": hidden, "batch": batch, "seq_len": length,
+                    "dtype": "float32", "truncation": "full", "optimizer": "sgd", "repeats": repeats},
+        "agreement": agreement,
+        "training": training,
+        "evaluation": summary(evaluate),
+        "target_ratio": TARGET_RATIO,
+        "target_met": training["ratio"] >= TARGET_RATIO,
+    }

@@ -1,0 +1,67 @@
+"""What MLflow tracking costs a run: the same training with logging to a sqlite store, and without.
+
+Both sides call `rnnexp.train.train` on the same composed config. Without tracking, the run logger
+is replaced by one that drops everything, so all the training loop's own work (evaluations,
+checkpoint files, samples, the curves figure) still happens and only MLflow's part is left out.
+The store is created by the warm-up run, so its one-time schema set-up is not counted.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from unittest import mock
+
+from hydra import compose, initialize_config_dir
+
+import rnnexp.config  # noqa: F401  (registers the schemas the configs name)
+from benchmarks.common import ROOT, fixed_threads, interleaved
+from rnnexp import tracking
+from rnnexp.train import train
+
+FULL = ["epochs=1"]  # the default experiment, one epoch
+SMOKE = ["hidden_dim=8", "vocab_size=40", "epochs=1", "dataset.synthetic.n_sentences=200", "train.samples=1"]
+
+
+class UntrackedRun(tracking.RunLogger):
+    """A run logger that logs nothing: every public method of RunLogger is a no-op here."""
+
+    def __init__(self, *args, **kwargs):
+        self.run_id = "untracked"
+
+
+for _method in [name for name, value in vars(tracking.RunLogger).items() if callable(value) and not name.startswith("_")]:
+    setattr(UntrackedRun, _method, lambda self, *args, **kwargs: None)
+
+
+def _config(workdir: Path, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[*overrides, f"tracking_uri=sqlite:///{workdir}/mlflow.db",
+                                            f"train.checkpoint_dir={workdir}/checkpoints"])
+
+
+def _untracked(cfg) -> None:
+    with mock.patch.object(tracking, "connect", return_value=None), \
+         mock.patch.object(tracking, "create_run", return_value=UntrackedRun()):
+        train(cfg)
+
+
+def run(smoke: bool = False) -> dict:
+    """Seconds per run with and without MLflow tracking, and the relative overhead."""
+    overrides, repeats = (SMOKE, 1) if smoke else (FULL, 3)
+    with tempfile.TemporaryDirectory() as tmp, fixed_threads():
+        cfg = _config(Path(tmp), overrides)
+        timings = interleaved(
+            {"with MLflow tracking": lambda: train(cfg), "without tracking": lambda: _untracked(cfg)},
+            repeats=repeats, min_seconds=0.0, block=1,
+        )
+    on, off = timings["with MLflow tracking"].median, timings["without tracking"].median
+    return {
+        "description": (
+            f"`rnnexp.train.train` on the default experiment ({' '.join(overrides)}), logging to a sqlite store, "
+            f"against the same run with a run logger that drops everything; medians of {repeats} interleaved runs."
+        ),
+        "overrides": overrides,
+        "seconds_per_run": {name: t.median for name, t in timings.items()},
+        "overhead": on / off - 1.0,
+    }

@@ -1,0 +1,182 @@
+"""Shared benchmark plumbing: fixed threads, interleaved timing, the machine's description, token data.
+
+Every comparison runs its contenders in one process, in alternating rounds, and reports medians:
+the machine is shared, so a slow moment hits every contender alike instead of one of them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy
+from threadpoolctl import threadpool_info, threadpool_limits
+
+THREADS = 2
+ROOT = Path(__file__).resolve().parent.parent
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def try_import_torch():
+    """torch, or None where the optional benchmark dependency is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+@contextmanager
+def fixed_threads(n: int = THREADS) -> Iterator[None]:
+    """numpy's BLAS and torch (when installed) both limited to `n` threads."""
+    torch = try_import_torch()
+    before = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n, user_api="blas"):
+            yield
+    finally:
+        if torch:
+            torch.set_num_threads(before)
+
+
+@dataclass
+class Timing:
+    """Seconds per call of one contender: the median and every sample it came from."""
+
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples))
+
+    @property
+    def spread(self) -> float:
+        """Interquartile range relative to the median: how noisy the samples were."""
+        q1, q3 = np.percentile(self.samples, [25, 75])
+        return float((q3 - q1) / self.median)
+
+
+def _calls_for(fn: Callable[[], object], min_seconds: float) -> int:
+    """How many back-to-back calls make one sample last at least `min_seconds` (after a warm-up call)."""
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    return max(1, math.ceil(min_seconds / once))
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], object]], repeats: int, min_seconds: float = 0.05, block: int = 3
+) -> dict[str, Timing]:
+    """Time each contender in `repeats` rounds, the contenders taking turns inside every round.
+
+    In a round each contender runs `block` samples back to back and, when block > 1, the first is
+    discarded: it pays for the switch from the previous contender (caches, BLAS and OpenMP threads
+    that were spinning or asleep), which would otherwise be charged to whichever runs second. A
+    sample is as many calls as last `min_seconds`, so fast functions are not timed at the clock's
+    noise; the first call of each contender is a warm-up and is not timed.
+    """
+    calls = {name: _calls_for(fn, min_seconds) for name, fn in contenders.items()}
+    timings = {name: Timing() for name in contenders}
+    names = list(contenders)
+    for round_ in range(repeats):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            fn, n = contenders[name], calls[name]
+            for sample in range(block):
+                start = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                if sample or block == 1:
+                    timings[name].samples.append((time.perf_counter() - start) / n)
+    return timings
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak memory numpy allocates while `fn` runs (tracemalloc sees every numpy buffer)."""
+    import tracemalloc
+
+    fn()  # allocate lazily built state (thread pools, optimiser slots) outside the measurement
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def zipf_tokens(rng: np.random.Generator, vocab_size: int, shape) -> np.ndarray:
+    """Token ids with frequency ∝ 1/rank, as in real text: sparse updates touch a realistic set of words."""
+    p = 1.0 / np.arange(1, vocab_size + 1)
+    return rng.choice(vocab_size, size=shape, p=p / p.sum()).astype(np.int64)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "rnnexp"], cwd=ROOT, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
+
+
+def machine_info() -> dict:
+    """What the numbers depend on: CPU, cores, load, library versions, BLAS kernel and thread settings."""
+    torch = try_import_torch()
+    with fixed_threads():
+        blas = [
+            {k: lib.get(k) for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads", "prefix")}
+            for lib in threadpool_info()
+        ]
+    return {
+        "cpu": _cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__ if torch else None,
+        "threads": THREADS,
+        "thread_pools": blas,
+        "environment": {name: os.environ.get(name, "unset") for name in BLAS_ENV},
+        "rnnexp_commit": _git_commit(),
+    }
+
+
+def profile_top(fn: Callable[[], object], calls: int, top: int = 8) -> list[dict]:
+    """The functions `fn` spends its own time in (cProfile, this thread), in ms per call of `fn`."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(lambda: [fn() for _ in range(calls)])
+    stats = pstats.Stats(profiler).stats
+    total = sum(entry[2] for entry in stats.values())
+    rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return [
+        {"function": f"{Path(file).name}:{line}({name})" if line else name,
+         "ms_per_call": own / calls * 1e3, "share": own / total}
+        for (file, line, name), (_, _, own, _, _) in rows
+    ]
