@@ -91,6 +91,7 @@ def test_default_cache_dir_comes_from_the_environment(text_file, tmp_path, monke
     assert entry_paths(tmp_path / "env-cache", "text", corpus.digest)[0].exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not EXCERPT.exists(), reason=f"{EXCERPT} is absent")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_cached_reddit_load_is_fast(tmp_path):
@@ -165,3 +166,21 @@ def test_make_data_downloads_reddit_and_explains_ptb(tmp_path, monkeypatch, caps
 
 def refuse_network(*args, **kwargs):
     raise OSError("network disabled in tests")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXCERPT.exists(), reason=f"{EXCERPT} is absent")
+def test_parallel_jobs_that_miss_together_build_once(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings; warnings.simplefilter('ignore');"
+        "from rnnexp.data import DatasetConfig, load_corpus;"
+        f"c = load_corpus(DatasetConfig(name='reddit', path={str(EXCERPT)!r}, vocab_size=500), cache_dir={str(tmp_path)!r});"
+        "print(c.stats['cache'])"
+    )
+    jobs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    statuses = sorted(job.communicate(timeout=120)[0].strip() for job in jobs)
+    assert statuses == ["hit", "miss"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".npz"]

@@ -1,15 +1,18 @@
 """Preprocessed corpora on disk: one .npz (token arrays) and one .json (vocabulary, stats), no pickle.
 
 Entries are named by a key over the source bytes and the preprocessing config, so a changed file
-or setting misses. Both files are written atomically; parallel sweep jobs may write the same
-entry at once and any of them wins with identical content.
+or setting misses. Both files are written atomically, and parallel sweep jobs that miss the same
+entry take turns (`build_lock`): the first builds it, the others then load it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,27 @@ def default_cache_dir() -> Path:
 def entry_paths(cache_dir: Path, name: str, key: str) -> tuple[Path, Path]:
     stem = cache_dir / f"{name}-{key[:24]}"
     return stem.with_suffix(".npz"), stem.with_suffix(".json")
+
+
+@contextlib.contextmanager
+def build_lock(cache_dir: Path, name: str, key: str) -> Iterator[None]:
+    """Hold an exclusive lock on the entry while building it; no lock where none can be taken.
+
+    Callers re-check the cache once they hold it, so jobs that raced on a miss build only once.
+    """
+    lock_path = entry_paths(cache_dir, name, key)[0].with_suffix(".lock")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        lock_file = open(lock_path, "a")  # noqa: SIM115 - held across the yield
+    except OSError:
+        yield
+        return
+    with lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:  # still locked: a waiter re-checks the entry, a newcomer finds it already saved
+            lock_path.unlink(missing_ok=True)
 
 
 def save(cache_dir: Path, corpus: Corpus, warnings: list[str]) -> None:

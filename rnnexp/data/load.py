@@ -51,15 +51,17 @@ def load_corpus(
         digest = _digest(config, hashes, module.key_extras(config, seed))
         directory = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
         cached = cache.load(directory, config.name, digest)
+        status = "hit"
         if cached is None:
-            prepared = module.prepare(config, sources)
-            corpus = _assemble(config, digest, prepared, ", ".join(str(path) for path in sources.values()))
-            notes = prepared.warnings
-            _store(directory, corpus, notes)
-            status = "miss"
-        else:
-            corpus, notes = cached
-            status = "hit"
+            with cache.build_lock(directory, config.name, digest):
+                cached = cache.load(directory, config.name, digest)  # another job may have built it
+                if cached is None:
+                    prepared = module.prepare(config, sources)
+                    source = ", ".join(str(path) for path in sources.values())
+                    cached = _assemble(config, digest, prepared, source), prepared.warnings
+                    _store(directory, *cached)
+                    status = "miss"
+        corpus, notes = cached
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     for line in module.describe(corpus.stats, len(corpus.vocab)):
