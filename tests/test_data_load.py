@@ -177,7 +177,8 @@ def test_parallel_jobs_that_miss_together_build_once(tmp_path):
     script = (
         "import warnings; warnings.simplefilter('ignore');"
         "from rnnexp.data import DatasetConfig, load_corpus;"
-        f"c = load_corpus(DatasetConfig(name='reddit', path={str(EXCERPT)!r}, vocab_size=500), cache_dir={str(tmp_path)!r});"
+        f"c = load_corpus(DatasetConfig(name='reddit', path={str(EXCERPT)!r}, vocab_size=500), "
+        f"cache_dir={str(tmp_path)!r});"
         "print(c.stats['cache'])"
     )
     jobs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) for _ in range(2)]

@@ -4,7 +4,6 @@ import logging
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from rnnexp.data import DatasetConfig, load_corpus, reddit
@@ -185,10 +184,9 @@ def test_pretrained_punkt_is_used_and_recorded_when_installed(tmp_path, monkeypa
 def test_real_excerpt_reads_up_to_the_last_complete_comment(tmp_path, caplog):
     path = tmp_path / "excerpt.csv"
     shutil.copy(EXCERPT, path)
-    with pytest.warns(UserWarning, match=r"dropped the incomplete last comment \(line 874 to the end, "
-                                         r"6061 characters\) and kept the 211 complete ones"):
-        with caplog.at_level(logging.INFO, logger="rnnexp.data"):
-            corpus = load_corpus(config(path, vocab_size=8000), cache_dir=tmp_path / "cache")
+    dropped = r"dropped the incomplete last comment \(line 874 to the end, 6061 characters\) and kept the 211"
+    with pytest.warns(UserWarning, match=dropped), caplog.at_level(logging.INFO, logger="rnnexp.data"):
+        corpus = load_corpus(config(path, vocab_size=8000), cache_dir=tmp_path / "cache")
     assert corpus.stats["comments"] == 211
     assert corpus.stats["sentences_parsed"] == 1089
     assert corpus.stats["sentences_dropped_short"] == 20

@@ -75,7 +75,8 @@ def prepare(cfg: DatasetConfig, sources: dict[str, Path]) -> Prepared:
         "least_frequent_count": report.least_frequent_count,
     }
     tokenizer = "wordpunct_tokenize" if cfg.level == "word" else "characters"
-    return Prepared(vocab, encode_splits(vocab, sentences, labels), {"dataset.word_tokenizer": tokenizer}, stats, warnings)
+    splits = encode_splits(vocab, sentences, labels)
+    return Prepared(vocab, splits, {"dataset.word_tokenizer": tokenizer}, stats, warnings)
 
 
 def describe(stats: dict[str, Any], vocab_size: int) -> list[str]:
