@@ -196,6 +196,14 @@ def key_extras(cfg: DatasetConfig, seed: int) -> dict[str, Any]:
     return {"language_seed": language_seed(cfg, seed), "generator": GENERATOR_VERSION}
 
 
+def dependency_marks(n_targets: int, distance: int) -> np.ndarray:
+    """True at the target the key fixes (target `distance`, the echo); all False with the knob off."""
+    marks = np.zeros(n_targets, dtype=bool)
+    if distance:
+        marks[distance] = True
+    return marks
+
+
 def prepare(cfg: DatasetConfig, seed: int) -> Prepared:
     syn = cfg.synthetic
     chosen_seed = language_seed(cfg, seed)
@@ -208,8 +216,7 @@ def prepare(cfg: DatasetConfig, seed: int) -> Prepared:
         rows = np.flatnonzero(labels == label)
         sentences = [sample.sentences[i, : sample.lengths[i]].astype(np.int32) for i in rows]
         nll = [sample.token_nll[i, : sample.lengths[i] - 1] for i in rows]
-        dependent = [np.arange(len(target)) == syn.distance if syn.distance else np.zeros(len(target), bool)
-                     for target in nll]
+        dependent = [dependency_marks(len(target), syn.distance) for target in nll]
         splits[name] = Split(sentences, oracle_token_nll=nll, dependent=dependent)
     vocab = Vocabulary(language.words, start=SENTENCE_START, end=SENTENCE_END)
     stats: dict[str, Any] = {"language_seed": chosen_seed}
