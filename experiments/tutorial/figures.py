@@ -37,7 +37,8 @@ def loss_curves(curves: Mapping[str, Sequence[float]], baselines: Mapping[str, f
     """Loss per epoch (epoch 0 = before training), with horizontal ln V lines."""
     figure, axes = plt.subplots(figsize=(7, 4.2))
     for (name, losses), marker in zip(curves.items(), "os^v"):
-        axes.plot(range(len(losses)), losses, marker=marker, label=name)
+        color = PUBLISHED_COLOR if name.startswith("published") else None
+        axes.plot(range(len(losses)), losses, marker=marker, label=name, color=color)
     for name, value in baselines.items():
         axes.axhline(value, linestyle="--", linewidth=0.8, color="gray")
         axes.annotate(name, (0, value), textcoords="offset points", xytext=(4, 3), fontsize=8, color="gray")

@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from experiments.tutorial import published
+from experiments.tutorial import literal, published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
 from rnnexp.gradcheck import relative_errors
 from rnnexp.model import RNNLM
-from rnnexp.reference import GateRNN, WildMLRNN
+from rnnexp.reference import GateRNN
 
 EXACT_TOLERANCE = 1e-6  # rnnexp.gradcheck's threshold, at eps 1e-5
 EXACT_LENGTH = 12  # long enough that a 4-step truncation cuts the gradient
@@ -44,14 +44,8 @@ def wildml_relative_errors(params: dict[str, np.ndarray], gradients: dict[str, n
     return worst
 
 
-def tutorial_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """U, W, V as WildML's check draws them: np.random.seed(10); RNNNumpy(100, 10)."""
-    reference = WildMLRNN(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, seed=10)
-    return reference.U, reference.W, reference.V
-
-
 def check_wildml(x, y, truncate: int) -> dict[str, float]:
-    model = WildMLRNN(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, truncate, seed=10)
+    model = literal.tutorial_model(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, truncate)
     dU, dV, dW = model.bptt(x, y)
 
     def loss() -> float:
@@ -64,7 +58,8 @@ def check_wildml(x, y, truncate: int) -> dict[str, float]:
 
 def check_gate(x, y, truncate: int) -> dict[str, float]:
     model = GateRNN(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, truncate)
-    model.U, model.W, model.V = tutorial_weights()
+    weights = literal.tutorial_model(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN)
+    model.U, model.W, model.V = weights.U, weights.W, weights.V
     dU, dW, dV = model.bptt(x, y)
     params = {"U": model.U, "V": model.V, "W": model.W}
     return wildml_relative_errors(params, {"U": dU, "V": dV, "W": dW},
@@ -72,9 +67,8 @@ def check_gate(x, y, truncate: int) -> dict[str, float]:
 
 
 def check_engine(x, y, truncation: str, truncate: int) -> dict[str, float]:
-    model = RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, truncate, truncation, "float64")
-    for name, value in zip(("U", "W", "V"), tutorial_weights()):
-        model.params[name][...] = value
+    model = literal.with_tutorial_weights(
+        RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, truncate, truncation, "float64"))
     gradients = model.backprop(x, y, reduction="sum").grads
     return wildml_relative_errors(model.params, gradients, lambda: float(model.token_nll(x, y)[0].sum()),
                                   published.GRADCHECK_H)

@@ -6,50 +6,29 @@ import math
 
 import numpy as np
 
-from experiments.tutorial import published
+from experiments.tutorial import literal, published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
 from rnnexp.data import Corpus
 from rnnexp.evaluate import mean_nll
 from rnnexp.model import RNNLM
-from rnnexp.reference import WildMLRNN
 
 TOLERANCE = 0.01  # nats: the published measurement is 0.0002 above ln V
 LITERAL_SENTENCES = 100  # WildML's own forward pass is slow at V=8000: cross-check it on these
-
-
-def tutorial_init(model: RNNLM) -> RNNLM:
-    """The tutorial's weights: np.random.seed(10) then RNNNumpy(V, H), drawn U, V, W in that order."""
-    reference = WildMLRNN(model.V, model.H, model.bptt_truncate, seed=published.UNTRAINED_SEED)
-    for name in ("U", "W", "V"):
-        model.params[name][...] = getattr(reference, name)
-    return model
-
-
-def wildml_loss(model: RNNLM, sentences: list[np.ndarray]) -> float:
-    """WildML's calculate_loss, literally: its forward pass, the summed NLL over the number of words."""
-    reference = WildMLRNN(model.V, model.H, model.bptt_truncate)
-    reference.U, reference.W, reference.V = (np.asarray(model.params[n], dtype=np.float64) for n in ("U", "W", "V"))
-    total, count = 0.0, 0
-    for sentence in sentences:
-        o, _ = reference.forward_propagation(sentence[:-1])
-        total -= float(np.log(o[np.arange(len(sentence) - 1), sentence[1:]]).sum())
-        count += len(sentence) - 1
-    return total / count
 
 
 def untrained_loss(corpus: Corpus, hidden_dim: int, bptt_truncate: int, command: str) -> ClaimResult:
     sentences = corpus.splits["train"].sentences[: published.UNTRAINED_SENTENCES]
     vocab_size = len(corpus.vocab)
     own = RNNLM(vocab_size, hidden_dim, bptt_truncate, "window", "float64", seed=published.UNTRAINED_SEED)
-    tutorial_v = tutorial_init(RNNLM(vocab_size, hidden_dim, bptt_truncate, "window", "float64"))
-    tutorial_8000 = tutorial_init(RNNLM(published.VOCABULARY_SIZE, hidden_dim, bptt_truncate, "window", "float64"))
+    tutorial_v = literal.with_tutorial_weights(RNNLM(vocab_size, hidden_dim, bptt_truncate, "window", "float64"))
+    tutorial_8000 = literal.with_tutorial_weights(RNNLM(published.VOCABULARY_SIZE, hidden_dim, bptt_truncate, "window", "float64"))
     measured = [
         ("engine, its own init (default_rng(10))", vocab_size, mean_nll(own, sentences, 256)),
         ("engine, the tutorial's init (np.random.seed(10))", vocab_size, mean_nll(tutorial_v, sentences, 256)),
         ("engine, the tutorial's init, V = 8000", published.VOCABULARY_SIZE, mean_nll(tutorial_8000, sentences, 256)),
     ]
     first = sentences[:LITERAL_SENTENCES]
-    literal, engine_first = wildml_loss(tutorial_8000, first), mean_nll(tutorial_8000, first, 256)
+    wildml, engine_first = literal.calculate_loss(literal.as_wildml(tutorial_8000), first), mean_nll(tutorial_8000, first, 256)
     rows = [["published: WildML RNNNumpy, np.random.seed(10)", f"{published.VOCABULARY_SIZE:,}",
              f"{published.MEASURED_UNTRAINED_LOSS:.6f}", f"{published.EXPECTED_LOSS:.6f}",
              f"{published.MEASURED_UNTRAINED_LOSS - published.EXPECTED_LOSS:+.6f}"]]
@@ -71,9 +50,9 @@ def untrained_loss(corpus: Corpus, hidden_dim: int, bptt_truncate: int, command:
         details=[
             markdown_table(["model", "V", "loss", "ln V", "loss − ln V"], rows),
             f"WildML's literal forward pass and loss (its `RNNNumpy`, the same weights) on the first {len(first)} "
-            f"sentences: {literal:.9f}; the engine on them: {engine_first:.9f} (difference {abs(literal - engine_first):.1e}).",
+            f"sentences: {wildml:.9f}; the engine on them: {engine_first:.9f} (difference {abs(wildml - engine_first):.1e}).",
         ],
         metrics={"loss_engine": measured[0][2], "loss_tutorial_init": measured[1][2], "loss_v8000": headline,
-                 "loss_wildml_literal_first": literal, "ln_v": math.log(vocab_size), "max_abs_gap": worst},
+                 "loss_wildml_literal_first": wildml, "ln_v": math.log(vocab_size), "max_abs_gap": worst},
         params={"sentences": str(len(sentences)), "hidden_dim": str(hidden_dim), "seed": str(published.UNTRAINED_SEED)},
     )
