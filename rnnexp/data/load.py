@@ -42,26 +42,12 @@ def load_corpus(
     config = resolve_config(cfg)
     module = DATASETS[config.name]
     if config.name == "synthetic":
+        prepared = module.prepare(config, seed)
         digest = _digest(config, {}, module.key_extras(config, seed))
-        corpus, notes = _assemble(config, digest, module.prepare(config, seed), None), []
-        status = "generated"
+        corpus, notes, status = _assemble(config, digest, prepared, None), prepared.warnings, "generated"
     else:
-        sources = module.find_sources(config)
-        hashes = {role: file_sha256(path) for role, path in sources.items()}
-        digest = _digest(config, hashes, module.key_extras(config, seed))
         directory = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
-        cached = cache.load(directory, config.name, digest)
-        status = "hit"
-        if cached is None:
-            with cache.build_lock(directory, config.name, digest):
-                cached = cache.load(directory, config.name, digest)  # another job may have built it
-                if cached is None:
-                    prepared = module.prepare(config, sources)
-                    source = ", ".join(str(path) for path in sources.values())
-                    cached = _assemble(config, digest, prepared, source), prepared.warnings
-                    _store(directory, *cached)
-                    status = "miss"
-        corpus, notes = cached
+        corpus, notes, status = _load_from_files(config, module, seed, directory)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     for line in module.describe(corpus.stats, len(corpus.vocab)):
@@ -74,9 +60,30 @@ def load_corpus(
         ", ".join(f"{name} {len(split)} sentences" for name, split in corpus.splits.items()),
         corpus.stats["load_seconds"],
         status,
-        digest[:12],
+        corpus.digest[:12],
     )
     return corpus
+
+
+def _load_from_files(
+    config: DatasetConfig, module: ModuleType, seed: int, directory: Path
+) -> tuple[Corpus, list[str], str]:
+    """The corpus from the cache, else built from its source files (once, however many jobs ask)."""
+    sources = module.find_sources(config)
+    hashes = {role: file_sha256(path) for role, path in sources.items()}
+    digest = _digest(config, hashes, module.key_extras(config, seed))
+    cached = cache.load(directory, config.name, digest)
+    if cached is not None:
+        return *cached, "hit"
+    with cache.build_lock(directory, config.name, digest):
+        cached = cache.load(directory, config.name, digest)  # another job may have built it meanwhile
+        if cached is not None:
+            return *cached, "hit"
+        prepared = module.prepare(config, sources)
+        source = ", ".join(str(path) for path in sources.values())
+        corpus = _assemble(config, digest, prepared, source)
+        _store(directory, corpus, prepared.warnings)
+        return corpus, prepared.warnings, "miss"
 
 
 def _digest(config: DatasetConfig, source_hashes: dict[str, str], extras: dict[str, Any]) -> str:
