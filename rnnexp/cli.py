@@ -9,6 +9,7 @@ report for those and exits 1, unless HYDRA_FULL_ERROR lets the exception through
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -57,6 +58,7 @@ def guard(main: Callable[[], object]) -> None:
     """Run a Hydra main; user errors exit 2 with one line on stderr, Ctrl-C exits 130."""
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "Creating initial MLflow database tables" on stderr
     try:
         main()
     except UserError as err:

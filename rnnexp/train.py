@@ -32,6 +32,10 @@ from rnnexp.optim import clip_global_norm, make_optimizer
 
 log = logging.getLogger(__name__)
 
+# A loss this many times that of uniform guessing (ln V) is a run that diverged, NaN or not: the
+# engine's stable softmax keeps exploding weights' losses finite.
+DIVERGED_FACTOR = 4.0
+
 @dataclass
 class Progress:
     """Where training stands; saved whole in every checkpoint."""
@@ -102,6 +106,7 @@ class Trainer:
     def __init__(self, cfg: config.RunConfig, run: tracking.RunLogger, start: checkpoint.Checkpoint | None,
                  eval_hooks: Sequence[EvalHook]):
         self.cfg, self.run, self.eval_hooks = cfg, run, eval_hooks
+        self.config_tree = OmegaConf.to_container(OmegaConf.structured(cfg))
         self.corpus = load_corpus(cfg.dataset, seed=cfg.seed)
         self.train_sentences = batches.usable(self.corpus.splits["train"].sentences)
         if not self.train_sentences:
@@ -168,11 +173,13 @@ class Trainer:
         try:
             result = self.model.backprop(x, y, mask=mask, h0=self.hidden, reduction=cfg.train.reduction,
                                          sparse_u=cfg.model.sparse_u)
-            grad_norm = clip_global_norm(result.grads, cfg.optim.clip_norm)
-            if not math.isfinite(grad_norm):
-                raise DivergedError(f"the gradient norm became {grad_norm}: lower the learning rate or clip gradients.")
         except DivergedError as err:
             raise DivergedError(f"diverged at step {p.step + 1} (epoch {p.epoch + 1}): {err}") from None
+        self._check_diverged("training", result.loss, p.step + 1)
+        grad_norm = clip_global_norm(result.grads, cfg.optim.clip_norm)
+        if not math.isfinite(grad_norm):
+            raise DivergedError(f"diverged at step {p.step + 1} (epoch {p.epoch + 1}): the gradient norm became "
+                                f"{grad_norm}; lower the learning rate or clip gradients (optim.clip_norm).")
         self.optimizer.step(self.model.params, result.grads, self._lr())
         if self.chunks:
             self.hidden = result.h_last
@@ -184,6 +191,16 @@ class Trainer:
         p.window_tokens += result.n_tokens
         p.window_grad_norm += grad_norm
         p.window_steps += 1
+
+    def _check_diverged(self, which: str, loss: float, step: int) -> None:
+        """A loss that is not finite, or DIVERGED_FACTOR times worse than guessing uniformly, ends the run."""
+        limit = DIVERGED_FACTOR * math.log(self.model.V)
+        if not loss < limit:
+            raise DivergedError(
+                f"diverged at step {step} (epoch {self.progress.epoch + 1}): the {which} loss reached {loss:.4g}, "
+                f"over {DIVERGED_FACTOR:g} × ln V = {limit:.3g} (worse than guessing); lower the learning rate "
+                "or clip gradients (optim.clip_norm)."
+            )
 
     def _lr(self) -> float:
         p = self.progress
@@ -216,8 +233,7 @@ class Trainer:
         """Evaluate, feed the schedule, keep the best model, checkpoint: after each epoch and before the first."""
         p, cfg = self.progress, self.cfg
         val_loss = self._split_loss(self.valid_split)
-        if not math.isfinite(val_loss):
-            raise DivergedError(f"diverged by step {p.step} (epoch {p.epoch}): the validation loss is {val_loss}; lower the learning rate.")
+        self._check_diverged("validation", val_loss, p.step)
         metrics = {"val_loss": val_loss, "val_ppl": math.exp(val_loss), "epoch": p.epoch}
         oracle = self.corpus.splits[self.valid_split].oracle_nll
         if oracle is not None:
@@ -271,13 +287,12 @@ class Trainer:
 
     def _log_run_description(self) -> None:
         """Params, tags, config and vocabulary: logged once, when the run starts."""
-        container = OmegaConf.to_container(OmegaConf.structured(self.cfg))
-        self.run.log_params({**tracking.flat_params(container), **self.corpus.params,
+        self.run.log_params({**tracking.flat_params(self.config_tree), **self.corpus.params,
                              "vocab_size_actual": str(len(self.corpus.vocab))})
         self.run.set_tags({**tracking.environment_tags(), "dataset_digest": self.corpus.digest,
                            "dataset": self.corpus.name, "validation_split": self.valid_split})
         self.run.log_dataset(self.corpus.name, self.corpus.digest, self.corpus.source or self.corpus.name)
-        self.run.log_text(OmegaConf.to_yaml(container), "config.yaml")
+        self.run.log_text(OmegaConf.to_yaml(self.config_tree), "config.yaml")
         self.run.log_text(self.corpus.vocab.to_json(), trained.VOCAB_ARTIFACT)
 
     # ------------------------------------------------------------------ checkpoints
@@ -288,7 +303,7 @@ class Trainer:
             arrays["hidden"] = self.hidden
         meta = {
             "run_id": self.run.run_id,
-            "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
+            "config": self.config_tree,
             "progress": asdict(self.progress),
             "rng": checkpoint.generator_state(self.rng),
         }

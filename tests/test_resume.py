@@ -1,0 +1,82 @@
+"""A run killed with SIGKILL and resumed ends bitwise where the uninterrupted run ends."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runner_setup import TINY, client, command, compose_run, metric_histories, store
+
+from rnnexp import checkpoint
+from rnnexp.errors import UserError
+from rnnexp.train import train
+
+# Two epochs of 25 batches, a checkpoint every 3 steps: long enough to be killed mid-epoch.
+SETUP = ["epochs=2", "batch_size=16", "train.checkpoint_every=3", "train.log_every=2", "experiment_name=resume"]
+
+
+def wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            pytest.fail(f"training ended before the test could kill it:\n{process.stderr.read()}")
+        if time.monotonic() > deadline:
+            pytest.fail("no checkpoint appeared in time")
+        time.sleep(0.002)
+
+
+def saved_progress(path: Path) -> dict | None:
+    try:
+        return checkpoint.load(path).meta["progress"]
+    except (UserError, FileNotFoundError):
+        return None
+
+
+@pytest.mark.parametrize("truncation", ["window", pytest.param("chunk", marks=pytest.mark.slow)])
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncation: str) -> None:
+    overrides = [*SETUP, f"truncation={truncation}"]
+    reference = compose_run(tmp_path, *overrides)
+    train(reference)  # also creates the store, so the killed process does not have to
+    mlflow = client(tmp_path)
+    (uninterrupted,) = mlflow.search_runs([mlflow.get_experiment_by_name("resume").experiment_id])
+    uninterrupted_id = uninterrupted.info.run_id
+
+    process = subprocess.Popen(command(tmp_path, *TINY, *store(tmp_path), *overrides),
+                               cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        def own_checkpoint() -> Path | None:
+            found = [p for p in (tmp_path / "checkpoints").glob("*/last.npz") if p.parent.name != uninterrupted_id]
+            return found[0] if found else None
+
+        wait_for(lambda: own_checkpoint() is not None, process)
+        early = tmp_path / "early.npz"
+        shutil.copy(own_checkpoint(), early)  # resumed from later, so the steps after it were logged already
+        wait_for(lambda: (saved_progress(own_checkpoint()) or {}).get("epoch", 0) >= 1
+                 and saved_progress(own_checkpoint())["position"] > 0, process)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    early_progress = saved_progress(early)
+    assert early_progress["epoch"] == 0 and 0 < early_progress["position"] < 25  # mid-epoch
+    killed_id = checkpoint.load(early).meta["run_id"]
+    assert mlflow.get_run(killed_id).info.status == "RUNNING"  # SIGKILL left it open
+
+    best = train(compose_run(tmp_path, *overrides, f"resume={early}"))
+
+    assert best == pytest.approx(min(v for _, v in metric_histories(mlflow, killed_id)["val_loss"]))
+    assert mlflow.get_run(killed_id).info.status == "FINISHED"
+    assert metric_histories(mlflow, killed_id) == metric_histories(mlflow, uninterrupted_id)
+    finished = checkpoint.load(tmp_path / "checkpoints" / killed_id / "last.npz")
+    expected = checkpoint.load(tmp_path / "checkpoints" / uninterrupted_id / "last.npz")
+    for name in ("U", "W", "V"):
+        assert np.array_equal(finished.params[name], expected.params[name])
+    for name, value in expected.optimizer.items():
+        assert np.array_equal(finished.optimizer[name], value)
+    with pytest.raises(UserError, match="has finished: there is nothing to resume"):
+        train(compose_run(tmp_path, f"resume={killed_id}"))
