@@ -6,10 +6,12 @@ the machine is shared, so a slow moment hits every contender alike instead of on
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,8 +38,8 @@ def try_import_torch():
 
 @contextmanager
 def fixed_threads(n: int = THREADS) -> Iterator[None]:
-    """numpy's BLAS and torch (when installed) both limited to `n` threads."""
-    torch = try_import_torch()
+    """numpy's BLAS and torch (when a benchmark has imported it) both limited to `n` threads."""
+    torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch else None
     if torch:
         torch.set_num_threads(n)
@@ -141,9 +143,18 @@ def _git_commit() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
 
 
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info() -> dict:
-    """What the numbers depend on: CPU, cores, load, library versions, BLAS kernel and thread settings."""
-    torch = try_import_torch()
+    """What the numbers depend on: CPU, cores, load, library versions, BLAS kernel and thread settings.
+
+    The thread pools listed are those loaded so far: call it after the benchmarks to include torch's.
+    """
     with fixed_threads():
         blas = [
             {k: lib.get(k) for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads", "prefix")}
@@ -157,7 +168,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
-        "torch": torch.__version__ if torch else None,
+        "torch": _version("torch"),
         "threads": THREADS,
         "thread_pools": blas,
         "environment": {name: os.environ.get(name, "unset") for name in BLAS_ENV},

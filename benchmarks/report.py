@@ -62,7 +62,7 @@ def _machine(m: dict) -> list[str]:
     rows = [
         ["CPU", m["cpu"]],
         ["cores (logical / usable)", f"{m['logical_cores']} / {m['usable_cores']}"],
-        ["load average (1 min) at start / end", f"{m['load_average_1min']} / {m.get('load_average_1min_end', '-')}"],
+        ["load average (1 min) at start / end", f"{m['load_average_1min_start']} / {m['load_average_1min']}"],
         ["Python / numpy / scipy / torch", f"{m['python']} / {m['numpy']} / {m['scipy']} / {m['torch'] or 'not installed'}"],
         ["thread pools (threadpoolctl)", pools],
         ["threads used", f"{m['threads']} for numpy's BLAS and for torch, on both sides of every comparison"],

@@ -62,7 +62,7 @@ def notes(results: dict) -> list[str]:
             f"Fraction of the bound: {peak['fraction_of_bound']:.2f} is short of {peak['target_fraction']}; "
             "see the profile in section 3."
         )
-    load = results["machine"]["load_average_1min"], results["machine"].get("load_average_1min_end")
+    load = results["machine"]["load_average_1min_start"], results["machine"]["load_average_1min"]
     out.append(f"Load average at start and end: {load[0]} and {load[1]} on {results['machine']['usable_cores']} cores. "
                "Above about 1, other work shared the cores and every figure here is lower than on an idle machine.")
     return out
@@ -72,14 +72,15 @@ def run_all(out_dir: Path = HERE, smoke: bool = False) -> dict:
     """Run every benchmark and write results.json, RESULTS.md and the scaling PNGs into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    results: dict = {"smoke": smoke, "machine": machine_info()}
+    load_at_start = round(os.getloadavg()[0], 2)
+    results: dict = {"smoke": smoke}
     for name, bench in BENCHMARKS.items():
         began = time.perf_counter()
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         results[name] = bench(smoke=smoke)
         results[name]["wall_seconds"] = time.perf_counter() - began
         print(f"[bench] {name} done in {results[name]['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
-    results["machine"]["load_average_1min_end"] = round(os.getloadavg()[0], 2)
+    results["machine"] = {**machine_info(), "load_average_1min_start": load_at_start}
     results["wall_seconds"] = time.perf_counter() - start
     results["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))

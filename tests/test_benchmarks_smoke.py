@@ -1,0 +1,87 @@
+"""Tiny versions of every benchmark, so that `make bench` keeps working; no time is ever asserted."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import bench_peak, bench_scaling, bench_torch, bench_tutorial_step
+from benchmarks.common import interleaved, machine_info, peak_bytes
+
+
+def test_interleaved_timing_gives_every_contender_its_samples():
+    calls = {"a": 0, "b": 0}
+
+    def count(name):
+        calls[name] += 1
+
+    timings = interleaved({"a": lambda: count("a"), "b": lambda: count("b")}, repeats=3, min_seconds=0.0, block=2)
+    assert [len(t.samples) for t in timings.values()] == [3, 3]  # first of each block discarded
+    assert calls == {"a": 1 + 3 * 2, "b": 1 + 3 * 2}  # warm-up call + rounds × block
+    assert all(t.median >= 0 for t in timings.values())
+
+
+def test_peak_bytes_sees_numpy_buffers():
+    assert peak_bytes(lambda: np.ones(1_000_000)) >= 8_000_000
+
+
+def test_machine_info_names_blas_and_threads():
+    info = machine_info()
+    assert info["usable_cores"] >= 1 and info["numpy"] == np.__version__
+    assert any(pool["internal_api"] for pool in info["thread_pools"])
+    assert set(info["environment"]) >= {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
+
+
+def test_tutorial_step_agrees_with_the_tutorials_code():
+    result = bench_tutorial_step.run(smoke=True)
+    assert result["gradient_max_rel_err"] < 1e-9
+    assert set(result["speedup"]) == {"gate-based (tutorial)", "WildML NumPy"}
+    assert result["profile"] and all(p["ms_per_call"] >= 0 for p in result["profile"])
+
+
+@pytest.mark.slow
+def test_pytorch_twin_computes_the_engines_function():
+    pytest.importorskip("torch", reason="torch is the optional benchmark dependency (pip install -e '.[bench]')")
+    result = bench_torch.run(smoke=True)
+    assert result["agreement"]["loss_rel_err"] < 1e-5
+    assert max(result["agreement"]["grad_max_rel_err"].values()) < 1e-3
+    assert result["training"]["ratio"] > 0 and result["evaluation"]["ratio"] > 0
+
+
+def test_pytorch_comparison_is_skipped_with_a_message_without_torch(monkeypatch):
+    monkeypatch.setattr(bench_torch, "try_import_torch", lambda: None)
+    assert "pip install" in bench_torch.run(smoke=True)["skipped"]
+
+
+def test_flops_per_token_at_the_tutorial_size():
+    assert sum(bench_peak.flops_per_token(8000, 100).values()) == 4_860_000
+
+
+def test_peak_fraction_and_profile():
+    result = bench_peak.run(smoke=True)
+    assert result["fraction_of_bound"] > 0
+    assert result["training_gflops"] > 0 and all(g > 0 for g in result["gemm_gflops"].values())
+    assert "softmax: exp (2 workers)" in result["profile_seconds_per_batch"]
+
+
+def test_scaling_sweeps_every_knob_and_memory_grows_with_the_vocabulary():
+    result = bench_scaling.run(smoke=True)
+    assert set(result["sweeps"]) == {"vocab_size", "hidden_dim", "batch", "bptt_truncate", "seq_len"}
+    assert set(result["sweeps"]["bptt_truncate"]) == {"window", "chunk"}
+    vocab = result["sweeps"]["vocab_size"]["full"]
+    assert vocab["x"] == [20, 40] and vocab["peak_mib"][1] > vocab["peak_mib"][0]
+
+
+@pytest.mark.slow
+def test_run_all_writes_results_markdown_and_plots(tmp_path):
+    from benchmarks.run_all import run_all
+
+    run_all(tmp_path, smoke=True)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert {"tutorial_step", "torch", "peak", "scaling", "tracking", "sweep"} <= set(results)
+    assert results["tracking"]["seconds_per_run"]["with MLflow tracking"] > 0
+    assert results["sweep"]["speedup"] > 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    for heading in ("## Machine", "## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## Notes"):
+        assert heading in text
+    assert len(list(tmp_path.glob("scaling_*.png"))) == 5
