@@ -124,7 +124,9 @@ def test_truncated_last_comment_is_dropped_with_a_warning(tmp_path):
         (b"", "is empty"),
         (b"   \n", "is empty"),
         (b"text\n\"hello there world.\"\n", "has no 'body' column"),
-        (b"body\n\"ok\"\n\"hi\"\n", "has no usable sentence"),
+        (b"body\n\"ok\"\n\"hi\"\n", "has no usable sentence: all 2 have 3 tokens or fewer"),
+        (b"body\n", "has no comments under its 'body' header"),
+        (b"body\n" + b"x" * 200_000 + b"\n", r"is not valid CSV at line 2 \(field larger than field limit"),
         (b"body\n\"caf\xe9 is nice here.\"\n", r"is not UTF-8: byte 0xe9 at line 2, column 5 \(byte offset 9\)"),
     ],
 )

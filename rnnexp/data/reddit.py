@@ -78,24 +78,35 @@ def read_comments(text: str, path: Path) -> tuple[list[str], list[str]]:
     column = header.index(BODY_COLUMN)
     comments, first_lines = [], []
     line_before = reader.line_num
-    for row in reader:
-        if len(row) > column:
-            comments.append(row[column])
-            first_lines.append(line_before + 1)
-        line_before = reader.line_num
+    try:
+        for row in reader:
+            if len(row) > column:
+                comments.append(row[column])
+                first_lines.append(line_before + 1)
+            line_before = reader.line_num
+    except csv.Error as error:
+        where = f"line {line_before + 1}"
+        raise UserError(f"{path} is not valid CSV at {where} ({error}); fix or replace the file.") from None
+    if not comments:
+        raise UserError(f"{path} has no comments under its {BODY_COLUMN!r} header; it needs at least one.")
     warnings = []
-    if comments:
-        last_record = lines[first_lines[-1] - 1 :]
-        try:
-            list(csv.reader(last_record, skipinitialspace=True, strict=True))
-        except csv.Error:
-            dropped = comments.pop()
-            warnings.append(
-                f"{path} ends inside a quoted field: dropped the incomplete last comment "
-                f"(line {first_lines[-1]} to the end, {len(dropped)} characters) and kept the "
-                f"{len(comments)} complete ones."
-            )
+    if _ends_inside_quotes(lines[first_lines[-1] - 1 :]):
+        dropped = comments.pop()
+        warnings.append(
+            f"{path} ends inside a quoted field: dropped the incomplete last comment "
+            f"(line {first_lines[-1]} to the end, {len(dropped)} characters) and kept the "
+            f"{len(comments)} complete ones."
+        )
     return comments, warnings
+
+
+def _ends_inside_quotes(record_lines: list[str]) -> bool:
+    """Whether these lines (one CSV record) stop before its quoted field closes."""
+    try:
+        list(csv.reader(record_lines, skipinitialspace=True, strict=True))
+    except csv.Error as error:
+        return "unexpected end of data" in str(error)
+    return False
 
 
 def tokenizers(comments: list[str]) -> tuple[Tokenizer, Tokenizer, dict[str, str]]:
@@ -159,7 +170,10 @@ def prepare(cfg: DatasetConfig, sources: dict[str, Path]) -> Prepared:
             f"with {cfg.min_sentence_tokens} tokens or fewer (dataset.min_sentence_tokens)."
         )
     if not sentences:
-        raise UserError(f"{path} has no usable sentence (none longer than {cfg.min_sentence_tokens} tokens).")
+        raise UserError(
+            f"{path} has no usable sentence: all {stats['sentences_parsed']} have {cfg.min_sentence_tokens} "
+            "tokens or fewer (dataset.min_sentence_tokens)."
+        )
     if cfg.max_sentences is not None:
         sentences, comment_ids = sentences[: cfg.max_sentences], comment_ids[: cfg.max_sentences]
     comment_numbers, comment_index = np.unique(comment_ids, return_inverse=True)
