@@ -71,6 +71,8 @@ def test_missing_or_unset_path_is_a_user_error(tmp_path):
         load_corpus(DatasetConfig(name="text"), cache_dir=tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         load(tmp_path / "nothing.txt", tmp_path)
+    with pytest.raises(UserError, match="is a directory, not a file"):
+        load(tmp_path, tmp_path)
 
 
 def test_bytes_that_are_not_utf8_are_located(tmp_path):

@@ -35,12 +35,7 @@ def configured_path(cfg: DatasetConfig) -> Path | None:
 def locate(cfg: DatasetConfig, remote: RemoteFile, explicit: Path | None = None) -> Path:
     """The file to read: `explicit`, else under the data dir, downloading it if it can be."""
     if explicit is not None:
-        if not explicit.is_file():
-            raise UserError(
-                f"{explicit} does not exist (dataset.path={cfg.path}); fix the path, or get "
-                f"{remote.filename} from {remote.where}."
-            )
-        return explicit
+        return require_file(explicit, cfg, f"fix the path, or get {remote.filename} from {remote.where}")
     candidate = default_data_dir(cfg.data_dir) / remote.filename
     if candidate.is_file():
         return candidate
@@ -50,6 +45,14 @@ def locate(cfg: DatasetConfig, remote: RemoteFile, explicit: Path | None = None)
         f"{remote.filename} is not at {candidate}; get it from {remote.where} and put it there "
         f"(or set dataset.path or {DATA_DIR_ENV})."
     )
+
+
+def require_file(path: Path, cfg: DatasetConfig, advice: str) -> Path:
+    """`path` if it is a file; else a UserError that says what it is instead, then `advice`."""
+    if path.is_file():
+        return path
+    problem = "is a directory, not a file" if path.is_dir() else "does not exist"
+    raise UserError(f"{path} {problem} (dataset.path={cfg.path}); {advice}.")
 
 
 def read_utf8(path: Path) -> str:

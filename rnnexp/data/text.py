@@ -12,7 +12,7 @@ from typing import Any
 
 from rnnexp.data.config import DatasetConfig
 from rnnexp.data.prepared import Prepared, encode_splits, training_sentences
-from rnnexp.data.sources import configured_path, read_utf8
+from rnnexp.data.sources import configured_path, read_utf8, require_file
 from rnnexp.data.splits import contiguous_labels
 from rnnexp.data.vocab import SENTENCE_END, SENTENCE_START, build_vocabulary
 from rnnexp.errors import UserError
@@ -25,9 +25,7 @@ def find_sources(cfg: DatasetConfig) -> dict[str, Path]:
             "dataset=text needs dataset.path, the text file to read "
             "(for example dataset.path=../shared/data/tinyshakespeare.txt)."
         )
-    if not path.is_file():
-        raise UserError(f"{path} does not exist (dataset.path={cfg.path}); point it at a plain text file.")
-    return {"text": path}
+    return {"text": require_file(path, cfg, "point it at a plain text file")}
 
 
 def key_extras(cfg: DatasetConfig, seed: int) -> dict[str, Any]:
