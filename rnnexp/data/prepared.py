@@ -13,6 +13,8 @@ from rnnexp.data.vocab import Vocabulary
 
 @dataclass
 class Prepared:
+    """A dataset module's result: everything of the corpus except its digest and source."""
+
     vocab: Vocabulary
     splits: dict[str, Split]
     params: dict[str, str] = field(default_factory=dict)
@@ -20,14 +22,12 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)  # said now, and again on every cached load
 
 
-def encode_splits(
-    vocab: Vocabulary, token_lists: list[list[str]], labels: np.ndarray, *, shared_boundary: bool = False
-) -> dict[str, Split]:
+def encode_splits(vocab: Vocabulary, token_lists: list[list[str]], labels: np.ndarray) -> dict[str, Split]:
     """Encode each tokenised sentence into the split its label names (0 train, 1 valid, 2 test)."""
     sentences: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
     for tokens, label in zip(token_lists, labels.tolist()):
         sentences[SPLIT_NAMES[label]].append(vocab.encode(tokens))
-    return {name: Split(sentences[name], shared_boundary=shared_boundary) for name in SPLIT_NAMES}
+    return {name: Split(sentences[name]) for name in SPLIT_NAMES}
 
 
 def training_sentences(token_lists: list[list[str]], labels: np.ndarray) -> list[list[str]]:
