@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow import MlflowClient
@@ -26,7 +27,7 @@ from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
-from rnnexp import plots, tracking
+from rnnexp import cli, plots, tracking
 from rnnexp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,13 @@ class SweepJob:
 
     parent_run_id: str
     number: int
-    overrides: list[str]
+    overrides: list[str]  # all of the job's overrides
+    swept: list[str]  # those the sweep chose, for this job's name
     parallel_jobs: int  # jobs the launcher runs at once on this machine (1: one after another)
 
     @property
     def name(self) -> str:
-        return " ".join(self.overrides) or f"job {self.number}"
+        return " ".join(self.swept) or f"job {self.number}"
 
 
 def current_job() -> SweepJob | None:
@@ -57,19 +59,40 @@ def current_job() -> SweepJob | None:
     parent_file = Path(hydra.sweep.dir) / PARENT_FILE
     if not parent_file.is_file():
         raise UserError(f"{parent_file} is missing: run sweeps with conf/config.yaml's hydra.callbacks.mlflow_sweep enabled.")
+    info = json.loads(parent_file.read_text())
+    overrides = list(hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    swept = [o.input_line for o in parsed if o.key_or_group not in info["common_keys"]]
     n_jobs = hydra.launcher.get("n_jobs", 1)  # joblib's convention: -1 all cores, -2 all but one
     parallel = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return SweepJob(json.loads(parent_file.read_text())["parent_run_id"], hydra.job.num, list(hydra.overrides.task), parallel)
+    return SweepJob(info["parent_run_id"], hydra.job.num, overrides, swept, parallel)
 
 
 class SweepCallback(Callback):
-    """Opens the parent run when a multirun starts; compares the children when it ends."""
+    """Opens the parent run when a multirun starts; compares the children when it ends.
+
+    Hydra turns a callback's exceptions into warnings and carries on, so a UserError here ends
+    the process itself (one line, exit status 2): before any job when the store is unreachable,
+    after the comparison when jobs failed.
+    """
 
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
         self.parent_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._open_parent(config)
+        except UserError as err:
+            cli.exit_with(err)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._compare_children()
+        except UserError as err:
+            cli.exit_with(err)
+
+    def _open_parent(self, config: DictConfig) -> None:
         self.client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
         sweep = " ".join(config.hydra.overrides.task)
         parent = tracking.create_run(self.client, config.experiment_name, f"sweep {sweep}".strip(), None,
@@ -77,11 +100,14 @@ class SweepCallback(Callback):
         self.parent_run_id = parent.run_id
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / PARENT_FILE).write_text(json.dumps({"parent_run_id": parent.run_id, "tracking_uri": self.client.tracking_uri}))
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+        common = sorted({o.key_or_group for o in overrides} - swept)  # what every job shares
+        (sweep_dir / PARENT_FILE).write_text(json.dumps({"parent_run_id": parent.run_id, "common_keys": common}))
         parent.set_tags({"sweep_dir": str(sweep_dir.resolve())})
         log.info("sweep: MLflow parent run %s in %s", parent.run_id, self.client.tracking_uri)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def _compare_children(self) -> None:
         parent = tracking.RunLogger(self.client, self.parent_run_id)
         experiment = self.client.get_run(self.parent_run_id).info.experiment_id
         children = self.client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -19,9 +23,27 @@ TINY = ["hidden_dim=8", "vocab_size=40", "lr=2", "epochs=1", "batch_size=16", "d
         "train.samples=2", "blas_threads=1"]
 
 
-def store(tmp_path: Path) -> list[str]:
+def store_overrides(tmp_path: Path) -> list[str]:
     """Overrides that keep the MLflow store and checkpoints inside tmp_path."""
     return [f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"train.checkpoint_dir={tmp_path}/checkpoints"]
+
+
+@functools.cache
+def _empty_store() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="rnnexp-store-"))
+    atexit.register(shutil.rmtree, folder, True)
+    MlflowClient(f"sqlite:///{folder}/mlflow.db").search_experiments()  # creates MLflow's tables
+    return folder / "mlflow.db"
+
+
+def store(tmp_path: Path) -> list[str]:
+    """A ready MLflow store in tmp_path, and the overrides that point runs at it.
+
+    Creating a store's tables takes seconds, so they are created once per session and copied.
+    """
+    if not (tmp_path / "mlflow.db").exists():
+        shutil.copy(_empty_store(), tmp_path / "mlflow.db")
+    return store_overrides(tmp_path)
 
 
 def compose_run(tmp_path: Path, *overrides: str) -> DictConfig:
@@ -29,13 +51,16 @@ def compose_run(tmp_path: Path, *overrides: str) -> DictConfig:
         return compose("config", overrides=[*TINY, *store(tmp_path), *overrides])
 
 
-def command(tmp_path: Path, *overrides: str, module: str = "rnnexp.run") -> list[str]:
-    return [sys.executable, "-m", module, *overrides, f"hydra.run.dir={tmp_path}/hydra",
+def command(tmp_path: Path, *args: str, module: str = "rnnexp.run") -> list[str]:
+    """The command line; flags such as -m go first, since argparse takes no flag among the overrides."""
+    flags = [arg for arg in args if arg.startswith("-")]
+    overrides = [arg for arg in args if not arg.startswith("-")]
+    return [sys.executable, "-m", module, *flags, *overrides, f"hydra.run.dir={tmp_path}/hydra",
             f"hydra.sweep.dir={tmp_path}/sweep"]
 
 
-def run_cli(tmp_path: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(command(tmp_path, *overrides), cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+def run_cli(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(command(tmp_path, *args), cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
 
 
 def client(tmp_path: Path) -> MlflowClient:

@@ -1,0 +1,67 @@
+"""Multiruns: one MLflow parent run, a child per job, a comparison when the sweep ends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from runner_setup import TINY, client, run_cli, store, store_overrides
+
+from rnnexp.run import FAILED_JOB_LOSS
+
+
+def sweep_runs(tmp_path: Path):
+    mlflow = client(tmp_path)
+    runs = mlflow.search_runs([mlflow.get_experiment_by_name("rnnexp").experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("sweep") == "true"]
+    children = sorted((run for run in runs if run is not parent), key=lambda run: run.data.tags["sweep_job"])
+    return mlflow, parent, children
+
+
+def test_a_sweep_compares_its_jobs_and_goes_on_past_a_diverging_one(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, *TINY, *store(tmp_path), "lr=2,1000", "-m")
+
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("error: job 1 (lr=1000): diverged at step 2 (epoch 1)")
+    assert errors[-1].startswith("error: 1 of 2 sweep jobs failed (lr=1000)")
+    mlflow, parent, children = sweep_runs(tmp_path)
+    assert [child.data.tags["mlflow.parentRunId"] for child in children] == [parent.info.run_id] * 2
+    assert [(c.info.run_name, c.info.status) for c in children] == [("lr=2", "FINISHED"), ("lr=1000", "FAILED")]
+    assert children[1].data.tags["failure_reason"].startswith("diverged at step 2")
+    assert parent.info.status == "FINISHED"
+
+    artifacts = {a.path for a in mlflow.list_artifacts(parent.info.run_id)}
+    assert artifacts == {"comparison.md", "comparison.csv", "val_curves.png"}
+    table = Path(mlflow.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))).read_text().splitlines()
+    assert table[0] == "job,lr,status,best val ppl,test ppl,tokens/s,run id,failure"
+    best_ppl = min(m.value for m in mlflow.get_metric_history(children[0].info.run_id, "val_ppl"))
+    assert table[1].startswith(f"0,2,FINISHED,{best_ppl:.3f},{children[0].data.metrics['test_ppl']:.3f},")
+    assert table[2].startswith("1,1000,FAILED,")
+    assert "| job | lr | status | best val ppl |" in result.stdout  # the table, printed
+
+
+@pytest.mark.slow
+def test_parallel_jobs_write_to_one_fresh_sqlite_store(tmp_path: Path) -> None:
+    assert not (tmp_path / "mlflow.db").exists()  # the sweep's launcher creates it before the jobs start
+    result = run_cli(tmp_path, *TINY, *store_overrides(tmp_path), "hidden_dim=8,16", "hydra/launcher=joblib",
+                     "hydra.launcher.n_jobs=2", "-m")
+
+    assert result.returncode == 0, result.stderr
+    mlflow, parent, children = sweep_runs(tmp_path)
+    assert [(c.info.run_name, c.info.status) for c in children] == [("hidden_dim=8", "FINISHED"), ("hidden_dim=16", "FINISHED")]
+    assert [c.data.params["blas_threads"] for c in children] == ["1", "1"]
+    assert all(len(mlflow.get_metric_history(c.info.run_id, "val_loss")) == 2 for c in children)
+    assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_the_optuna_sweeper_minimises_the_returned_loss_past_diverging_trials(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, *TINY, *store(tmp_path), "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
+                     "hydra.sweeper.sampler.seed=0", "lr=choice(1e6,2)", "-m")
+
+    mlflow, parent, children = sweep_runs(tmp_path)
+    assert len(children) == 3  # a diverged trial did not end the study
+    statuses = {c.data.params["lr"]: c.info.status for c in children}
+    assert statuses == {"1000000.0": "FAILED", "2.0": "FINISHED"}
+    assert f"{FAILED_JOB_LOSS}" not in result.stdout or "best_value" in result.stdout
