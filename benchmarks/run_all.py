@@ -40,31 +40,32 @@ def notes(results: dict) -> list[str]:
     out = []
     tut = results["tutorial_step"]
     if not tut["target_met"]:
+        s = tut["setting"]
+        gflop = 6 * s["hidden_dim"] * s["vocab_size"] * s["sentence_tokens"] / 1e9
         top = ", ".join(f"{p['function']} {p['ms_per_call']:.1f} ms" for p in tut["profile"][:3])
         out.append(
             f"Tutorial step: {tut['speedup']['gate-based (tutorial)']:.1f}× is short of "
-            f"{tut['target_speedup_over_gate_based']:.0f}×. With 20 tokens there is little arithmetic (about "
-            f"0.1 GFLOP); the step is memory traffic over the whole V×H output matrix (logits, dS, the dense dV "
-            f"and its SGD update each stream it). Largest items: {top}."
+            f"{tut['target_speedup_over_gate_based']:.0f}×. A {s['sentence_tokens']}-token sentence is only "
+            f"{gflop:.2f} GFLOP of products; the step is memory traffic over the whole V×H output matrix (the "
+            f"logits and dS products read it, dV is zeroed, accumulated and applied by SGD). Largest items: {top}."
         )
     torch, peak = results["torch"], results["peak"]
+    prof = peak["profile_seconds_per_batch"]
+    step, bound = prof["training step (2 threads)"], prof["GEMMs at full size (the bound)"]
+    softmax = sum(v for k, v in prof.items() if k.startswith("softmax"))
+    breakdown = (f"of the engine's {step * 1e3:.0f} ms per batch, the GEMMs need {bound * 1e3:.0f} ms at numpy's "
+                 f"speed and the softmax's elementwise steps about {softmax * 1e3:.0f} ms; the remaining "
+                 f"{max(step - bound - softmax, 0) * 1e3:.0f} ms are the recurrence's per-step calls, the sparse U "
+                 f"gradient, the SGD update and the hand-off between the two worker threads")
     if "skipped" not in torch and not torch["target_met"]:
-        prof = peak["profile_seconds_per_batch"]
-        softmax = sum(v for k, v in prof.items() if k.startswith("softmax"))
-        out.append(
-            f"PyTorch ratio: {torch['training']['ratio']:.2f}× is short of {torch['target_ratio']}×. Of the "
-            f"engine's {prof['training step (2 threads)'] * 1e3:.0f} ms per batch, the GEMMs need "
-            f"{prof['GEMMs at full size (the bound)'] * 1e3:.0f} ms at numpy's speed and the softmax's elementwise "
-            f"steps about {softmax * 1e3:.0f} ms; PyTorch's own GEMMs (MKL) and fused softmax set its pace."
-        )
+        out.append(f"PyTorch ratio: {torch['training']['ratio']:.2f}× is short of {torch['target_ratio']}×: {breakdown}.")
     if not peak["target_met"]:
-        out.append(
-            f"Fraction of the bound: {peak['fraction_of_bound']:.2f} is short of {peak['target_fraction']}; "
-            "see the profile in section 3."
-        )
+        out.append(f"Fraction of the bound: {peak['fraction_of_bound']:.2f} is short of {peak['target_fraction']}: "
+                   f"{breakdown}.")
     load = results["machine"]["load_average_1min_start"], results["machine"]["load_average_1min"]
     out.append(f"Load average at start and end: {load[0]} and {load[1]} on {results['machine']['usable_cores']} cores. "
-               "Above about 1, other work shared the cores and every figure here is lower than on an idle machine.")
+               "Above about 1, other work shared the cores and every figure here is lower than on an idle machine; "
+               "PyTorch's OpenMP threads suffer most from that, so the ratio in section 2 is then flattering.")
     return out
 
 
