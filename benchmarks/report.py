@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 KNOB_LABELS = {
     "vocab_size": "vocabulary size V",
@@ -28,6 +29,9 @@ def plot_scaling(scaling: dict, out_dir: Path) -> dict[str, str]:
             memory.plot(data["x"], data["peak_mib"], marker="o", label=label)
         for ax, ylabel in ((speed, "training tokens / s"), (memory, "peak memory per step (MiB)")):
             ax.set_xscale("log", base=2)
+            ax.set_xticks(next(iter(series.values()))["x"])
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_yscale("log")
             ax.set_xlabel(KNOB_LABELS[knob])
             ax.set_ylabel(ylabel)
