@@ -48,7 +48,7 @@ def test_the_tutorial_init_gives_the_loss_of_random_predictions():
     assert abs(engine - wildml) < 1e-12
 
 
-def test_wildml_training_loop_lowers_the_loss_and_halves_on_a_rise():
+def test_wildml_training_loop_lowers_the_loss_from_ln_v():
     sentences = [np.random.default_rng(i).integers(0, 30, 10) for i in range(30)]
     falling = literal.train_with_sgd(literal.tutorial_model(30, 16), sentences, lr=0.05, epochs=4, evaluate_loss_after=1)
     assert len(falling) == 5 and abs(falling[0] - math.log(30)) < 0.05
@@ -84,7 +84,7 @@ def test_the_report_has_a_row_and_a_section_per_claim():
     results = [ClaimResult(n, f"claim {n}", "pub", f"rep {n}", REPRODUCED if n % 2 else NEEDS_FULL_DATA, "why",
                            f"cmd {n}", details=["| a |"]) for n in (3, 1, 2)]
     info = report.RunInfo("quick", "python -m experiments.tutorial.reproduce", "data.csv", "note", "sqlite:///x",
-                          "run1", "abc", "today")
+                          "run1", "abc", "today", "load 1.0")
     text = report.render(results, info)
     assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "rep " in line] \
         == ["3", "1", "2"]

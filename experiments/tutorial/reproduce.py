@@ -191,6 +191,7 @@ def main(cfg: DictConfig) -> None:
     client = tracking.connect(uri)
     parent = tracking.create_run(client, tutorial.experiment_name, f"reproduce-{cfg.mode.name}", None,
                                  {**tracking.environment_tags(), "dataset_digest": corpus.digest})
+    load_at_start = os.getloadavg()[0]
     report_dir = runs.PROJECT_ROOT / cfg.report_dir if not Path(cfg.report_dir).is_absolute() else Path(cfg.report_dir)
     with tracking.run_status(parent):
         parent.log_params({"mode": cfg.mode.name, "claims": ",".join(cfg.claims), "data_file": corpus.source})
@@ -206,6 +207,7 @@ def main(cfg: DictConfig) -> None:
             parent_run_id=parent.run_id,
             git_commit=tracking.git_state()[0],
             date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            load=f"load average (1 min) {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
         )
         path = report.write(results, info, report_dir / "REPORT.md")
         parent.log_artifact(path)
