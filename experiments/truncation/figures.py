@@ -1,0 +1,86 @@
+"""The study's figures, on matplotlib's object API (no pyplot, no global backend)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from experiments.truncation.measure import Cell
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def grid(cells: Sequence[Cell], value: str) -> tuple[list[int], list[str], np.ndarray]:
+    """Distances (rows), settings (columns, in sweep order) and the value of each cell (NaN if missing)."""
+    distances = sorted({cell.distance for cell in cells})
+    settings = list(dict.fromkeys(cell.setting for cell in sorted(cells, key=setting_order)))
+    table = np.full((len(distances), len(settings)), math.nan)
+    for cell in cells:
+        table[distances.index(cell.distance), settings.index(cell.setting)] = getattr(cell, value)
+    return distances, settings, table
+
+
+def setting_order(cell: Cell) -> tuple[int, int, int]:
+    """Window settings by reach, full BPTT, then chunk settings by length."""
+    return (1 if cell.full_bptt else 0 if cell.truncation == "window" else 2, cell.bptt_truncate, cell.distance)
+
+
+def gradient_can_reach(cell: Cell) -> bool:
+    """Whether training sends the echo's error back to the step that read the key (d - 1 steps).
+
+    Window mode: when bptt_truncate >= d - 1. Chunk mode: only for the echoes whose key lies in
+    the same chunk, which needs chunks of at least d steps.
+    """
+    if cell.truncation == "window":
+        return cell.full_bptt or cell.bptt_truncate >= cell.distance - 1
+    return cell.bptt_truncate >= cell.distance
+
+
+def excess_heatmap(cells: Sequence[Cell], ceiling: float) -> Figure:
+    """Distance × truncation setting → excess loss on the dependent targets, with its value written in."""
+    from matplotlib.figure import Figure
+
+    distances, settings, table = grid(cells, "dependent_excess")
+    reach = {(cell.distance, cell.setting) for cell in cells if gradient_can_reach(cell)}
+    figure = Figure(figsize=(1.0 + 0.75 * len(settings), 1.4 + 0.6 * len(distances)))
+    axes = figure.subplots()
+    image = axes.imshow(table, cmap="viridis_r", vmin=0.0, vmax=ceiling, aspect="auto")
+    for row, distance in enumerate(distances):
+        for column, setting in enumerate(settings):
+            value = table[row, column]
+            text = "failed" if math.isnan(value) else f"{value:.2f}"
+            weight = "bold" if (distance, setting) in reach else "normal"
+            axes.text(column, row, text, ha="center", va="center", fontsize=8, weight=weight,
+                      color="white" if not math.isnan(value) and value > 0.6 * ceiling else "black")
+    axes.set_xticks(range(len(settings)), settings, rotation=45, ha="right")
+    axes.set_yticks(range(len(distances)), [str(d) for d in distances])
+    axes.set(xlabel="truncation (mode, bptt_truncate)", ylabel="dependency distance d",
+             title="excess loss on the dependent targets over the oracle (nats)\nbold: training's gradient can reach the key")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    figure.tight_layout()
+    return figure
+
+
+def reach_figure(cells: Sequence[Cell]) -> Figure:
+    """The trained models' gradient reach against distance, one line per setting, log scale."""
+    from matplotlib.figure import Figure
+
+    distances, settings, table = grid(cells, "gradient_reach")
+    figure = Figure(figsize=(6.5, 4.5))
+    axes = figure.subplots()
+    colours = {"window": "tab:blue", "chunk": "tab:orange", "full": "black"}
+    for column, setting in enumerate(settings):
+        mode = setting.split()[0]
+        shade = 0.35 + 0.65 * (column + 1) / len(settings)
+        axes.semilogy(distances, table[:, column], marker="o", label=setting, color=colours[mode],
+                      alpha=1.0 if mode == "full" else shade, linewidth=2.5 if mode == "full" else 1.2)
+    axes.set(xlabel="dependency distance d", ylabel="mean ||∂L_t/∂s_{t-(d-1)}|| / mean ||∂L_t/∂s_t||",
+             title="gradient left after d - 1 steps back, trained models (test sentences)")
+    axes.set_xticks(distances)
+    axes.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    return figure

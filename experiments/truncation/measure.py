@@ -1,0 +1,94 @@
+"""One cell of the truncation study: a finished sweep job, scored on its test split's dependent targets.
+
+The numbers come from the job's best checkpoint (lowest validation loss) on the test split, which
+played no part in choosing it: the loss on the dependent targets (the echo words) above the
+oracle's, how often the echo is the model's first guess, the loss on all other targets above the
+oracle's (the grammar, for comparison), and how much gradient the trained network carries back
+from an output to the step the key was read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from rnnexp import batches, diagnostics, trained
+from rnnexp.data import Corpus, Split, load_corpus
+from rnnexp.diagnostics_hook import dependent_target_nll
+from rnnexp.evaluate import mean_nll
+from rnnexp.model import RNNLM
+
+DECAY_BATCH = 64  # test sentences the gradient decay is measured on
+
+
+@dataclass(frozen=True)
+class Cell:
+    distance: int
+    truncation: str  # window or chunk, as trained
+    bptt_truncate: int
+    full_bptt: bool  # window mode reaching back further than any sentence: exactly full BPTT
+    run_id: str
+    status: str
+    dependent_excess: float = math.nan  # nats per dependent test target above the oracle
+    echo_accuracy: float = math.nan  # share of dependent targets that are the model's first guess
+    other_excess: float = math.nan  # nats per other test target above the oracle
+    gradient_reach: float = math.nan  # mean ||∂L_t/∂s_{t-(d-1)}|| / mean ||∂L_t/∂s_t||, trained model
+    tokens_per_sec: float = math.nan
+    minutes: float = math.nan  # wall-clock training time
+
+    @property
+    def setting(self) -> str:
+        return "full" if self.full_bptt else f"{self.truncation} {self.bptt_truncate}"
+
+
+def measure(client: MlflowClient, run: Run, checkpoint_dir: Path, corpora: dict[int, Corpus]) -> Cell:
+    """Score one finished job; `corpora` caches each distance's corpus across jobs."""
+    params = run.data.params
+    distance, truncation = int(params["dataset.synthetic.distance"]), params["model.truncation"]
+    bptt_truncate = int(params["model.bptt_truncate"])
+    # A sentence has at most max_words + 1 targets, so the error never has more steps to go back.
+    full = truncation == "window" and bptt_truncate >= int(params["dataset.synthetic.max_words"])
+    if run.info.status != "FINISHED":
+        return Cell(distance, truncation, bptt_truncate, full, run.info.run_id, run.info.status)
+    loaded = trained.load(client, run.info.run_id, "best", checkpoint_dir)
+    if distance not in corpora:
+        corpora[distance] = load_corpus(loaded.config.dataset, seed=loaded.config.seed)
+    corpus = corpora[distance]
+    test, model = corpus.splits["test"], loaded.model
+    model_nll, oracle_nll = dependent_target_nll(model, test)
+    total_excess = (mean_nll(model, batches.usable(test.sentences), 256) - test.oracle_nll) * test.n_targets
+    dependent_excess_sum = float((model_nll - oracle_nll).sum())
+    minutes = (run.info.end_time - run.info.start_time) / 60_000 if run.info.end_time else math.nan
+    return Cell(
+        distance, truncation, bptt_truncate, full, run.info.run_id, run.info.status,
+        dependent_excess=float(model_nll.mean() - oracle_nll.mean()),
+        echo_accuracy=echo_accuracy(model, test),
+        other_excess=(total_excess - dependent_excess_sum) / (test.n_targets - len(model_nll)),
+        gradient_reach=gradient_reach(model, test, distance),
+        tokens_per_sec=run.data.metrics.get("tokens_per_sec", math.nan),
+        minutes=minutes,
+    )
+
+
+def echo_accuracy(model: RNNLM, split: Split) -> float:
+    """The share of dependent targets that the model ranks first."""
+    hits = []
+    for sentence, dependent in zip(split.sentences, split.dependent):
+        if dependent.any():
+            end = int(np.flatnonzero(dependent)[-1]) + 1
+            guesses = model.predict(sentence[:end])
+            hits.extend(guesses[dependent[:end]] == sentence[1 : end + 1][dependent[:end]])
+    return float(np.mean(hits))
+
+
+def gradient_reach(model: RNNLM, split: Split, distance: int) -> float:
+    """How much of an output's gradient survives the d - 1 steps from the key to its echo's output."""
+    sentences = batches.usable(split.sentences)[:DECAY_BATCH]
+    x, y, mask = batches.pad(sentences)
+    decay = diagnostics.gradient_decay(model, x, y, mask, max_depth=distance - 1)
+    return float(decay[distance - 1] / decay[0])

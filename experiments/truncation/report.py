@@ -1,0 +1,203 @@
+"""`python -m experiments.truncation.report`: REPORT.md and figures from a truncation-study sweep.
+
+Reads the sweep's child runs back from MLflow, scores each job's best checkpoint on its test
+split (`measure`), and writes experiments/truncation/REPORT.md with the heat-map of excess loss
+(distance × truncation), the gradient-reach figure and the tables; the same files go to the
+sweep's parent run and each job's scores to its own run (`test_dependent_excess_loss`, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from omegaconf import DictConfig
+
+from experiments.truncation import figures
+from experiments.truncation.measure import Cell, measure
+from rnnexp import cli, tracking
+from rnnexp.errors import UserError
+from rnnexp.sweep import markdown_table
+
+log = logging.getLogger(__name__)
+
+HEATMAP = "excess_heatmap.png"
+REACH = "gradient_reach.png"
+LEARNT_EXCESS = 0.1  # nats per dependent target: below it a distance counts as learnt
+SETUP_PARAMS = ("vocab_size", "hidden_dim", "optim.name", "lr", "epochs", "batch_size", "seed",
+                "dataset.synthetic.n_sentences", "dataset.synthetic.n_keys", "dataset.synthetic.max_words")
+
+
+def find_sweep(client: MlflowClient, experiment_name: str, run_id: str | None) -> Run:
+    """The sweep's parent run: `run_id`, else the newest sweep of the experiment."""
+    if run_id:
+        return tracking.get_run(client, run_id)
+    experiment = client.get_experiment_by_name(experiment_name)
+    sweeps = [] if experiment is None else client.search_runs(
+        [experiment.experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
+    if not sweeps:
+        raise UserError(f"no sweep in the MLflow experiment {experiment_name!r} of {client.tracking_uri}: "
+                        "run `python -m rnnexp.run experiment=truncation_study -m` first.")
+    return sweeps[0]
+
+
+def children(client: MlflowClient, parent: Run) -> list[Run]:
+    runs = client.search_runs([parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'")
+    if not runs:
+        raise UserError(f"sweep {parent.info.run_id} has no jobs yet: wait for it, or name another with sweep_run_id=...")
+    return runs
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def grid_table(cells: Sequence[Cell], value: str, digits: int = 2) -> str:
+    distances, settings, table = figures.grid(cells, value)
+    rows = [[f"d = {d}", *(fmt(v, digits) for v in table[i])] for i, d in enumerate(distances)]
+    return markdown_table(["distance", *settings], rows)
+
+
+def longest_learnt(cells: Sequence[Cell]) -> list[list[str]]:
+    """Per setting: the distances learnt (excess below LEARNT_EXCESS) and the longest of them."""
+    rows = []
+    _, settings, _ = figures.grid(cells, "dependent_excess")
+    for setting in settings:
+        mine = sorted((c for c in cells if c.setting == setting), key=lambda c: c.distance)
+        learnt = [c.distance for c in mine if c.dependent_excess < LEARNT_EXCESS]
+        rows.append([setting, ", ".join(map(str, learnt)) or "none", str(max(learnt, default="—")),
+                     fmt(sum(c.minutes for c in mine), 1)])
+    return rows
+
+
+def answer(cells: Sequence[Cell], n_keys: int) -> str:
+    """The measured answer in sentences, derived from the cells."""
+    full = sorted((c for c in cells if c.full_bptt), key=lambda c: c.distance)
+    learnt = [c.distance for c in full if c.dependent_excess < LEARNT_EXCESS]
+    failed = [c for c in full if c.dependent_excess >= LEARNT_EXCESS]
+    learnt_text = f"at d = {', '.join(map(str, learnt))}" if learnt else "at no distance tried"
+    failed_text = f"{' and not' if learnt else ','} at d = {', '.join(str(c.distance) for c in failed)}" if failed else ""
+    lines = [f"- **Full BPTT** learns the dependency {learnt_text}{failed_text} "
+             f"(learnt: excess below {LEARNT_EXCESS} nats per dependent target)."]
+    if failed:
+        stuck = ", ".join(f"{fmt(c.dependent_excess)} at d = {c.distance}" for c in failed)
+        lines.append(f"- Where it fails the excess is {stuck}, against ln {n_keys} = {math.log(n_keys):.2f} for a model "
+                     "that knows *when* the echo comes but not *which* key it echoes: the key is forgotten.")
+    for mode in ("window", "chunk"):
+        mine = [c for c in cells if c.truncation == mode and not c.full_bptt and c.distance in learnt]
+        cost = [c for c in mine if c.dependent_excess >= LEARNT_EXCESS]
+        if mine:
+            reached = [c for c in cost if figures.gradient_can_reach(c)]
+            lines.append(f"- **{mode.capitalize()} truncation** loses {len(cost)} of the {len(mine)} cells that full BPTT learns"
+                         + (f"; {len(reached)} of those despite a gradient path to the key" if cost else "") + ": "
+                         + (", ".join(f"{c.setting} at d = {c.distance} ({fmt(c.dependent_excess)})" for c in cost) or "none")
+                         + ".")
+    return "\n".join(lines)
+
+
+def render(cells: Sequence[Cell], parent: Run, experiment_name: str, setup: dict[str, str], seconds: float) -> str:
+    n_keys = int(setup["dataset.synthetic.n_keys"])
+    failed = [c for c in cells if c.status != "FINISHED"]
+    details = [[str(c.distance), c.setting, c.status, fmt(c.dependent_excess), fmt(c.echo_accuracy), fmt(c.other_excess, 3),
+                f"{c.gradient_reach:.1e}", fmt(c.tokens_per_sec, 0), fmt(c.minutes, 1), c.run_id]
+               for c in sorted(cells, key=lambda c: (c.distance, figures.setting_order(c)))]
+    setup_line = ", ".join(f"`{key}={setup[key]}`" for key in SETUP_PARAMS if key in setup)
+    minutes = sum(c.minutes for c in cells if not math.isnan(c.minutes))
+    wall = (parent.info.end_time - parent.info.start_time) / 60_000 if parent.info.end_time else math.nan
+    return f"""# How far back can the tutorial's RNN learn a dependency, and what does truncation cost?
+
+Generated by `make truncation-study` (`python -m rnnexp.run experiment=truncation_study -m`, then
+`python -m experiments.truncation.report`) from sweep `{parent.info.run_id}` (MLflow experiment
+`{experiment_name}`), commit `{parent.data.tags.get("git_commit", "unknown")[:12]}`:
+{len(cells)} jobs ({len(failed)} failed), {minutes:.0f} job-minutes of training in {fmt(wall, 0)} minutes of wall-clock time
+(2 jobs at a time on a 2-core machine shared with other work), report in {seconds:.0f} s.
+
+**Task.** The synthetic language's first word is one of {n_keys} keys; the word `d` positions later is that
+key's echo, certain once the key is known (oracle loss 0). Every other word follows a sparse class grammar.
+Each job trains the tutorial's RNN (SGD, no biases) with one truncation setting; the numbers are its best
+checkpoint (lowest validation loss) on the test split. Setup: {setup_line}.
+
+**Truncation settings.** *window k*: the tutorial's truncation, each output's error flows back k steps,
+sentence by sentence. *full*: window mode with k larger than any sentence, which is exactly full BPTT.
+*chunk k*: the training stream is read k steps at a time with the hidden state carried over, the
+gradient stopping at chunk borders. The echo's error reaches the step that read the key (d - 1 steps
+back) when k >= d - 1 (window) or, for the echoes whose key falls in the same chunk, when k >= d (chunk).
+
+## The answer
+
+{answer(cells, n_keys)}
+
+Reference levels: 0 = the dependency is fully learnt; ln {n_keys} = {math.log(n_keys):.2f} = the position of the echo is
+known but not the key; ln V = {math.log(float(setup.get("vocab_size", "nan"))):.2f} = nothing known.
+
+![excess loss heat-map]({HEATMAP})
+
+## Excess loss on the dependent targets (nats per target, test split)
+
+{grid_table(cells, "dependent_excess")}
+## Echo accuracy (share of echo targets that are the model's first guess; 1/{n_keys} = guessing the key)
+
+{grid_table(cells, "echo_accuracy")}
+## Gradient reach of the trained models
+
+Mean ||∂L_t/∂s_(t-(d-1))|| over mean ||∂L_t/∂s_t|| on test sentences, following the full chain whatever the
+training truncation: how much of an output's error would survive the trip from the echo back to the key.
+
+{grid_table(cells, "gradient_reach", 4)}
+![gradient reach]({REACH})
+
+## Distances learnt per setting
+
+{markdown_table(["setting", f"distances learnt (excess < {LEARNT_EXCESS})", "longest", "training minutes (all d)"], longest_learnt(cells))}
+## Every job
+
+{markdown_table(["d", "setting", "status", "dependent excess", "echo accuracy", "other excess", "gradient reach",
+                 "tokens/s", "minutes", "run id"], details)}
+*other excess*: loss above the oracle on all other targets (the grammar), the control: where it is similar
+across settings, their differences in dependent excess are about memory, not about how well the rest of the
+language was learnt.
+"""
+
+
+def log_to_mlflow(client: MlflowClient, parent: Run, cells: Sequence[Cell], report_dir: Path) -> None:
+    for cell in cells:
+        if cell.status == "FINISHED":
+            run = tracking.RunLogger(client, cell.run_id)
+            run.log_metrics({"test_dependent_excess_loss": cell.dependent_excess, "test_echo_accuracy": cell.echo_accuracy,
+                             "test_other_excess_loss": cell.other_excess, "gradient_reach": cell.gradient_reach}, 0)
+            run.flush()
+    for name in ("REPORT.md", HEATMAP, REACH):
+        client.log_artifact(parent.info.run_id, str(report_dir / name), "truncation_study")
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="report")
+@cli.reports_user_errors
+def main(cfg: DictConfig) -> None:
+    started = time.perf_counter()
+    client = tracking.connect(tracking.resolve_tracking_uri(cfg.tracking_uri))
+    parent = find_sweep(client, cfg.experiment_name, cfg.sweep_run_id)
+    runs = children(client, parent)
+    corpora: dict = {}
+    cells = [measure(client, run, Path(cfg.checkpoint_dir).resolve(), corpora) for run in runs]
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    if not finished:
+        raise UserError(f"no job of sweep {parent.info.run_id} finished: see their failure_reason tags in MLflow.")
+    setup = finished[0].data.params
+    report_dir = Path(cfg.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    figures.excess_heatmap(cells, ceiling=math.log(int(setup["vocab_size"]))).savefig(report_dir / HEATMAP, dpi=120)
+    figures.reach_figure(cells).savefig(report_dir / REACH, dpi=120)
+    (report_dir / "REPORT.md").write_text(render(cells, parent, cfg.experiment_name, setup, time.perf_counter() - started))
+    log_to_mlflow(client, parent, cells, report_dir)
+    log.info("wrote %s for sweep %s (%d jobs)", report_dir / "REPORT.md", parent.info.run_id, len(cells))
+
+
+if __name__ == "__main__":
+    cli.guard(main)
