@@ -185,8 +185,15 @@ class RunLogger:
         self.client.log_figure(self.run_id, figure, artifact_file)
 
     def log_dataset(self, name: str, digest: str, source: str) -> None:
+        """Record the data as the run's MLflow dataset input (shown in the UI's Datasets column)."""
         dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=source)
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except MlflowException:
+            # Two sweep jobs registering the same dataset at once race in MLflow's sqlite store
+            # (check, then insert); the loser's second try finds the row the winner wrote.
+            self.client.log_inputs(self.run_id, inputs)
 
     def end(self, status: str, reason: str | None = None) -> None:
         """Flush what is buffered and close the run; a failure's reason becomes a tag."""

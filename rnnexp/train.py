@@ -297,6 +297,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, name: str) -> None:
+        self.run.flush()  # a run resumed from this checkpoint logs only later steps: the store needs all before
         params = self.best_params if name == "best.npz" else self.model.params
         arrays = {"order": self.order}
         if self.hidden is not None:

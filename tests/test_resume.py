@@ -16,7 +16,7 @@ from rnnexp import checkpoint
 from rnnexp.errors import UserError
 from rnnexp.train import train
 
-# Two epochs of 25 batches, a checkpoint every 3 steps: long enough to be killed mid-epoch.
+# Two epochs of 20 batches, a checkpoint every 3 steps: long enough to be killed mid-epoch.
 SETUP = ["epochs=2", "batch_size=16", "train.checkpoint_every=3", "train.log_every=2", "experiment_name=resume"]
 
 
@@ -37,11 +37,18 @@ def saved_progress(path: Path) -> dict | None:
         return None
 
 
-@pytest.mark.parametrize("truncation", ["window", pytest.param("chunk", marks=pytest.mark.slow)])
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncation: str) -> None:
+@pytest.mark.parametrize(
+    ("truncation", "resume_from"),
+    [
+        ("window", "run id"),  # its last checkpoint, mid-epoch 2
+        # an older checkpoint, mid-epoch 1: the resumed run recomputes steps the store holds already
+        pytest.param("chunk", "early checkpoint", marks=pytest.mark.slow),
+    ],
+)
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncation: str, resume_from: str) -> None:
     overrides = [*SETUP, f"truncation={truncation}"]
     reference = compose_run(tmp_path, *overrides)
-    train(reference)  # also creates the store, so the killed process does not have to
+    train(reference)
     mlflow = client(tmp_path)
     (uninterrupted,) = mlflow.search_runs([mlflow.get_experiment_by_name("resume").experiment_id])
     uninterrupted_id = uninterrupted.info.run_id
@@ -55,7 +62,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
 
         wait_for(lambda: own_checkpoint() is not None, process)
         early = tmp_path / "early.npz"
-        shutil.copy(own_checkpoint(), early)  # resumed from later, so the steps after it were logged already
+        shutil.copy(own_checkpoint(), early)
         wait_for(lambda: (saved_progress(own_checkpoint()) or {}).get("epoch", 0) >= 1
                  and saved_progress(own_checkpoint())["position"] > 0, process)
         process.send_signal(signal.SIGKILL)
@@ -63,11 +70,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
         process.kill()
         process.wait()
     early_progress = saved_progress(early)
-    assert early_progress["epoch"] == 0 and 0 < early_progress["position"] < 25  # mid-epoch
+    assert early_progress["epoch"] == 0 and 0 < early_progress["position"] < 20  # mid-epoch 1
     killed_id = checkpoint.load(early).meta["run_id"]
     assert mlflow.get_run(killed_id).info.status == "RUNNING"  # SIGKILL left it open
 
-    best = train(compose_run(tmp_path, *overrides, f"resume={early}"))
+    resumed_from = saved_progress(own_checkpoint())
+    assert resumed_from["epoch"] == 1 and 0 < resumed_from["position"] < 20  # mid-epoch 2
+
+    best = train(compose_run(tmp_path, *overrides, f"resume={early if resume_from == 'early checkpoint' else killed_id}"))
 
     assert best == pytest.approx(min(v for _, v in metric_histories(mlflow, killed_id)["val_loss"]))
     assert mlflow.get_run(killed_id).info.status == "FINISHED"
