@@ -44,16 +44,16 @@ def save(path: Path, checkpoint: Checkpoint) -> None:
 def load(path: Path) -> Checkpoint:
     if not path.is_file():
         raise UserError(f"no checkpoint at {path}: give an existing .npz file or a run id to resume=.")
+    sections: dict[str, dict[str, np.ndarray]] = {section: {} for section in SECTIONS}
     try:
         with np.load(path, allow_pickle=False) as data:
-            entries = {key: data[key] for key in data.files}
-        meta = json.loads(str(entries.pop("meta")))
+            meta = json.loads(str(data["meta"]))
+            for key in data.files:
+                section, _, name = key.partition("/")
+                if section != "meta":
+                    sections[section][name] = data[key]
     except (zipfile.BadZipFile, ValueError, KeyError, OSError) as err:
         raise UserError(f"{path} is not a readable rnnexp checkpoint ({err}): resume from another checkpoint.") from None
-    sections: dict[str, dict[str, np.ndarray]] = {section: {} for section in SECTIONS}
-    for key, value in entries.items():
-        section, _, name = key.partition("/")
-        sections[section][name] = value
     return Checkpoint(sections["params"], sections["optimizer"], meta, sections["arrays"])
 
 

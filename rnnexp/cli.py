@@ -66,6 +66,6 @@ def guard(main: Callable[[], object]) -> None:
     except (HydraException, OmegaConfBaseException) as err:
         print(f"error: {config_error_message(err)}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
-    except KeyboardInterrupt:
-        print("interrupted.", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"interrupted: {err}" if str(err) else "interrupted.", file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)

@@ -234,8 +234,8 @@ def run_status(run: RunLogger) -> Iterator[RunLogger]:
     """Close the run as FINISHED, FAILED with the reason, or KILLED on Ctrl-C, whatever happens inside."""
     try:
         yield run
-    except KeyboardInterrupt:
-        run.end("KILLED", f"interrupted (Ctrl-C); continue it with resume={run.run_id}")
+    except KeyboardInterrupt as err:
+        run.end("KILLED", str(err) or f"interrupted; continue from its last checkpoint with resume={run.run_id}")
         raise
     except UserError as err:
         run.end("FAILED", str(err))

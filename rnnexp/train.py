@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -87,8 +89,8 @@ def train(cfg: DictConfig, parent_run_id: str | None = None, run_name: str | Non
     else:
         run = tracking.create_run(client, run_cfg.experiment_name, run_name or run_cfg.run_name, parent_run_id, tags or {})
     threads = threadpool_limits(run_cfg.blas_threads, user_api="blas") if run_cfg.blas_threads else nullcontext()
-    with tracking.run_status(run), threads:
-        return Trainer(run_cfg, run, start, eval_hooks).fit()
+    with tracking.run_status(run), threads, StopSignals() as stop:
+        return Trainer(run_cfg, run, start, eval_hooks, stop).fit()
 
 
 def find_checkpoint(resume: str, client: MlflowClient, checkpoint_dir: Path) -> checkpoint.Checkpoint:
@@ -100,12 +102,42 @@ def find_checkpoint(resume: str, client: MlflowClient, checkpoint_dir: Path) -> 
     return start or checkpoint.load(trained.local_checkpoint(client, run_id, "last.npz", checkpoint_dir))
 
 
+class StopSignals:
+    """Ctrl-C (SIGINT) or SIGTERM (a cluster's preemption) stops training after the current step.
+
+    Stopping mid-step would checkpoint half-updated parameters; the loop instead checks
+    `requested` after each step, saves a checkpoint and raises KeyboardInterrupt (the run ends
+    KILLED). A second signal stops at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step (signal %d); signal again to stop at once", signum)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # Python handles signals there only
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     """The state of one run while it trains; `fit` is the loop."""
 
     def __init__(self, cfg: config.RunConfig, run: tracking.RunLogger, start: checkpoint.Checkpoint | None,
-                 eval_hooks: Sequence[EvalHook]):
-        self.cfg, self.run, self.eval_hooks = cfg, run, eval_hooks
+                 eval_hooks: Sequence[EvalHook], stop: StopSignals):
+        self.cfg, self.run, self.eval_hooks, self.stop = cfg, run, eval_hooks, stop
         self.config_tree = OmegaConf.to_container(OmegaConf.structured(cfg))
         self.corpus = load_corpus(cfg.dataset, seed=cfg.seed)
         self.train_sentences = batches.usable(self.corpus.splits["train"].sentences)
@@ -156,6 +188,9 @@ class Trainer:
         for index in range(p.position, self.n_batches):
             self._step(index)
             p.position = index + 1
+            if self.stop.requested:
+                self._save("last.npz")
+                raise KeyboardInterrupt(f"stopped at step {p.step} with a checkpoint: continue with resume={self.run.run_id}")
             bar.update()
             if p.step % cfg.train.log_every == 0:
                 self._log_training(bar)

@@ -90,3 +90,25 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
         assert np.array_equal(finished.optimizer[name], value)
     with pytest.raises(UserError, match="has finished: there is nothing to resume"):
         train(compose_run(tmp_path, f"resume={killed_id}"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_a_step_with_a_checkpoint_and_the_run_killed(tmp_path: Path) -> None:
+    process = subprocess.Popen(command(tmp_path, *TINY, *store(tmp_path), *SETUP, "epochs=20"),
+                               cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        wait_for(lambda: any((tmp_path / "checkpoints").glob("*/last.npz")), process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130
+    (last,) = (tmp_path / "checkpoints").glob("*/last.npz")
+    stopped = checkpoint.load(last)
+    run_id, step = stopped.meta["run_id"], stopped.meta["progress"]["step"]
+    assert stderr.strip().splitlines()[-1] == f"interrupted: stopped at step {step} with a checkpoint: continue with resume={run_id}"
+    run = client(tmp_path).get_run(run_id)
+    assert run.info.status == "KILLED" and run.data.tags["failure_reason"].endswith(f"resume={run_id}")
+    train(compose_run(tmp_path, *SETUP, "epochs=20", f"resume={run_id}"))
+    assert client(tmp_path).get_run(run_id).info.status == "FINISHED"
