@@ -20,7 +20,7 @@ from benchmarks.common import ROOT, THREADS
 from rnnexp import tracking
 
 LAUNCHERS = {"basic": ["hydra/launcher=basic"], "joblib": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={THREADS}"]}
-FULL = ["hidden_dim=32,48,64,80", "epochs=1", "dataset.synthetic.n_sentences=2000"]
+FULL = ["hidden_dim=32,48,64,80", "epochs=1"]  # four runs of the default experiment, one epoch each
 SMOKE = ["hidden_dim=4,6", "vocab_size=30", "epochs=1", "dataset.synthetic.n_sentences=100", "train.samples=1"]
 
 

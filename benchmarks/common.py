@@ -53,13 +53,19 @@ def fixed_threads(n: int = THREADS) -> Iterator[None]:
 
 @dataclass
 class Timing:
-    """Seconds per call of one contender: the median and every sample it came from."""
+    """Seconds per call of one contender: wall-clock and process CPU samples, and their medians."""
 
     samples: list[float] = field(default_factory=list)
+    cpu_samples: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
         return float(np.median(self.samples))
+
+    @property
+    def cpu_median(self) -> float:
+        """CPU seconds of all the process's threads: barely moved by other processes' load."""
+        return float(np.median(self.cpu_samples))
 
     @property
     def spread(self) -> float:
@@ -95,11 +101,12 @@ def interleaved(
         for name in order:
             fn, n = contenders[name], calls[name]
             for sample in range(block):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 for _ in range(n):
                     fn()
                 if sample or block == 1:
                     timings[name].samples.append((time.perf_counter() - start) / n)
+                    timings[name].cpu_samples.append((time.process_time() - cpu_start) / n)
     return timings
 
 
@@ -182,7 +189,10 @@ def profile_top(fn: Callable[[], object], calls: int, top: int = 8) -> list[dict
     import pstats
 
     profiler = cProfile.Profile()
-    profiler.runcall(lambda: [fn() for _ in range(calls)])
+    profiler.enable()
+    for _ in range(calls):
+        fn()
+    profiler.disable()
     stats = pstats.Stats(profiler).stats
     total = sum(entry[2] for entry in stats.values())
     rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]

@@ -18,7 +18,7 @@ def test_interleaved_timing_gives_every_contender_its_samples():
     timings = interleaved({"a": lambda: count("a"), "b": lambda: count("b")}, repeats=3, min_seconds=0.0, block=2)
     assert [len(t.samples) for t in timings.values()] == [3, 3]  # first of each block discarded
     assert calls == {"a": 1 + 3 * 2, "b": 1 + 3 * 2}  # warm-up call + rounds × block
-    assert all(t.median >= 0 for t in timings.values())
+    assert all(t.median >= 0 and t.cpu_median >= 0 for t in timings.values())
 
 
 def test_peak_bytes_sees_numpy_buffers():
@@ -79,7 +79,7 @@ def test_run_all_writes_results_markdown_and_plots(tmp_path):
     run_all(tmp_path, smoke=True)
     results = json.loads((tmp_path / "results.json").read_text())
     assert {"tutorial_step", "torch", "peak", "scaling", "tracking", "sweep"} <= set(results)
-    assert results["tracking"]["seconds_per_run"]["with MLflow tracking"] > 0
+    assert results["tracking"]["cpu_seconds_per_run"]["with MLflow tracking"] > 0
     assert results["sweep"]["speedup"] > 0
     text = (tmp_path / "RESULTS.md").read_text()
     for heading in ("## Machine", "## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## Notes"):
