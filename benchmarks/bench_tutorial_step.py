@@ -71,6 +71,7 @@ def run(smoke: bool = False) -> dict:
                     "dtype": "float64", "repeats": repeats},
         "gradient_max_rel_err": max(errors),
         "seconds_per_step": {name: t.median for name, t in timings.items()},
+        "cpu_seconds_per_step": {name: t.cpu_median for name, t in timings.items()},
         "spread": {name: t.spread for name, t in timings.items()},
         "speedup": {name: t.median / engine for name, t in timings.items() if name != "rnnexp engine"},
         "profile": profile,
