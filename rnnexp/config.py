@@ -52,6 +52,7 @@ class TrainConfig:
     reduction: str = "mean"  # mean: loss per token; sum: per batch, as the tutorial's sgd_step
     eval_batch_size: int = 256
     log_every: int = 20  # steps between logged training metrics
+    flush_every_s: float = 15.0  # seconds between metric uploads to MLflow (batched: cheap)
     checkpoint_every: int = 500  # steps between mid-epoch checkpoints (0: only at epoch ends)
     checkpoint_dir: str = "checkpoints"
     samples: int = 5  # sentences generated at the end of the run
@@ -112,6 +113,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     _require(train.reduction in ("mean", "sum"), f"train.reduction must be mean or sum, got {train.reduction!r}.")
     for knob in ("eval_batch_size", "log_every"):
         _require(getattr(train, knob) >= 1, f"train.{knob} must be >= 1, got {getattr(train, knob)}.")
+    _require(train.flush_every_s >= 0, f"train.flush_every_s must be >= 0, got {train.flush_every_s}.")
     _require(train.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {train.checkpoint_every}.")
     _require(train.samples >= 0, f"train.samples must be >= 0, got {train.samples}.")
     _require(run.blas_threads is None or run.blas_threads >= 1, f"blas_threads must be >= 1 or null, got {run.blas_threads}.")

@@ -137,8 +137,10 @@ def environment_tags() -> dict[str, str]:
 class RunLogger:
     """One MLflow run: buffered metrics, params, tags and artifacts.
 
-    `already_logged` maps a metric to the last step the store holds for it: a resumed run recomputes
-    the steps between its checkpoint and the kill and must not log them twice.
+    Metrics are sent every `flush_every_s` seconds. A checkpoint keeps the ones still buffered
+    (`pending`), so a run resumed from it can send them (`log_pending`); `already_logged` maps a
+    metric to the last step the store holds, because a resumed run recomputes the steps between
+    its checkpoint and the kill and must not log them twice.
     """
 
     def __init__(self, client: MlflowClient, run_id: str, already_logged: Mapping[str, int] | None = None,
@@ -158,6 +160,14 @@ class RunLogger:
         ]
         if len(self._buffer) >= MAX_METRICS_PER_BATCH or time.monotonic() - self._last_flush > self.flush_every_s:
             self.flush()
+
+    def pending(self) -> list[tuple[str, float, int]]:
+        """The metrics not sent yet, as (key, value, step)."""
+        return [(m.key, m.value, m.step) for m in self._buffer]
+
+    def log_pending(self, pending: list[tuple[str, float, int]]) -> None:
+        for key, value, step in pending:
+            self.log_metrics({key: value}, step)
 
     def flush(self) -> None:
         for start in range(0, len(self._buffer), MAX_METRICS_PER_BATCH):

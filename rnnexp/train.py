@@ -88,6 +88,7 @@ def train(cfg: DictConfig, parent_run_id: str | None = None, run_name: str | Non
         log.info("resuming run %s at step %d", run.run_id, start.meta["progress"]["step"])
     else:
         run = tracking.create_run(client, run_cfg.experiment_name, run_name or run_cfg.run_name, parent_run_id, tags or {})
+    run.flush_every_s = run_cfg.train.flush_every_s
     threads = threadpool_limits(run_cfg.blas_threads, user_api="blas") if run_cfg.blas_threads else nullcontext()
     with tracking.run_status(run), threads, StopSignals() as stop:
         return Trainer(run_cfg, run, start, eval_hooks, stop).fit()
@@ -295,7 +296,6 @@ class Trainer:
             self.run.log_artifact(self.checkpoint_dir / "best.npz", trained.CHECKPOINT_ARTIFACTS)
             log.info("epoch %d/%d  step %d  val_loss %.4f  val_ppl %.2f%s", p.epoch, cfg.train.epochs, p.step, val_loss,
                      metrics["val_ppl"], f"  (oracle {metrics['oracle_val_ppl']:.2f})" if oracle is not None else "")
-        self.run.flush()
 
     def _split_loss(self, split: str) -> float:
         return mean_nll(self.model, batches.usable(self.corpus.splits[split].sentences), self.cfg.train.eval_batch_size)
@@ -332,7 +332,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, name: str) -> None:
-        self.run.flush()  # a run resumed from this checkpoint logs only later steps: the store needs all before
         params = self.best_params if name == "best.npz" else self.model.params
         arrays = {"order": self.order}
         if self.hidden is not None:
@@ -342,6 +341,7 @@ class Trainer:
             "config": self.config_tree,
             "progress": asdict(self.progress),
             "rng": checkpoint.generator_state(self.rng),
+            "pending_metrics": self.run.pending(),  # a resumed run logs only later steps itself
         }
         checkpoint.save(self.checkpoint_dir / name, checkpoint.Checkpoint(params, self.optimizer.state_dict(), meta, arrays))
 
@@ -351,6 +351,7 @@ class Trainer:
         self.optimizer.load_state_dict(start.optimizer)
         self.progress = Progress(**start.meta["progress"])
         self.rng = checkpoint.restore_generator(start.meta["rng"])
+        self.run.log_pending(start.meta["pending_metrics"])
         self.order = start.arrays["order"]
         self.hidden = start.arrays.get("hidden")
         best = self.checkpoint_dir / "best.npz"

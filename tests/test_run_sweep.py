@@ -68,3 +68,14 @@ def test_the_optuna_sweeper_gets_the_best_loss_and_survives_a_diverging_trial(tm
     best = min(m.value for m in mlflow.get_metric_history(finished.info.run_id, "val_loss"))
     assert f"Best value: {best}" in result.stdout  # the job's return value, which Optuna minimised
     assert f"{FAILED_JOB_LOSS}" not in result.stdout
+
+
+@pytest.mark.slow
+def test_submitit_runs_the_jobs_of_a_sweep_as_cluster_jobs_would(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, *TINY, *store(tmp_path), "hidden_dim=8,16", "hydra/launcher=submitit_local",
+                     "hydra.launcher.timeout_min=5", "-m")
+
+    assert result.returncode == 0, result.stderr
+    mlflow, parent, children = sweep_runs(tmp_path)
+    assert [(c.info.run_name, c.info.status) for c in children] == [("hidden_dim=8", "FINISHED"), ("hidden_dim=16", "FINISHED")]
+    assert {a.path for a in mlflow.list_artifacts(parent.info.run_id)} == {"comparison.md", "comparison.csv", "val_curves.png"}

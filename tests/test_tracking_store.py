@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from runner_setup import TINY, compose_run
+from runner_setup import TINY, compose_run, store
 
 from rnnexp import tracking
 from rnnexp.errors import UserError
@@ -51,6 +51,7 @@ def test_an_unreachable_server_is_reported_before_training(tmp_path: Path) -> No
 
 
 def test_a_reopened_run_skips_the_steps_the_store_holds(tmp_path: Path) -> None:
+    store(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     run = tracking.create_run(client, "reopen", None, None, {})
     run.log_metrics({"loss": 3.0, "lr": 0.1}, step=1)
