@@ -38,7 +38,9 @@ class DiagnosticsConfig:
     enabled: bool = True
     max_depth: int = 20  # K: the gradient norm is logged for k = 0..K steps back
     batch_size: int = 32  # held-out sentences the diagnostics are measured on
-    figure_interval_s: float = 60.0  # least time between redraws of gradient_decay.png (0: every evaluation)
+    # Least time between redraws of gradient_decay.png (always redrawn after the last evaluation);
+    # 0: at every evaluation, null: never.
+    figure_interval_s: float | None = 60.0
 
 
 def validate(cfg: DiagnosticsConfig) -> None:
@@ -46,15 +48,15 @@ def validate(cfg: DiagnosticsConfig) -> None:
         raise UserError(f"diagnostics.max_depth must be >= 0, got {cfg.max_depth}.")
     if cfg.batch_size < 1:
         raise UserError(f"diagnostics.batch_size must be >= 1, got {cfg.batch_size}.")
-    if cfg.figure_interval_s < 0:
-        raise UserError(f"diagnostics.figure_interval_s must be >= 0, got {cfg.figure_interval_s}.")
+    if cfg.figure_interval_s is not None and cfg.figure_interval_s < 0:
+        raise UserError(f"diagnostics.figure_interval_s must be >= 0 or null, got {cfg.figure_interval_s}.")
 
 
 def evaluation_hooks(cfg: DiagnosticsConfig, learning_rate: Callable[[], float], epochs: int) -> list[EvalHook]:
     """The hooks for a run of `epochs` epochs; `learning_rate` returns the trainer's current one.
 
-    The dependent-target losses are logged whatever `enabled` says: they are one pass over the
-    validation split, and without them a synthetic run's memory cannot be judged.
+    The dependent-target losses are logged whatever `enabled` says: they cost less than the
+    trainer's own validation pass, and without them a synthetic run's memory cannot be judged.
     """
     validate(cfg)
     gradients = [GradientDiagnostics(cfg, learning_rate, epochs)] if cfg.enabled else []
@@ -67,7 +69,14 @@ def held_out_split(evaluation: Evaluation) -> str:
 
 
 class GradientDiagnostics:
-    """Gradient flow, spectrum and saturation on the same held-out batch at every evaluation."""
+    """Gradient flow, spectrum and saturation on the same held-out batch at every evaluation.
+
+    `grad_decay_k<k>` follows the full chain whatever the training truncation. The gradient norms
+    and update ratios use the model's own truncation (chunk mode: each sentence one chunk) and the
+    gradient of the batch's mean loss, so with `train.reduction=sum` the real steps are larger by
+    about the tokens per batch. After a resume the figure shows the evaluations since the resume;
+    the metrics hold them all.
+    """
 
     def __init__(self, cfg: DiagnosticsConfig, learning_rate: Callable[[], float], epochs: int):
         self.cfg, self.learning_rate, self.epochs = cfg, learning_rate, epochs
@@ -91,8 +100,8 @@ class GradientDiagnostics:
         metrics.update(sgd_update_ratios(model.params, step.grads, self.learning_rate()))
         run.log_metrics(metrics, evaluation.step)
         self.decay_by_epoch[evaluation.epoch] = decay
-        now = time.monotonic()
-        if evaluation.epoch >= self.epochs or now - self.last_drawn >= self.cfg.figure_interval_s:
+        now, interval = time.monotonic(), self.cfg.figure_interval_s
+        if interval is not None and (evaluation.epoch >= self.epochs or now - self.last_drawn >= interval):
             self._log_figure(evaluation)
             self.last_drawn = now
         self.seconds += time.perf_counter() - started

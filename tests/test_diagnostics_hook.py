@@ -136,13 +136,15 @@ def test_spectrum_saturation_gradient_norms_and_a_real_sgd_steps_update_ratios(c
         assert logged[f"update_ratio_{name}"] == pytest.approx(ratio, rel=1e-9)
 
 
-def test_the_figure_is_redrawn_at_the_interval_and_always_after_the_last_evaluation(corpus) -> None:
+def test_the_figure_is_redrawn_at_the_interval_always_after_the_last_evaluation_or_never(corpus) -> None:
     model = lively_model()
     every_time = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=0), lambda: LR, epochs=2)
     assert [evaluate(every_time, model, corpus, epoch).figures for epoch in (0, 1, 2)] == [[DECAY_FIGURE]] * 3
     rarely = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=3600), lambda: LR, epochs=2)
     assert [evaluate(rarely, model, corpus, epoch).figures for epoch in (0, 1, 2)] == [[], [], [DECAY_FIGURE]]
     assert sorted(rarely.decay_by_epoch) == [0, 1, 2]  # the last figure draws every evaluation
+    never = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=None), lambda: LR, epochs=2)
+    assert [evaluate(never, model, corpus, epoch).figures for epoch in (0, 1, 2)] == [[], [], []]
 
 
 def test_dependency_loss_compares_the_dependent_targets_with_the_oracle(corpus) -> None:

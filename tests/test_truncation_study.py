@@ -60,15 +60,16 @@ def test_cells_are_laid_out_by_distance_and_by_window_full_chunk_settings() -> N
 def test_the_answer_names_what_full_bptt_learns_and_what_truncation_loses() -> None:
     cells = [cell(2, "window", 64, 0.02, full=True), cell(5, "window", 64, 0.05, full=True),
              cell(10, "window", 64, 1.39, full=True), cell(2, "window", 1, 0.03), cell(5, "window", 1, 1.2),
-             cell(5, "window", 4, 0.3), cell(2, "chunk", 4, 0.04), cell(5, "chunk", 4, 0.09)]
+             cell(5, "window", 4, 0.3), cell(2, "chunk", 4, 0.04), cell(5, "chunk", 4, 0.09), cell(10, "chunk", 16, 0.08)]
     text = report.answer(cells, n_keys=4)
     assert "learns the dependency at d = 2, 5 and not at d = 10" in text
     assert "the excess is 1.39 at d = 10, against ln 4 = 1.39" in text
-    assert ("Window truncation** loses 2 of the 3 cells that full BPTT learns; 1 of those despite a gradient path "
+    assert ("Window truncation** loses 2 of the 3 cells that full BPTT learns, 1 of them with a gradient path "
             "to the key: window 1 at d = 5 (1.20), window 4 at d = 5 (0.30).") in text
-    assert "Chunk truncation** loses 0 of the 2 cells that full BPTT learns: none." in text
+    assert "Chunk truncation** loses 0 of the 2 cells that full BPTT learns; it learns what full BPTT does not at chunk 16, d = 10." in text
     rows = {row[0]: row[1:3] for row in report.longest_learnt(cells)}
-    assert rows == {"window 1": ["2", "2"], "window 4": ["none", "—"], "full": ["2, 5", "5"], "chunk 4": ["2, 5", "5"]}
+    assert rows == {"window 1": ["2", "2"], "window 4": ["none", "—"], "full": ["2, 5", "5"], "chunk 4": ["2, 5", "5"],
+                    "chunk 16": ["10", "10"]}
 
 
 @pytest.mark.slow

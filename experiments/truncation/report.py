@@ -77,28 +77,43 @@ def longest_learnt(cells: Sequence[Cell]) -> list[list[str]]:
     return rows
 
 
+def is_learnt(cell: Cell) -> bool:
+    return cell.dependent_excess < LEARNT_EXCESS
+
+
+def distances_text(cells: Sequence[Cell]) -> str:
+    return ", ".join(str(c.distance) for c in cells)
+
+
 def answer(cells: Sequence[Cell], n_keys: int) -> str:
     """The measured answer in sentences, derived from the cells."""
     full = sorted((c for c in cells if c.full_bptt), key=lambda c: c.distance)
-    learnt = [c.distance for c in full if c.dependent_excess < LEARNT_EXCESS]
-    failed = [c for c in full if c.dependent_excess >= LEARNT_EXCESS]
-    learnt_text = f"at d = {', '.join(map(str, learnt))}" if learnt else "at no distance tried"
-    failed_text = f"{' and not' if learnt else ','} at d = {', '.join(str(c.distance) for c in failed)}" if failed else ""
-    lines = [f"- **Full BPTT** learns the dependency {learnt_text}{failed_text} "
-             f"(learnt: excess below {LEARNT_EXCESS} nats per dependent target)."]
+    learnt = [c for c in full if is_learnt(c)]
+    failed = [c for c in full if not is_learnt(c)]
+    reach = f"at d = {distances_text(learnt)}" if learnt else "at no distance tried"
+    if failed:
+        reach += f"{' and not' if learnt else ','} at d = {distances_text(failed)}"
+    lines = [f"- **Full BPTT** learns the dependency {reach} (learnt: excess below {LEARNT_EXCESS} nats per dependent target)."]
     if failed:
         stuck = ", ".join(f"{fmt(c.dependent_excess)} at d = {c.distance}" for c in failed)
         lines.append(f"- Where it fails the excess is {stuck}, against ln {n_keys} = {math.log(n_keys):.2f} for a model "
                      "that knows *when* the echo comes but not *which* key it echoes: the key is forgotten.")
+    learnt_distances = {c.distance for c in learnt}
     for mode in ("window", "chunk"):
-        mine = [c for c in cells if c.truncation == mode and not c.full_bptt and c.distance in learnt]
-        cost = [c for c in mine if c.dependent_excess >= LEARNT_EXCESS]
-        if mine:
-            reached = [c for c in cost if figures.gradient_can_reach(c)]
-            lines.append(f"- **{mode.capitalize()} truncation** loses {len(cost)} of the {len(mine)} cells that full BPTT learns"
-                         + (f"; {len(reached)} of those despite a gradient path to the key" if cost else "") + ": "
-                         + (", ".join(f"{c.setting} at d = {c.distance} ({fmt(c.dependent_excess)})" for c in cost) or "none")
-                         + ".")
+        truncated = [c for c in cells if c.truncation == mode and not c.full_bptt]
+        within = [c for c in truncated if c.distance in learnt_distances]
+        lost = [c for c in within if not is_learnt(c)]
+        beyond = [c for c in truncated if c.distance not in learnt_distances and is_learnt(c)]
+        if not within:
+            continue
+        line = f"- **{mode.capitalize()} truncation** loses {len(lost)} of the {len(within)} cells that full BPTT learns"
+        if lost:
+            reached = sum(figures.gradient_can_reach(c) for c in lost)
+            listed = ", ".join(f"{c.setting} at d = {c.distance} ({fmt(c.dependent_excess)})" for c in lost)
+            line += f", {reached} of them with a gradient path to the key: {listed}"
+        if beyond:
+            line += f"; it learns what full BPTT does not at {', '.join(f'{c.setting}, d = {c.distance}' for c in beyond)}"
+        lines.append(line + ".")
     return "\n".join(lines)
 
 
