@@ -46,6 +46,7 @@ def test_pytorch_twin_computes_the_engines_function():
     assert result["agreement"]["loss_rel_err"] < 1e-5
     assert max(result["agreement"]["grad_max_rel_err"].values()) < 1e-3
     assert result["training"]["ratio"] > 0 and result["evaluation"]["ratio"] > 0
+    assert result["one_thread"]["training"]["cpu_ratio"] > 0
 
 
 def test_pytorch_comparison_is_skipped_with_a_message_without_torch(monkeypatch):
