@@ -53,7 +53,8 @@ def load(path: Path) -> Checkpoint:
                 if section != "meta":
                     sections[section][name] = data[key]
     except (zipfile.BadZipFile, ValueError, KeyError, OSError) as err:
-        raise UserError(f"{path} is not a readable rnnexp checkpoint ({err}): resume from another checkpoint.") from None
+        raise UserError(
+            f"{path} is not a readable rnnexp checkpoint ({err}): resume from another checkpoint.") from None
     return Checkpoint(sections["params"], sections["optimizer"], meta, sections["arrays"])
 
 

@@ -31,7 +31,8 @@ def config_error_message(err: BaseException) -> str:
     """Hydra's and OmegaConf's report of a bad override (and its cause), on one line."""
     lines: list[str] = []
     while err is not None:
-        lines += [line.strip() for line in str(err).splitlines() if line.strip() and not line.strip().startswith(_NOISE)]
+        stripped = (line.strip() for line in str(err).splitlines())
+        lines += [line for line in stripped if line and not line.startswith(_NOISE)]
         err = err.__cause__
     return " ".join(dict.fromkeys(lines)) + " (--help lists the config groups and values)."
 

@@ -107,7 +107,8 @@ def validate(cfg: DictConfig) -> RunConfig:
     _require(model.dtype in DTYPES, f"model.dtype must be one of {', '.join(DTYPES)}, got {model.dtype!r}.")
     _require(optim.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {optim.name!r}.")
     _require(optim.lr > 0, f"lr must be > 0, got {optim.lr}.")
-    _require(optim.clip_norm is None or optim.clip_norm > 0, f"optim.clip_norm must be > 0 or null, got {optim.clip_norm}.")
+    _require(optim.clip_norm is None or optim.clip_norm > 0,
+             f"optim.clip_norm must be > 0 or null, got {optim.clip_norm}.")
     _require(train.epochs >= 1, f"epochs must be >= 1, got {train.epochs}.")
     _require(train.batch_size >= 1, f"batch_size must be >= 1, got {train.batch_size}.")
     _require(train.reduction in ("mean", "sum"), f"train.reduction must be mean or sum, got {train.reduction!r}.")
@@ -116,10 +117,16 @@ def validate(cfg: DictConfig) -> RunConfig:
     _require(train.flush_every_s >= 0, f"train.flush_every_s must be >= 0, got {train.flush_every_s}.")
     _require(train.checkpoint_every >= 0, f"train.checkpoint_every must be >= 0, got {train.checkpoint_every}.")
     _require(train.samples >= 0, f"train.samples must be >= 0, got {train.samples}.")
-    _require(run.blas_threads is None or run.blas_threads >= 1, f"blas_threads must be >= 1 or null, got {run.blas_threads}.")
+    _require(run.blas_threads is None or run.blas_threads >= 1,
+             f"blas_threads must be >= 1 or null, got {run.blas_threads}.")
     validate_schedule(run.schedule)
     validate_dataset(run.dataset)
     return run
+
+
+def saved(tree: dict) -> DictConfig:
+    """A run's config as its checkpoint keeps it (plain data), typed again."""
+    return OmegaConf.merge(OmegaConf.structured(RunConfig), tree)
 
 
 

@@ -24,7 +24,8 @@ def learning_curves(history: Sequence[dict], oracle_nll: float | None) -> Figure
     loss_axes, ppl_axes = figure.subplots(1, 2)
     epochs = [entry["epoch"] for entry in history]
     trained = [entry for entry in history if entry["train_loss_epoch"] is not None]
-    loss_axes.plot([e["epoch"] for e in trained], [e["train_loss_epoch"] for e in trained], marker="o", label="train (epoch mean)")
+    loss_axes.plot([e["epoch"] for e in trained], [e["train_loss_epoch"] for e in trained], marker="o",
+                   label="train (epoch mean)")
     loss_axes.plot(epochs, [entry["val_loss"] for entry in history], marker="o", label="validation")
     ppl_axes.plot(epochs, [math.exp(entry["val_loss"]) for entry in history], marker="o", label="validation")
     if oracle_nll is not None:
@@ -46,7 +47,8 @@ def validation_curves(runs: Sequence[Run], curves: dict[str, list[Metric]]) -> F
     axes = figure.subplots()
     for run in runs:
         history = curves[run.info.run_id]
-        axes.plot([m.step for m in history], [m.value for m in history], marker="o", markersize=3, label=run.info.run_name)
+        axes.plot([m.step for m in history], [m.value for m in history], marker="o", markersize=3,
+                  label=run.info.run_name)
     oracle = next((run.data.metrics["oracle_val_ppl"] for run in runs if "oracle_val_ppl" in run.data.metrics), None)
     if oracle is not None:
         axes.axhline(oracle, color="black", linestyle="--", linewidth=1, label="oracle")

@@ -58,7 +58,8 @@ def current_job() -> SweepJob | None:
     hydra = HydraConfig.get()
     parent_file = Path(hydra.sweep.dir) / PARENT_FILE
     if not parent_file.is_file():
-        raise UserError(f"{parent_file} is missing: run sweeps with conf/config.yaml's hydra.callbacks.mlflow_sweep enabled.")
+        raise UserError(
+            f"{parent_file} is missing: run sweeps with conf/config.yaml's hydra.callbacks.mlflow_sweep enabled.")
     info = json.loads(parent_file.read_text())
     overrides = list(hydra.overrides.task)
     parsed = OverridesParser.create().parse_overrides(overrides)

@@ -65,7 +65,8 @@ def check_reachable(uri: str) -> None:
     """Fail now, in one sentence, if the store cannot be reached, rather than after hours of training."""
     db = sqlite_path(uri)
     if db is not None and not db.parent.is_dir():
-        raise UserError(f"the MLflow store's folder {db.parent} does not exist: create it or choose another tracking_uri.")
+        raise UserError(
+            f"the MLflow store's folder {db.parent} does not exist: create it or choose another tracking_uri.")
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
@@ -228,7 +229,9 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
     try:
         return client.get_run(run_id)
     except MlflowException:
-        raise UserError(f"no MLflow run {run_id!r} in the store {client.tracking_uri}: check the run id and tracking_uri.") from None
+        raise UserError(
+            f"no MLflow run {run_id!r} in the store {client.tracking_uri}: check the run id and tracking_uri."
+        ) from None
 
 
 def reopen_run(client: MlflowClient, run_id: str) -> RunLogger:

@@ -80,14 +80,15 @@ def train(cfg: DictConfig, parent_run_id: str | None = None, run_name: str | Non
     start = None
     if run_cfg.resume:
         start = find_checkpoint(run_cfg.resume, client, Path(run_cfg.train.checkpoint_dir))
-        saved = OmegaConf.merge(OmegaConf.structured(config.RunConfig), start.meta["config"])
+        saved = config.saved(start.meta["config"])
         saved.resume, saved.tracking_uri = run_cfg.resume, run_cfg.tracking_uri
         saved.train.checkpoint_dir = run_cfg.train.checkpoint_dir
         run_cfg = config.validate(saved)
         run = tracking.reopen_run(client, start.meta["run_id"])
         log.info("resuming run %s at step %d", run.run_id, start.meta["progress"]["step"])
     else:
-        run = tracking.create_run(client, run_cfg.experiment_name, run_name or run_cfg.run_name, parent_run_id, tags or {})
+        name = run_name or run_cfg.run_name
+        run = tracking.create_run(client, run_cfg.experiment_name, name, parent_run_id, tags or {})
     run.flush_every_s = run_cfg.train.flush_every_s
     threads = threadpool_limits(run_cfg.blas_threads, user_api="blas") if run_cfg.blas_threads else nullcontext()
     with tracking.run_status(run), threads, StopSignals() as stop:
@@ -151,8 +152,11 @@ class Trainer:
         self.optimizer = make_optimizer(o.name, momentum=o.momentum, rho=o.rho, beta1=o.beta1, beta2=o.beta2, eps=o.eps)
         self.chunks = None
         if m.truncation == "chunk":
-            self.chunks = batches.StreamChunks(self.corpus.splits["train"].stream(), cfg.train.batch_size, m.bptt_truncate)
-        self.n_batches = len(self.chunks) if self.chunks else batches.n_sentence_batches(len(self.train_sentences), cfg.train.batch_size)
+            stream = self.corpus.splits["train"].stream()
+            self.chunks = batches.StreamChunks(stream, cfg.train.batch_size, m.bptt_truncate)
+            self.n_batches = len(self.chunks)
+        else:
+            self.n_batches = batches.n_sentence_batches(len(self.train_sentences), cfg.train.batch_size)
         self.checkpoint_dir = Path(cfg.train.checkpoint_dir).resolve() / run.run_id
         self.order = np.arange(len(self.train_sentences))
         self.hidden = None
@@ -191,7 +195,8 @@ class Trainer:
             p.position = index + 1
             if self.stop.requested:
                 self._save("last.npz")
-                raise KeyboardInterrupt(f"stopped at step {p.step} with a checkpoint: continue with resume={self.run.run_id}")
+                raise KeyboardInterrupt(
+                    f"stopped at step {p.step} with a checkpoint: continue with resume={self.run.run_id}")
             bar.update()
             if p.step % cfg.train.log_every == 0:
                 self._log_training(bar)
@@ -315,7 +320,8 @@ class Trainer:
             log.info("test_ppl %.2f (best validation loss %.4f)", metrics["test_ppl"], p.best_val_loss)
         if cfg.train.samples and self.corpus.vocab.start_id is not None:
             rng = np.random.default_rng(cfg.seed)
-            sentences = sample_sentences(self.model, self.corpus.vocab, rng, cfg.train.samples, cfg.train.sample_max_len)
+            sentences = sample_sentences(self.model, self.corpus.vocab, rng, cfg.train.samples,
+                                         cfg.train.sample_max_len)
             self.run.log_text("\n".join(sentences) + "\n", "samples.txt")
         oracle = self.corpus.splits[self.valid_split].oracle_nll
         self.run.log_figure(plots.learning_curves(p.history, oracle), "curves.png")
@@ -343,7 +349,8 @@ class Trainer:
             "rng": checkpoint.generator_state(self.rng),
             "pending_metrics": self.run.pending(),  # a resumed run logs only later steps itself
         }
-        checkpoint.save(self.checkpoint_dir / name, checkpoint.Checkpoint(params, self.optimizer.state_dict(), meta, arrays))
+        saved = checkpoint.Checkpoint(params, self.optimizer.state_dict(), meta, arrays)
+        checkpoint.save(self.checkpoint_dir / name, saved)
 
     def _restore(self, start: checkpoint.Checkpoint) -> None:
         for name, value in start.params.items():

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from omegaconf import OmegaConf
 
 from rnnexp import checkpoint, config, tracking
 from rnnexp.data.vocab import Vocabulary
@@ -48,7 +47,7 @@ def load(client: MlflowClient, run_id: str, which: str, checkpoint_dir: Path) ->
         raise UserError(f"checkpoint must be best or last, got {which!r}.")
     tracking.get_run(client, run_id)
     saved = checkpoint.load(local_checkpoint(client, run_id, f"{which}.npz", checkpoint_dir))
-    run_cfg: config.RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(config.RunConfig), saved.meta["config"]))
+    run_cfg = config.validate(config.saved(saved.meta["config"]))
     with tempfile.TemporaryDirectory() as tmp:
         vocab = Vocabulary.load(client.download_artifacts(run_id, VOCAB_ARTIFACT, tmp))
     m = run_cfg.model
