@@ -108,6 +108,8 @@ def _tutorial(t: dict) -> list[str]:
         f"optimiser (only the sentence's columns of U are updated). Before timing, the three gradients agree "
         f"to {t['gradient_max_rel_err']:.1e} (max relative error).", "",
         *_table(["implementation", "ms / step", "spread (IQR/2)", "CPU ms / step (all threads)", "engine is faster by"], rows),
+        "On one thread each, by CPU time (which other work on the machine moves far less), the engine's speed-up is "
+        + " and ".join(f"{v:.1f}× over {k}" for k, v in t["one_thread_cpu_speedup"].items()) + ".", "",
         "Where the engine's step spends its own time (cProfile, main thread):", "",
         *_table(["function", "ms / step", "share"], profile),
     ]
