@@ -100,7 +100,7 @@ def test_make_reproduce_on_a_tiny_configuration(tmp_path):
     command = [sys.executable, "-m", "experiments.tutorial.reproduce", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
                f"report_dir={tmp_path}/report", f"dataset_path={EXCERPT}", overrides, "mode.timing_vocab_size=300",
                "mode.timing_hidden_dim=10", "mode.step_rounds=2", "mode.round_seconds=0", "mode.epoch_sample=3",
-               "mode.epoch_repeats=1", "mode.engine_epoch=false", "mode.samples=3"]
+               "mode.epoch_repeats=1", "mode.engine_sample=3", "mode.engine_repeats=1", "mode.samples=3"]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 

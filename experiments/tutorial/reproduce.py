@@ -12,7 +12,6 @@ report and its figures are logged to that run too.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ from rnnexp.data import Corpus, load_corpus
 from rnnexp.errors import UserError
 
 log = logging.getLogger(__name__)
-CLAIMS = ("data", "untrained_loss", "gradient_check", "step_time", "sgd_curve", "epoch_time", "samples")
 MODULE = "experiments.tutorial.reproduce"
 
 
@@ -78,7 +76,7 @@ class Reproduction:
         return self.trained_runs[experiment]
 
     def model_experiment(self) -> str:
-        """The run claims 6 and 7 use: the full-data model in full mode, else claim 5's."""
+        """The run claim 7 samples from: the full-data model in full mode, else claim 5's."""
         return self.cfg.mode.full_experiment or self.cfg.mode.sgd_experiment
 
     def command(self, claim: str) -> str:
@@ -124,7 +122,7 @@ def claim_epoch_time(r: Reproduction) -> ClaimResult:
     return epoch_time(r.corpus.splits["train"].sentences, r.corpus.stats["sentences_parsed"],
                       is_full_file(Path(r.corpus.source)), mode.timing_vocab_size, mode.timing_hidden_dim,
                       m.bptt_truncate, r.tutorial.optim.lr, r.cfg.seed, mode.epoch_sample, mode.epoch_repeats,
-                      mode.engine_epoch, measured, r.report_dir, r.command("epoch_time"))
+                      mode.engine_sample, mode.engine_repeats, measured, r.report_dir, r.command("epoch_time"))
 
 
 def claim_samples(r: Reproduction) -> ClaimResult:
@@ -135,7 +133,7 @@ def claim_samples(r: Reproduction) -> ClaimResult:
     trained_on = (f"run {run_id} (`{runs.command_line('rnnexp.run', r.overrides(experiment))}`: "
                   f"{len(corpus.splits['train']):,} sentences, {run_cfg.train.epochs} epochs, H={run_cfg.model.hidden_dim})")
     result = samples_claim(model.model, model.vocab, r.cfg.seed, mode.samples, mode.sample_min_words,
-                           mode.sample_max_words, trained_on, corpus.stats.get("train.unknown_fraction", math.nan),
+                           mode.sample_max_words, trained_on, corpus.stats["train.unknown_fraction"],
                            r.command("samples"))
     result.run_id = run_id
     return result
@@ -184,7 +182,7 @@ def data_note(corpus: Corpus) -> str:
 def main(cfg: DictConfig) -> None:
     unknown = [name for name in cfg.claims if name not in MEASURE]
     if unknown:
-        raise UserError(f"unknown claim(s) {', '.join(unknown)}: choose from {', '.join(CLAIMS)}.")
+        raise UserError(f"unknown claim(s) {', '.join(unknown)}: choose from {', '.join(MEASURE)}.")
     tutorial = runs.runner_config(runs.runner_overrides(cfg.experiment, cfg.dataset_path, list(cfg.overrides)))
     corpus = load_corpus(tutorial.dataset, seed=tutorial.seed)
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri)

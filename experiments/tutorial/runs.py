@@ -7,6 +7,7 @@ command itself, run as a subprocess and read back from MLflow.
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 import time
@@ -33,7 +34,8 @@ def runner_config(overrides: list[str]) -> config.RunConfig:
 
 
 def command_line(module: str, overrides: list[str]) -> str:
-    return " ".join(["python", "-m", module, *overrides])
+    """The command as one types it in a shell (arguments with brackets or quotes quoted)."""
+    return shlex.join(["python", "-m", module, *overrides])
 
 
 def train(client: MlflowClient, experiment_name: str, run_name: str | None, overrides: list[str],

@@ -9,7 +9,8 @@ import numpy as np
 
 from experiments.tutorial import figures, published
 from experiments.tutorial.result import CONSISTENT, NOT_REPRODUCED, ClaimResult, markdown_table
-from experiments.tutorial.timing import ENGINE32, ENGINE64, GATE, WILDML, blas_description, interleaved, median, sgd_steps
+from experiments.tutorial.timing import (ENGINE32, ENGINE64, GATE, WILDML, blas_description, engine_steps, interleaved,
+                                         median, tutorial_steps)
 from rnnexp.model import RNNLM
 
 FIGURE = "step_time.png"
@@ -19,7 +20,8 @@ FEW_SECONDS = 1.0  # "a few seconds": at least this (a loaded machine is slower,
 def step_time(sentence: np.ndarray, vocab_size: int, hidden_dim: int, bptt_truncate: int, lr: float, seed: int,
               rounds: int, round_seconds: float, report_dir: Path, command: str) -> ClaimResult:
     x, y = sentence[:-1], sentence[1:]
-    steps = sgd_steps(vocab_size, hidden_dim, bptt_truncate, lr, seed)
+    steps = {**tutorial_steps(vocab_size, hidden_dim, bptt_truncate, lr, seed),
+             **engine_steps(vocab_size, hidden_dim, bptt_truncate, lr, seed)}
     samples = interleaved({name: (lambda s=s: s(x, y)) for name, s in steps.items()}, rounds, round_seconds)
     medians = {name: median(values) for name, values in samples.items()}
     engine = medians[ENGINE64]

@@ -26,11 +26,16 @@ ENGINE64 = "engine, float64 (RNNLM.backprop + SGD)"
 ENGINE32 = "engine, float32 (RNNLM.backprop + SGD)"
 
 
-def sgd_steps(vocab_size: int, hidden_dim: int, bptt_truncate: int, lr: float, seed: int) -> dict[str, Step]:
-    """One SGD step on one sentence for each contender: the tutorial's sgd_step, or the engine's
-    backprop of the summed loss with the sparse U gradient, then the SGD update."""
+def tutorial_steps(vocab_size: int, hidden_dim: int, bptt_truncate: int, lr: float, seed: int) -> dict[str, Step]:
+    """One SGD step on one sentence with the tutorial's own code: its `sgd_step`."""
     gate = GateRNN(vocab_size, hidden_dim, bptt_truncate, seed=seed)
     wildml = WildMLRNN(vocab_size, hidden_dim, bptt_truncate, seed=seed)
+    return {GATE: lambda x, y: gate.sgd_step(x, y, lr), WILDML: lambda x, y: wildml.sgd_step(x, y, lr)}
+
+
+def engine_steps(vocab_size: int, hidden_dim: int, bptt_truncate: int, lr: float, seed: int) -> dict[str, Step]:
+    """One SGD step on one sentence with the engine, as the runner trains the tutorial: backprop of the
+    sentence's summed loss with the sparse U gradient, then the SGD update; in both precisions."""
     sgd = make_optimizer("sgd")
 
     def engine(dtype: str) -> Step:
@@ -42,12 +47,7 @@ def sgd_steps(vocab_size: int, hidden_dim: int, bptt_truncate: int, lr: float, s
 
         return step
 
-    return {
-        GATE: lambda x, y: gate.sgd_step(x, y, lr),
-        WILDML: lambda x, y: wildml.sgd_step(x, y, lr),
-        ENGINE64: engine("float64"),
-        ENGINE32: engine("float32"),
-    }
+    return {ENGINE64: engine("float64"), ENGINE32: engine("float32")}
 
 
 def seconds_per_call(task: Callable[[], None], calls: int) -> float:
@@ -57,9 +57,16 @@ def seconds_per_call(task: Callable[[], None], calls: int) -> float:
     return (time.perf_counter() - started) / calls
 
 
-def interleaved(tasks: dict[str, Callable[[], None]], rounds: int, round_seconds: float) -> dict[str, list[float]]:
-    """Seconds per call of each task, one sample per round; tasks alternate within each round."""
-    calls = {name: max(1, math.ceil(round_seconds / seconds_per_call(task, 1))) for name, task in tasks.items()}
+def interleaved(tasks: dict[str, Callable[[], None]], rounds: int, round_seconds: float,
+                warm_up: bool = True) -> dict[str, list[float]]:
+    """Seconds per call of each task, one sample per round; tasks alternate within each round.
+
+    The warm-up call also sizes each task's calls per round to fill `round_seconds`; without it,
+    each round makes one call of each task.
+    """
+    calls = {name: 1 for name in tasks}
+    if warm_up:
+        calls = {name: max(1, math.ceil(round_seconds / seconds_per_call(task, 1))) for name, task in tasks.items()}
     samples: dict[str, list[float]] = {name: [] for name in tasks}
     names = list(tasks)
     for r in range(rounds):
