@@ -9,7 +9,6 @@ Returns the best validation loss, which Hydra's Optuna sweeper minimises.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import hydra
@@ -19,8 +18,6 @@ from omegaconf import DictConfig
 from rnnexp import cli, sweep, tracking
 from rnnexp.errors import UserError
 from rnnexp.train import train
-
-log = logging.getLogger(__name__)
 
 # What a failed sweep job reports to the sweeper: finite, so that one diverging trial of an
 # Optuna study does not end the study, and far worse than any real loss.

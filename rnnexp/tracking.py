@@ -7,7 +7,6 @@ a process can own a sweep's parent run and a job's run at once. Metrics are buff
 
 from __future__ import annotations
 
-import logging
 import os
 import platform
 import re
@@ -30,7 +29,6 @@ from threadpoolctl import threadpool_info
 
 from rnnexp.errors import UserError
 
-log = logging.getLogger(__name__)
 
 DEFAULT_DB = "mlflow.db"
 FAILURE_TAG = "failure_reason"
