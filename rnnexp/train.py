@@ -142,10 +142,11 @@ class Trainer:
         self.cfg, self.run, self.eval_hooks, self.stop = cfg, run, eval_hooks, stop
         self.config_tree = OmegaConf.to_container(OmegaConf.structured(cfg))
         self.corpus = load_corpus(cfg.dataset, seed=cfg.seed)
-        self.train_sentences = batches.usable(self.corpus.splits["train"].sentences)
+        self.sentences = {name: batches.usable(split.sentences) for name, split in self.corpus.splits.items()}
+        self.train_sentences = self.sentences["train"]
         if not self.train_sentences:
             raise UserError("the training split has no sentence with two tokens or more: check the dataset config.")
-        self.valid_split = "valid" if batches.usable(self.corpus.splits["valid"].sentences) else "train"
+        self.valid_split = "valid" if self.sentences["valid"] else "train"
         m = cfg.model
         self.model = RNNLM(len(self.corpus.vocab), m.hidden_dim, m.bptt_truncate, m.truncation, m.dtype, m.seed)
         o = cfg.optim
@@ -303,7 +304,7 @@ class Trainer:
                      metrics["val_ppl"], f"  (oracle {metrics['oracle_val_ppl']:.2f})" if oracle is not None else "")
 
     def _split_loss(self, split: str) -> float:
-        return mean_nll(self.model, batches.usable(self.corpus.splits[split].sentences), self.cfg.train.eval_batch_size)
+        return mean_nll(self.model, self.sentences[split], self.cfg.train.eval_batch_size)
 
     def _finish(self) -> None:
         """Score the best model on the test split, write samples and curves."""
@@ -311,7 +312,7 @@ class Trainer:
         for name, value in self.best_params.items():
             self.model.params[name][...] = value
         test = self.corpus.splits["test"]
-        if batches.usable(test.sentences):
+        if self.sentences["test"]:
             test_loss = self._split_loss("test")
             metrics = {"test_loss": test_loss, "test_ppl": math.exp(test_loss)}
             if test.oracle_nll is not None:
