@@ -33,7 +33,8 @@ def test_wildml_gradient_check_passes_for_the_engine_in_every_truncation():
 
 
 def test_wildml_gradient_check_rejects_a_wrong_gradient():
-    model = literal.with_tutorial_weights(RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, 4, "full", "float64"))
+    model = literal.with_tutorial_weights(
+        RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, 4, "full", "float64"))
     wrong = {name: 1.1 * g for name, g in model.backprop(X, Y, reduction="sum").grads.items()}
     errors = wildml_relative_errors(model.params, wrong, lambda: float(model.token_nll(X, Y)[0].sum()), 0.001)
     assert min(errors.values()) > published.GRADCHECK_THRESHOLD
@@ -50,7 +51,8 @@ def test_the_tutorial_init_gives_the_loss_of_random_predictions():
 
 def test_wildml_training_loop_lowers_the_loss_from_ln_v():
     sentences = [np.random.default_rng(i).integers(0, 30, 10) for i in range(30)]
-    falling = literal.train_with_sgd(literal.tutorial_model(30, 16), sentences, lr=0.05, epochs=4, evaluate_loss_after=1)
+    model = literal.tutorial_model(30, 16)
+    falling = literal.train_with_sgd(model, sentences, lr=0.05, epochs=4, evaluate_loss_after=1)
     assert len(falling) == 5 and abs(falling[0] - math.log(30)) < 0.05
     assert all(after < before for before, after in zip(falling, falling[1:]))
 
@@ -111,7 +113,8 @@ def test_make_reproduce_on_a_tiny_configuration(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("tutorial").experiment_id
-    claims = {run.info.run_name: run for run in client.search_runs([experiment]) if run.info.run_name.startswith("claim-")}
+    claims = {run.info.run_name: run for run in client.search_runs([experiment])
+              if run.info.run_name.startswith("claim-")}
     assert len(claims) == 7 and all(run.info.status == "FINISHED" for run in claims.values())
     untrained = claims["claim-untrained_loss"].data.metrics
     assert untrained["max_abs_gap"] < 0.01 and abs(untrained["loss_engine"] - math.log(300)) < 0.01

@@ -30,27 +30,30 @@ def data_statistics(corpus: Corpus, source: Path, command: str) -> ClaimResult:
         ["sentences parsed", f"{published.SENTENCES_PARSED:,}", f"{stats['sentences_parsed']:,}"],
         ["unique word tokens", f"{published.UNIQUE_WORD_TOKENS:,}", f"{stats['unique_tokens']:,}"],
         ["vocabulary size", f"{published.VOCABULARY_SIZE:,}", f"{vocab_size:,}"],
-        ["least frequent vocabulary word", f"'{published.LEAST_FREQUENT_WORD}', {published.LEAST_FREQUENT_COUNT} times",
+        ["least frequent vocabulary word",
+         f"'{published.LEAST_FREQUENT_WORD}', {published.LEAST_FREQUENT_COUNT} times",
          f"'{stats['least_frequent_word']}', {stats['least_frequent_count']} times"],
         [f"X_train[{published.EXAMPLE_INDEX}]", published.EXAMPLE_SENTENCE, example],
         [f"length of X_train[{published.TIMED_SENTENCE_INDEX}]", published.TIMED_SENTENCE_LENGTH, timed_length],
     ]
     same_text = example == published.EXAMPLE_SENTENCE and timed_length == published.TIMED_SENTENCE_LENGTH
     text_note = ("the first sentences come out word for word as the tutorial's (X_train[17] and the 45 words of "
-                 "X_train[10] match)" if same_text else "the tutorial's X_train[17] / X_train[10] do not come out the same")
-    tools = f"nltk {nltk.__version__}, sentence splitter {splitter} (the tutorial: nltk 3.0 with its pretrained punkt model)"
+                 "X_train[10] match)" if same_text else "the tutorial's X_train[17] and X_train[10] come out otherwise")
+    tools = (f"nltk {nltk.__version__}, sentence splitter {splitter} "
+             "(the tutorial: nltk 3.0 with its pretrained punkt model)")
     if full:
-        exact = (stats["sentences_parsed"], stats["unique_tokens"]) == (published.SENTENCES_PARSED, published.UNIQUE_WORD_TOKENS)
-        verdict = REPRODUCED if exact else CONSISTENT
+        counts = (stats["sentences_parsed"], stats["unique_tokens"])
+        verdict = REPRODUCED if counts == (published.SENTENCES_PARSED, published.UNIQUE_WORD_TOKENS) else CONSISTENT
         reason = f"{tools}; {text_note}."
     else:
-        scale = published.FULL_CSV_BYTES / source.stat().st_size
+        size = source.stat().st_size
+        scale = published.FULL_CSV_BYTES / size
         verdict = NEEDS_FULL_DATA
         reason = (
-            f"only the excerpt {source.name} ({source.stat().st_size:,} bytes, {stats['comments']} complete comments, "
-            f"1/{scale:.0f} of the file) is available offline, so the counts are of the excerpt and the vocabulary is "
-            f"clamped to its {vocab_size:,} words (every word; no UNKNOWN_TOKEN occurs). Scaled by bytes the full file "
-            f"would give about {stats['sentences_parsed'] * scale:,.0f} sentences (published {published.SENTENCES_PARSED:,}). "
+            f"only the excerpt {source.name} ({size:,} bytes, {stats['comments']} complete comments, 1/{scale:.0f} of "
+            "the file) is available offline, so the counts are of the excerpt and the vocabulary is clamped to its "
+            f"{vocab_size:,} words (every word; no UNKNOWN_TOKEN occurs). Scaled by bytes the full file would give "
+            f"about {stats['sentences_parsed'] * scale:,.0f} sentences (published {published.SENTENCES_PARSED:,}). "
             f"{text_note[0].upper()}{text_note[1:]}; {tools}."
         )
     return ClaimResult(

@@ -84,9 +84,10 @@ def epoch_time(sentences: list[np.ndarray], parsed: int, is_full: bool, vocab_si
                engine_repeats: int, measured_epochs: list[float] | None, report_dir: Path, command: str) -> ClaimResult:
     """`measured_epochs`: wall seconds of each epoch of a full-data training run, when there was one."""
     size = full_file_size(sentences, parsed, is_full)
-    sample, engine_sample = quantile_sentences(sentences, sample_size), quantile_sentences(sentences, engine_sample_size)
-    timed = {f"{name}, H={hidden_dim}": (seconds, sample) for name, seconds in
-             mean_step_seconds(sample, tutorial_steps(vocab_size, hidden_dim, bptt_truncate, lr, seed), repeats).items()}
+    sample = quantile_sentences(sentences, sample_size)
+    engine_sample = quantile_sentences(sentences, engine_sample_size)
+    tutorial = mean_step_seconds(sample, tutorial_steps(vocab_size, hidden_dim, bptt_truncate, lr, seed), repeats)
+    timed = {f"{name}, H={hidden_dim}": (seconds, sample) for name, seconds in tutorial.items()}
     for hidden in (hidden_dim, published.PRETRAINED_HIDDEN):
         steps = engine_steps(vocab_size, hidden, bptt_truncate, lr, seed)
         timed.update({f"{name}, H={hidden}": (seconds, engine_sample) for name, seconds in
@@ -95,9 +96,11 @@ def epoch_time(sentences: list[np.ndarray], parsed: int, is_full: bool, vocab_si
     rows = [[name, len(chosen), f"{1000 * seconds:,.1f}",
              f"{1e6 * seconds * len(chosen) / sum(len(s) - 1 for s in chosen):,.0f}", format_hours(projected[name])]
             for name, (seconds, chosen) in timed.items()]
-    eval_hours = evaluation_seconds(engine_sample, vocab_size, published.PRETRAINED_HIDDEN, engine_repeats) * size.sentences / HOUR
+    eval_seconds = evaluation_seconds(engine_sample, vocab_size, published.PRETRAINED_HIDDEN, engine_repeats)
+    eval_hours = eval_seconds * size.sentences / HOUR
     checks = published.PRETRAINED_EPOCHS // published.PRETRAINED_EVALUATE_LOSS_AFTER
-    pretrained_hours = published.PRETRAINED_EPOCHS * projected[f"{ENGINE64}, H={published.PRETRAINED_HIDDEN}"] + checks * eval_hours
+    pretrained_epoch = projected[f"{ENGINE64}, H={published.PRETRAINED_HIDDEN}"]
+    pretrained_hours = published.PRETRAINED_EPOCHS * pretrained_epoch + checks * eval_hours
     gate_h, wildml_h = projected[f"{GATE}, H={hidden_dim}"], projected[f"{WILDML}, H={hidden_dim}"]
     engine_h = projected[f"{ENGINE64}, H={hidden_dim}"]
     details = [
@@ -108,14 +111,16 @@ def epoch_time(sentences: list[np.ndarray], parsed: int, is_full: bool, vocab_si
                         "projected epoch, full file"], rows),
         f"The pretrained model (H={published.PRETRAINED_HIDDEN}, {published.PRETRAINED_EPOCHS} epochs, the loss "
         f"measured every {published.PRETRAINED_EVALUATE_LOSS_AFTER}, {format_hours(eval_hours)} each) with the engine: "
-        f"{format_hours(pretrained_hours)} projected, against about {published.PRETRAINED_HOURS:.0f} h published for Theano.",
+        f"{format_hours(pretrained_hours)} projected, against about {published.PRETRAINED_HOURS:.0f} h published for "
+        "Theano.",
     ]
     metrics = {"hours_per_epoch_gate": gate_h, "hours_per_epoch_wildml": wildml_h, "hours_per_epoch_engine": engine_h,
                "hours_pretrained_model_engine": pretrained_hours}
     if measured_epochs:
         epoch_median = float(np.median(measured_epochs))
-        details.append(f"The full-data training run: {len(measured_epochs)} epochs, median {format_hours(epoch_median / HOUR)} "
-                       f"each (loss evaluations included), {format_hours(sum(measured_epochs) / HOUR)} in all.")
+        details.append(f"The full-data training run: {len(measured_epochs)} epochs, median "
+                       f"{format_hours(epoch_median / HOUR)} each (loss evaluations included), "
+                       f"{format_hours(sum(measured_epochs) / HOUR)} in all.")
         metrics["hours_per_epoch_measured"] = epoch_median / HOUR
     figures.epoch_hours(projected, report_dir / FIGURE, f"One epoch over the full file, V={vocab_size:,}")
     details.append(f"![epoch time]({FIGURE})")

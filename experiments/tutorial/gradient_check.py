@@ -109,16 +109,16 @@ def gradient_check(seed: int, command: str) -> ClaimResult:
                   f"threshold {published.GRADCHECK_THRESHOLD})",
         reproduced=f"passes: largest WildML-style error {worst_wildml:.1e}; exact check {worst_exact:.1e}",
         verdict=REPRODUCED if wildml_ok and exact_ok else NOT_REPRODUCED,
-        reason=("WildML's check passes for the tutorial's code and the engine, in the tutorial's truncation and in full "
-                "BPTT. On x=[0,1,2,3] truncating at 4 (or 1000) steps cuts nothing, so the exact check on a "
+        reason=("WildML's check passes for the tutorial's code and the engine, in the tutorial's truncation and in "
+                "full BPTT. On x=[0,1,2,3] truncating at 4 (or 1000) steps cuts nothing, so the exact check on a "
                 f"{EXACT_LENGTH}-word sentence is the one that tells truncation from full BPTT."),
         command=command,
         details=[
             f"WildML's check: x={list(published.GRADCHECK_X)}, y={list(published.GRADCHECK_Y)}, the summed loss, "
             f"h={published.GRADCHECK_H}, threshold {published.GRADCHECK_THRESHOLD}; weights from np.random.seed(10).",
             table(wildml_rows, published.GRADCHECK_THRESHOLD),
-            f"Exact check (`rnnexp.gradcheck.relative_errors`, eps 1e-5, threshold {EXACT_TOLERANCE:g}) on {EXACT_LENGTH} random "
-            "words, against the objective each truncation differentiates:",
+            f"Exact check (`rnnexp.gradcheck.relative_errors`, eps 1e-5, threshold {EXACT_TOLERANCE:g}) on "
+            f"{EXACT_LENGTH} random words, against the objective each truncation differentiates:",
             table(exact_rows, EXACT_TOLERANCE),
         ],
         metrics={"max_rel_error_wildml_check": worst_wildml, "max_rel_error_exact_check": worst_exact},

@@ -33,7 +33,8 @@ def machine_description() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
         model = names[0] if names else model
     return (f"{model}, {len(os.sched_getaffinity(0))} usable cores (shared with other work), Python "
             f"{platform.python_version()}, numpy {np.__version__} ({blas_description()}), nltk {nltk.__version__}")
@@ -65,8 +66,8 @@ Regenerate it with `make reproduce` (quick) or `make reproduce-full` (trains the
 
 - **Data:** `{info.data_file}`. {info.data_note}
 - **Machine:** {machine_description()}; {info.load}.
-- **MLflow:** experiment `tutorial`, parent run `{info.parent_run_id}` (one child run per claim) in `{info.tracking_uri}`;
-  `make ui` shows them.
+- **MLflow:** experiment `tutorial`, parent run `{info.parent_run_id}` (one child run per claim)
+  in `{info.tracking_uri}`; `make ui` shows them.
 - **Verdicts:** *reproduced*: the published figure within the stated tolerance; *consistent*: the same
   conclusion, numbers differing for the stated reason; *needs the full file*: the excerpt cannot give
   the published figure; *not reproduced*: the claim fails here.

@@ -71,8 +71,9 @@ class Reproduction:
         """The run id of `python -m rnnexp.run experiment=<experiment>`, trained once per reproduction."""
         if experiment not in self.trained_runs:
             run_cfg = self.runner(experiment)
-            self.trained_runs[experiment] = runs.train(self.client, run_cfg.experiment_name, run_cfg.run_name,
-                                                       self.overrides(experiment), self.tracking_uri, self.parent.run_id)
+            self.trained_runs[experiment] = runs.train(
+                self.client, run_cfg.experiment_name, run_cfg.run_name, self.overrides(experiment),
+                self.tracking_uri, self.parent.run_id)
         return self.trained_runs[experiment]
 
     def model_experiment(self) -> str:
@@ -113,7 +114,8 @@ def claim_sgd_curve(r: Reproduction) -> ClaimResult:
     m = run_cfg.model
     command = runs.command_line("rnnexp.run", r.overrides(experiment))
     return sgd_curve(r.client, run_id, corpus.splits["train"].sentences, len(corpus.vocab), m.hidden_dim,
-                     m.bptt_truncate, run_cfg.optim.lr, run_cfg.schedule.evaluate_loss_after, r.report_dir, command)
+                     m.bptt_truncate, run_cfg.optim.lr, run_cfg.schedule.evaluate_loss_after, run_cfg.schedule.factor,
+                     r.report_dir, command)
 
 
 def claim_epoch_time(r: Reproduction) -> ClaimResult:
@@ -131,7 +133,8 @@ def claim_samples(r: Reproduction) -> ClaimResult:
     run_cfg, corpus = r.runner(experiment), r.corpus_of(experiment)
     model = trained.load(r.client, run_id, "last", runs.PROJECT_ROOT / run_cfg.train.checkpoint_dir)
     trained_on = (f"run {run_id} (`{runs.command_line('rnnexp.run', r.overrides(experiment))}`: "
-                  f"{len(corpus.splits['train']):,} sentences, {run_cfg.train.epochs} epochs, H={run_cfg.model.hidden_dim})")
+                  f"{len(corpus.splits['train']):,} sentences, {run_cfg.train.epochs} epochs, "
+                  f"H={run_cfg.model.hidden_dim})")
     result = samples_claim(model.model, model.vocab, r.cfg.seed, mode.samples, mode.sample_min_words,
                            mode.sample_max_words, trained_on, corpus.stats["train.unknown_fraction"],
                            r.command("samples"))

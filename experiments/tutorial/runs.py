@@ -51,7 +51,8 @@ def train(client: MlflowClient, experiment_name: str, run_name: str | None, over
                               filter_string=f"attributes.start_time >= {started_ms}{name_filter}",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        raise UserError(f"the training run finished but is not in {tracking_uri}: check tracking_uri and MLFLOW_TRACKING_URI.")
+        raise UserError(f"the training run finished but is not in {tracking_uri}: "
+                        "check tracking_uri and MLFLOW_TRACKING_URI.")
     client.set_tag(runs[0].info.run_id, "mlflow.parentRunId", parent_run_id)
     return runs[0].info.run_id
 

@@ -30,7 +30,8 @@ class Samples:
     too_long: int
 
 
-def draw(model: RNNLM, vocab: Vocabulary, rng: np.random.Generator, count: int, min_words: int, max_words: int) -> Samples:
+def draw(model: RNNLM, vocab: Vocabulary, rng: np.random.Generator, count: int, min_words: int,
+         max_words: int) -> Samples:
     kept, draws, too_short, too_long = [], 0, 0, 0
     while len(kept) < count:
         if draws >= MAX_DRAWS_PER_SENTENCE * count:
@@ -75,7 +76,8 @@ def samples_claim(model: RNNLM, vocab: Vocabulary, seed: int, count: int, min_wo
     return ClaimResult(
         number=7,
         title="The trained model generates sentences, never sampling UNKNOWN_TOKEN",
-        published=f"sentences of ≥ {published.SAMPLE_MIN_WORDS} words without UNKNOWN_TOKEN, e.g. “{published.SAMPLES[0]}”",
+        published=(f"sentences of ≥ {published.SAMPLE_MIN_WORDS} words without UNKNOWN_TOKEN, "
+                   f"e.g. “{published.SAMPLES[0]}”"),
         reproduced=(f"{len(text)} sentences of {min_words}–{max_words} words, {with_unknown} with UNKNOWN_TOKEN "
                     f"({result.draws} drawn)"),
         verdict=REPRODUCED if ok else NOT_REPRODUCED,

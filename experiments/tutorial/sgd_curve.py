@@ -36,7 +36,8 @@ def rises(losses: list[float]) -> int:
 
 
 def sgd_curve(client: MlflowClient, run_id: str, sentences: list[np.ndarray], vocab_size: int, hidden_dim: int,
-              bptt_truncate: int, lr: float, evaluate_loss_after: int, report_dir: Path, command: str) -> ClaimResult:
+              bptt_truncate: int, lr: float, evaluate_loss_after: int, halving_factor: float, report_dir: Path,
+              command: str) -> ClaimResult:
     losses, epochs, halvings = run_curve(client, run_id)
     model = literal.tutorial_model(vocab_size, hidden_dim, bptt_truncate)
     wildml = literal.train_with_sgd(model, sentences, lr, epochs[-1], evaluate_loss_after)
@@ -56,12 +57,13 @@ def sgd_curve(client: MlflowClient, run_id: str, sentences: list[np.ndarray], vo
     for i, epoch in enumerate(epochs):
         shown = published.SGD_LOSSES[epoch] if epoch < len(published.SGD_LOSSES) else None
         rows.append([epoch, "" if shown is None else f"{shown:.6f}", f"{losses[i]:.6f}",
-                     f"{wildml[i]:.6f}" if i < len(wildml) else "", f"{lr * 0.5 ** halvings[i]:g}"])
+                     f"{wildml[i]:.6f}" if i < len(wildml) else "", f"{lr * halving_factor ** halvings[i]:g}"])
     published_drop = published.SGD_LOSSES[0] - published.SGD_LOSSES[-1]
     return ClaimResult(
         number=5,
         title=f"SGD on the first {len(sentences)} sentences, lr {lr}, {epochs[-1]} epochs: the loss decreases",
-        published=f"{published.SGD_LOSSES[0]:.3f} → {published.SGD_LOSSES[-1]:.3f} after 9 epochs (ln 8000 = 8.987), no halving",
+        published=(f"{published.SGD_LOSSES[0]:.3f} → {published.SGD_LOSSES[-1]:.3f} after 9 epochs "
+                   "(ln 8000 = 8.987), no halving"),
         reproduced=(f"{losses[0]:.3f} (ln {vocab_size:,} = {ln_v:.3f}) → {losses[-1]:.3f} after {epochs[-1]} epochs, "
                     f"{halvings[-1]} halving(s); WildML's loop on the same data {wildml[0]:.3f} → {wildml[-1]:.3f}"),
         verdict=verdict,
