@@ -86,7 +86,7 @@ def test_the_report_has_a_row_and_a_section_per_claim():
     results = [ClaimResult(n, f"claim {n}", "pub", f"rep {n}", REPRODUCED if n % 2 else NEEDS_FULL_DATA, "why",
                            f"cmd {n}", details=["| a |"]) for n in (3, 1, 2)]
     info = report.RunInfo("quick", "python -m experiments.tutorial.reproduce", "data.csv", "note", "sqlite:///x",
-                          "run1", "abc", "today", "load 1.0")
+                          "run1", "abc", "today", "load 1.0", 2.5)
     text = report.render(results, info)
     assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "rep " in line] \
         == ["3", "1", "2"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -192,7 +193,7 @@ def main(cfg: DictConfig) -> None:
     client = tracking.connect(uri)
     parent = tracking.create_run(client, tutorial.experiment_name, f"reproduce-{cfg.mode.name}", None,
                                  {**tracking.environment_tags(), "dataset_digest": corpus.digest})
-    load_at_start = os.getloadavg()[0]
+    load_at_start, started = os.getloadavg()[0], time.monotonic()
     report_dir = runs.PROJECT_ROOT / cfg.report_dir if not Path(cfg.report_dir).is_absolute() else Path(cfg.report_dir)
     with tracking.run_status(parent):
         parent.log_params({"mode": cfg.mode.name, "claims": ",".join(cfg.claims), "data_file": corpus.source})
@@ -209,6 +210,7 @@ def main(cfg: DictConfig) -> None:
             git_commit=tracking.git_state()[0],
             date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             load=f"load average (1 min) {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
+            minutes=(time.monotonic() - started) / 60,
         )
         path = report.write(results, info, report_dir / "REPORT.md")
         parent.log_artifact(path)
