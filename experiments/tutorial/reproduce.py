@@ -113,10 +113,10 @@ def claim_sgd_curve(r: Reproduction) -> ClaimResult:
     run_id = r.trained_run(experiment)
     run_cfg, corpus = r.runner(experiment), r.corpus_of(experiment)
     m = run_cfg.model
-    command = runs.command_line("rnnexp.run", r.overrides(experiment))
+    training = runs.command_line("rnnexp.run", r.overrides(experiment))
     return sgd_curve(r.client, run_id, corpus.splits["train"].sentences, len(corpus.vocab), m.hidden_dim,
                      m.bptt_truncate, run_cfg.optim.lr, run_cfg.schedule.evaluate_loss_after, run_cfg.schedule.factor,
-                     r.report_dir, command)
+                     r.report_dir, training, r.command("sgd_curve"))
 
 
 def claim_epoch_time(r: Reproduction) -> ClaimResult:

@@ -37,7 +37,7 @@ def rises(losses: list[float]) -> int:
 
 def sgd_curve(client: MlflowClient, run_id: str, sentences: list[np.ndarray], vocab_size: int, hidden_dim: int,
               bptt_truncate: int, lr: float, evaluate_loss_after: int, halving_factor: float, report_dir: Path,
-              command: str) -> ClaimResult:
+              training_command: str, command: str) -> ClaimResult:
     losses, epochs, halvings = run_curve(client, run_id)
     model = literal.tutorial_model(vocab_size, hidden_dim, bptt_truncate)
     wildml = literal.train_with_sgd(model, sentences, lr, epochs[-1], evaluate_loss_after)
@@ -75,6 +75,8 @@ def sgd_curve(client: MlflowClient, run_id: str, sentences: list[np.ndarray], vo
                 "with numpy's Generator, where WildML's loop goes in file order from np.random.seed(10)."),
         command=command,
         details=[
+            f"The training is the runner's run `{run_id}`: `{training_command}`. The literal loop runs in the "
+            "reproduction's process.",
             markdown_table(["epoch", "published loss", "runner (engine) loss", "WildML literal loop loss",
                             "runner lr for the next epoch"], rows),
             f"![loss curves]({FIGURE})",
