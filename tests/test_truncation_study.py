@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cell(distance: int, truncation: str, k: int, excess: float, full: bool = False) -> Cell:
+    """A scored job: echo accuracy 1 when learnt, else 0.5 at d = 5 and chance (0.25) elsewhere; k minutes."""
+    accuracy = 1.0 if excess < report.LEARNT_EXCESS else 0.5 if distance == 5 else 0.25
     return Cell(distance, truncation, k, full, f"run-{distance}-{truncation}-{k}", "FINISHED",
-                dependent_excess=excess, echo_accuracy=1.0 - excess, other_excess=0.1, gradient_reach=0.1 ** distance,
-                tokens_per_sec=1000.0, minutes=1.0)
+                dependent_excess=excess, echo_accuracy=accuracy, other_excess=0.1,
+                decay=tuple(0.5 ** k for k in range(25)),
+                tokens_per_sec=1000.0, minutes=float(k))
 
 
 def test_window_mode_reaching_past_every_sentence_is_exactly_full_bptt() -> None:
@@ -55,6 +59,7 @@ def test_cells_are_laid_out_by_distance_and_by_window_full_chunk_settings() -> N
     assert distances == [2, 5] and settings == ["window 1", "window 4", "full", "chunk 8"]
     np.testing.assert_allclose(table, [[1.02, 4.02, 0.5, 8.02], [1.05, 4.05, 0.5, 8.05]])
     assert math.isnan(figures.grid(cells[:-1], "dependent_excess")[2][1, 2])  # a missing job stays empty
+    assert figures.grid(cells, "gradient_reach")[2][1, 0] == 0.5 ** 4  # d = 5: the decay 4 steps back
 
 
 def test_the_answer_names_what_full_bptt_learns_and_what_truncation_loses() -> None:
@@ -63,10 +68,16 @@ def test_the_answer_names_what_full_bptt_learns_and_what_truncation_loses() -> N
              cell(5, "window", 4, 0.3), cell(2, "chunk", 4, 0.04), cell(5, "chunk", 4, 0.09), cell(10, "chunk", 16, 0.08)]
     text = report.answer(cells, n_keys=4)
     assert "learns the dependency at d = 2, 5 and not at d = 10" in text
-    assert "the excess is 1.39 at d = 10, against ln 4 = 1.39" in text
-    assert ("Window truncation** loses 2 of the 3 cells that full BPTT learns, 1 of them with a gradient path "
-            "to the key: window 1 at d = 5 (1.20), window 4 at d = 5 (0.30).") in text
-    assert "Chunk truncation** loses 0 of the 2 cells that full BPTT learns; it learns what full BPTT does not at chunk 16, d = 10." in text
+    assert "the excess is 1.39 (echo accuracy 0.25) at d = 10, against ln 4 = 1.39 and accuracy 1/4" in text
+    assert ("Window truncation** loses 2 of the 3 cells that full BPTT learns. With a gradient path to the key it "
+            "learns 1 of 2, without one 0 of 1. Lost: window 1 at d = 5 (1.20), window 4 at d = 5 (0.30).") in text
+    assert ("Chunk truncation** loses 0 of the 2 cells that full BPTT learns. With a gradient path to the key it learns "
+            "1 of 1, without one 1 of 1; learnt where full BPTT fails: chunk 16 at d = 10.") in text
+    assert "above chance (1/4): best 1.00 (chunk 4) at d = 5." in text  # window 1 and chunk 4 reach no key at d = 5
+    assert ("full-BPTT jobs trained in 192.0 minutes in all, window settings 2.0 to 4.0, chunk settings 8.0 to 16.0 "
+            "(wall-clock") in text
+    slow_window = [replace(cell(2, "window", 64, 0.0, full=True), minutes=1.0), cell(2, "window", 2, 0.0)]
+    assert "in 1.0 minutes in all, window settings 2.0 to 2.0 (none faster) (wall-clock" in report.answer(slow_window, 4)
     rows = {row[0]: row[1:3] for row in report.longest_learnt(cells)}
     assert rows == {"window 1": ["2", "2"], "window 4": ["none", "—"], "full": ["2, 5", "5"], "chunk 4": ["2, 5", "5"],
                     "chunk 16": ["10", "10"]}
@@ -95,12 +106,12 @@ def test_a_tiny_study_runs_as_one_sweep_and_reports_its_measured_cells(tmp_path:
     assert text.count("| d = 2 |") == 3 and text.count("| d = 3 |") == 3  # one row in each of the three grids
     assert (tmp_path / "report" / report.HEATMAP).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id, "truncation_study")}
-    assert logged == {f"truncation_study/{name}" for name in ("REPORT.md", report.HEATMAP, report.REACH)}
+    assert logged == {f"truncation_study/{name}" for name in ("REPORT.md", report.HEATMAP, report.DECAY)}
 
-    job = next(j for j in jobs if j.data.params["dataset.synthetic.distance"] == "3" and j.data.params["model.truncation"] == "chunk")
-    model = trained.load(client, job.info.run_id, "best", tmp_path / "checkpoints").model
-    test = load_corpus(trained.load(client, job.info.run_id, "best", tmp_path / "checkpoints").config.dataset).splits["test"]
-    echoes = [model.token_nll(s[:-1], s[1:])[0][0, 3] for s in test.sentences]  # whole sentences, one by one
+    job = next(j for j in jobs if (j.data.params["dataset.synthetic.distance"], j.data.params["model.truncation"]) == ("3", "chunk"))
+    loaded = trained.load(client, job.info.run_id, "best", tmp_path / "checkpoints")
+    test = load_corpus(loaded.config.dataset, seed=loaded.config.seed).splits["test"]
+    echoes = [loaded.model.token_nll(s[:-1], s[1:])[0][0, 3] for s in test.sentences]  # whole sentences, one by one
     scored = client.get_run(job.info.run_id).data.metrics
     assert scored["test_dependent_excess_loss"] == pytest.approx(np.mean(echoes), rel=1e-5)  # the oracle's is 0
     assert 0.0 < scored["test_dependent_excess_loss"] < math.log(30) + 1.0

@@ -65,22 +65,22 @@ def excess_heatmap(cells: Sequence[Cell], ceiling: float) -> Figure:
     return figure
 
 
-def reach_figure(cells: Sequence[Cell]) -> Figure:
-    """The trained models' gradient reach against distance, one line per setting, log scale."""
+def decay_figure(cells: Sequence[Cell], initial: Sequence[float]) -> Figure:
+    """How the trained full-BPTT models' gradient fades with steps back, one line per distance, and the untrained one's."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    distances, settings, table = grid(cells, "gradient_reach")
+    full = sorted((cell for cell in cells if cell.full_bptt and cell.decay), key=lambda cell: cell.distance)
     figure = Figure(figsize=(6.5, 4.5))
     axes = figure.subplots()
-    colours = {"window": "tab:blue", "chunk": "tab:orange", "full": "black"}
-    for column, setting in enumerate(settings):
-        mode = setting.split()[0]
-        shade = 0.35 + 0.65 * (column + 1) / len(settings)
-        axes.semilogy(distances, table[:, column], marker="o", label=setting, color=colours[mode],
-                      alpha=1.0 if mode == "full" else shade, linewidth=2.5 if mode == "full" else 1.2)
-    axes.set(xlabel="dependency distance d", ylabel="mean ||∂L_t/∂s_{t-(d-1)}|| / mean ||∂L_t/∂s_t||",
-             title="gradient left after d - 1 steps back, trained models (test sentences)")
-    axes.set_xticks(distances)
-    axes.legend(fontsize=7, ncol=2)
+    colours = colormaps["viridis"]
+    axes.semilogy(range(len(initial)), initial, linestyle="--", color="grey", label="untrained (initial weights)")
+    for i, cell in enumerate(full):
+        colour = colours(i / max(1, len(full) - 1))
+        axes.semilogy(range(len(cell.decay)), cell.decay, marker=".", color=colour, label=f"trained with d = {cell.distance}")
+        axes.plot([cell.distance - 1], [cell.gradient_reach], marker="o", markersize=9, color=colour, fillstyle="none")
+    axes.set(xlabel="k (steps back)", ylabel="mean ||∂L_t/∂s_{t-k}|| / mean ||∂L_t/∂s_t||",
+             title="gradient reaching k steps back, full-BPTT models after training\n(circles: k = d - 1, the key)")
+    axes.legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -24,6 +24,7 @@ from rnnexp.evaluate import mean_nll
 from rnnexp.model import RNNLM
 
 DECAY_BATCH = 64  # test sentences the gradient decay is measured on
+DECAY_DEPTH = 24  # steps back the decay is followed, as far as the study's longest sentences reach
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,15 @@ class Cell:
     dependent_excess: float = math.nan  # nats per dependent test target above the oracle
     echo_accuracy: float = math.nan  # share of dependent targets that are the model's first guess
     other_excess: float = math.nan  # nats per other test target above the oracle
-    gradient_reach: float = math.nan  # mean ||∂L_t/∂s_{t-(d-1)}|| / mean ||∂L_t/∂s_t||, trained model
+    decay: tuple[float, ...] = ()  # mean ||∂L_t/∂s_{t-k}|| / mean ||∂L_t/∂s_t|| for k = 0.., trained model
     tokens_per_sec: float = math.nan
     minutes: float = math.nan  # wall-clock training time
+    updates: int = 0  # optimiser steps: the same epochs are fewer, larger steps for long chunks
+
+    @property
+    def gradient_reach(self) -> float:
+        """The share of an output's gradient left after the d - 1 steps from the echo back to the key."""
+        return self.decay[self.distance - 1] if len(self.decay) >= self.distance else math.nan
 
     @property
     def setting(self) -> str:
@@ -69,9 +76,10 @@ def measure(client: MlflowClient, run: Run, checkpoint_dir: Path, corpora: dict[
         dependent_excess=float(model_nll.mean() - oracle_nll.mean()),
         echo_accuracy=echo_accuracy(model, test),
         other_excess=(total_excess - dependent_excess_sum) / (test.n_targets - len(model_nll)),
-        gradient_reach=gradient_reach(model, test, distance),
+        decay=relative_decay(model, test),
         tokens_per_sec=run.data.metrics.get("tokens_per_sec", math.nan),
         minutes=minutes,
+        updates=max(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")),
     )
 
 
@@ -86,9 +94,15 @@ def echo_accuracy(model: RNNLM, split: Split) -> float:
     return float(np.mean(hits))
 
 
-def gradient_reach(model: RNNLM, split: Split, distance: int) -> float:
-    """How much of an output's gradient survives the d - 1 steps from the key to its echo's output."""
-    sentences = batches.usable(split.sentences)[:DECAY_BATCH]
-    x, y, mask = batches.pad(sentences)
-    decay = diagnostics.gradient_decay(model, x, y, mask, max_depth=distance - 1)
-    return float(decay[distance - 1] / decay[0])
+def relative_decay(model: RNNLM, split: Split) -> tuple[float, ...]:
+    """The gradient decay with depth on test sentences, relative to depth 0, following the full chain."""
+    x, y, mask = batches.pad(batches.usable(split.sentences)[:DECAY_BATCH])
+    decay = diagnostics.gradient_decay(model, x, y, mask, max_depth=DECAY_DEPTH)
+    return tuple(float(value) for value in decay / decay[0])
+
+
+def initial_decay(params: dict[str, str], split: Split) -> tuple[float, ...]:
+    """The same decay for the untrained network the jobs start from (their shared model seed)."""
+    model = RNNLM(int(params["vocab_size_actual"]), int(params["model.hidden_dim"]), dtype=params["model.dtype"],
+                  seed=int(params["model.seed"]))
+    return relative_decay(model, split)

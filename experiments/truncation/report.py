@@ -21,7 +21,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
 from experiments.truncation import figures
-from experiments.truncation.measure import Cell, measure
+from experiments.truncation.measure import Cell, initial_decay, measure
 from rnnexp import cli, tracking
 from rnnexp.errors import UserError
 from rnnexp.sweep import markdown_table
@@ -29,7 +29,7 @@ from rnnexp.sweep import markdown_table
 log = logging.getLogger(__name__)
 
 HEATMAP = "excess_heatmap.png"
-REACH = "gradient_reach.png"
+DECAY = "gradient_decay.png"
 LEARNT_EXCESS = 0.1  # nats per dependent target: below it a distance counts as learnt
 SETUP_PARAMS = ("vocab_size", "hidden_dim", "optim.name", "lr", "epochs", "batch_size", "seed",
                 "dataset.synthetic.n_sentences", "dataset.synthetic.n_keys", "dataset.synthetic.max_words")
@@ -55,13 +55,13 @@ def children(client: MlflowClient, parent: Run) -> list[Run]:
     return runs
 
 
-def fmt(value: float, digits: int = 2) -> str:
-    return "—" if math.isnan(value) else f"{value:.{digits}f}"
+def fmt(value: float, digits: int = 2, style: str = "f") -> str:
+    return "—" if math.isnan(value) else f"{value:.{digits}{style}}"
 
 
-def grid_table(cells: Sequence[Cell], value: str, digits: int = 2) -> str:
+def grid_table(cells: Sequence[Cell], value: str, digits: int = 2, style: str = "f") -> str:
     distances, settings, table = figures.grid(cells, value)
-    rows = [[f"d = {d}", *(fmt(v, digits) for v in table[i])] for i, d in enumerate(distances)]
+    rows = [[f"d = {d}", *(fmt(v, digits, style) for v in table[i])] for i, d in enumerate(distances)]
     return markdown_table(["distance", *settings], rows)
 
 
@@ -87,7 +87,7 @@ def distances_text(cells: Sequence[Cell]) -> str:
 
 def answer(cells: Sequence[Cell], n_keys: int) -> str:
     """The measured answer in sentences, derived from the cells."""
-    full = sorted((c for c in cells if c.full_bptt), key=lambda c: c.distance)
+    full = [c for c in cells if c.full_bptt]
     learnt = [c for c in full if is_learnt(c)]
     failed = [c for c in full if not is_learnt(c)]
     reach = f"at d = {distances_text(learnt)}" if learnt else "at no distance tried"
@@ -95,33 +95,55 @@ def answer(cells: Sequence[Cell], n_keys: int) -> str:
         reach += f"{' and not' if learnt else ','} at d = {distances_text(failed)}"
     lines = [f"- **Full BPTT** learns the dependency {reach} (learnt: excess below {LEARNT_EXCESS} nats per dependent target)."]
     if failed:
-        stuck = ", ".join(f"{fmt(c.dependent_excess)} at d = {c.distance}" for c in failed)
-        lines.append(f"- Where it fails the excess is {stuck}, against ln {n_keys} = {math.log(n_keys):.2f} for a model "
-                     "that knows *when* the echo comes but not *which* key it echoes: the key is forgotten.")
+        stuck = ", ".join(f"{fmt(c.dependent_excess)} (echo accuracy {fmt(c.echo_accuracy)}) at d = {c.distance}" for c in failed)
+        lines.append(f"- Where it fails the excess is {stuck}, against ln {n_keys} = {math.log(n_keys):.2f} and accuracy "
+                     f"1/{n_keys} for a model that knows *when* the echo comes but not *which* key it echoes.")
     learnt_distances = {c.distance for c in learnt}
     for mode in ("window", "chunk"):
-        truncated = [c for c in cells if c.truncation == mode and not c.full_bptt]
-        within = [c for c in truncated if c.distance in learnt_distances]
-        lost = [c for c in within if not is_learnt(c)]
-        beyond = [c for c in truncated if c.distance not in learnt_distances and is_learnt(c)]
-        if not within:
-            continue
-        line = f"- **{mode.capitalize()} truncation** loses {len(lost)} of the {len(within)} cells that full BPTT learns"
-        if lost:
-            reached = sum(figures.gradient_can_reach(c) for c in lost)
-            listed = ", ".join(f"{c.setting} at d = {c.distance} ({fmt(c.dependent_excess)})" for c in lost)
-            line += f", {reached} of them with a gradient path to the key: {listed}"
-        if beyond:
-            line += f"; it learns what full BPTT does not at {', '.join(f'{c.setting}, d = {c.distance}' for c in beyond)}"
-        lines.append(line + ".")
+        within = [c for c in cells if c.truncation == mode and not c.full_bptt and c.distance in learnt_distances]
+        if within:
+            lines.append(truncation_line(mode, within, [c for c in cells if c.truncation == mode and not c.full_bptt
+                                                        and c.distance not in learnt_distances and is_learnt(c)]))
+    blind = [c for c in cells if c.distance in learnt_distances and not figures.gradient_can_reach(c)]
+    best = [max((c for c in blind if c.distance == d), key=lambda c: c.echo_accuracy) for d in sorted({c.distance for c in blind})]
+    above_chance = [c for c in best if c.echo_accuracy > 1 / n_keys]
+    if above_chance:
+        listed = ", ".join(f"{fmt(c.echo_accuracy)} ({c.setting}) at d = {c.distance}" for c in above_chance)
+        lines.append(f"- Without a gradient path to the key the echo is still guessed above chance (1/{n_keys}): best "
+                     f"{listed}. The recurrent state keeps a trace of the key that the output weights learn to read, "
+                     "though the echo's error never reaches the key.")
+    minutes = {setting: sum(c.minutes for c in cells if c.setting == setting) for setting in figures.grid(cells, "minutes")[1]}
+    if "full" in minutes:
+        parts = []
+        for mode in ("window", "chunk"):
+            mine = [m for setting, m in minutes.items() if setting.startswith(mode)]
+            if mine:
+                parts.append(f"{mode} settings {min(mine):.1f} to {max(mine):.1f}"
+                             + (" (none faster)" if min(mine) >= minutes["full"] else ""))
+        lines.append(f"- **Time**: the full-BPTT jobs trained in {minutes['full']:.1f} minutes in all, {', '.join(parts)} "
+                     "(wall-clock on a shared machine, so rough).")
     return "\n".join(lines)
+
+
+def truncation_line(mode: str, within: Sequence[Cell], beyond: Sequence[Cell]) -> str:
+    """What one truncation mode loses of full BPTT's distances, split by whether the gradient reaches the key."""
+    lost = [c for c in within if not is_learnt(c)]
+    path = [c for c in within if figures.gradient_can_reach(c)]
+    line = (f"- **{mode.capitalize()} truncation** loses {len(lost)} of the {len(within)} cells that full BPTT learns. "
+            f"With a gradient path to the key it learns {sum(map(is_learnt, path))} of {len(path)}, without one "
+            f"{sum(is_learnt(c) for c in within if c not in path)} of {len(within) - len(path)}")
+    if lost:
+        line += ". Lost: " + ", ".join(f"{c.setting} at d = {c.distance} ({fmt(c.dependent_excess)})" for c in lost)
+    if beyond:
+        line += "; learnt where full BPTT fails: " + ", ".join(f"{c.setting} at d = {c.distance}" for c in beyond)
+    return line + "."
 
 
 def render(cells: Sequence[Cell], parent: Run, experiment_name: str, setup: dict[str, str], seconds: float) -> str:
     n_keys = int(setup["dataset.synthetic.n_keys"])
     failed = [c for c in cells if c.status != "FINISHED"]
     details = [[str(c.distance), c.setting, c.status, fmt(c.dependent_excess), fmt(c.echo_accuracy), fmt(c.other_excess, 3),
-                f"{c.gradient_reach:.1e}", fmt(c.tokens_per_sec, 0), fmt(c.minutes, 1), c.run_id]
+                fmt(c.gradient_reach, 1, "e"), str(c.updates), fmt(c.tokens_per_sec, 0), fmt(c.minutes, 1), c.run_id]
                for c in sorted(cells, key=lambda c: (c.distance, figures.setting_order(c)))]
     setup_line = ", ".join(f"`{key}={setup[key]}`" for key in SETUP_PARAMS if key in setup)
     minutes = sum(c.minutes for c in cells if not math.isnan(c.minutes))
@@ -137,13 +159,16 @@ Generated by `make truncation-study` (`python -m rnnexp.run experiment=truncatio
 **Task.** The synthetic language's first word is one of {n_keys} keys; the word `d` positions later is that
 key's echo, certain once the key is known (oracle loss 0). Every other word follows a sparse class grammar.
 Each job trains the tutorial's RNN (SGD, no biases) with one truncation setting; the numbers are its best
-checkpoint (lowest validation loss) on the test split. Setup: {setup_line}.
+checkpoint (lowest validation loss) on the test split; each cell is one run (one seed), so a value near the
+0.1-nat threshold could fall on the other side with another seed. Setup: {setup_line}.
 
 **Truncation settings.** *window k*: the tutorial's truncation, each output's error flows back k steps,
 sentence by sentence. *full*: window mode with k larger than any sentence, which is exactly full BPTT.
 *chunk k*: the training stream is read k steps at a time with the hidden state carried over, the
 gradient stopping at chunk borders. The echo's error reaches the step that read the key (d - 1 steps
 back) when k >= d - 1 (window) or, for the echoes whose key falls in the same chunk, when k >= d (chunk).
+All settings see the same epochs of data, but an update takes {setup["batch_size"]} sentences in window mode and
+{setup["batch_size"]} × k tokens in chunk mode: short chunks make many small steps, long chunks few (the *updates* column).
 
 ## The answer
 
@@ -164,9 +189,11 @@ known but not the key; ln V = {math.log(float(setup.get("vocab_size", "nan"))):.
 
 Mean ||∂L_t/∂s_(t-(d-1))|| over mean ||∂L_t/∂s_t|| on test sentences, following the full chain whatever the
 training truncation: how much of an output's error would survive the trip from the echo back to the key.
+The figure shows the whole decay with k for the full-BPTT models, and for the untrained network they all
+start from: the vanishing gradient that training has to overcome.
 
-{grid_table(cells, "gradient_reach", 4)}
-![gradient reach]({REACH})
+{grid_table(cells, "gradient_reach", 1, "e")}
+![gradient decay]({DECAY})
 
 ## Distances learnt per setting
 
@@ -174,7 +201,7 @@ training truncation: how much of an output's error would survive the trip from t
 ## Every job
 
 {markdown_table(["d", "setting", "status", "dependent excess", "echo accuracy", "other excess", "gradient reach",
-                 "tokens/s", "minutes", "run id"], details)}
+                 "updates", "tokens/s", "minutes", "run id"], details)}
 *other excess*: loss above the oracle on all other targets (the grammar), the control: where it is similar
 across settings, their differences in dependent excess are about memory, not about how well the rest of the
 language was learnt.
@@ -188,7 +215,7 @@ def log_to_mlflow(client: MlflowClient, parent: Run, cells: Sequence[Cell], repo
             run.log_metrics({"test_dependent_excess_loss": cell.dependent_excess, "test_echo_accuracy": cell.echo_accuracy,
                              "test_other_excess_loss": cell.other_excess, "gradient_reach": cell.gradient_reach}, 0)
             run.flush()
-    for name in ("REPORT.md", HEATMAP, REACH):
+    for name in ("REPORT.md", HEATMAP, DECAY):
         client.log_artifact(parent.info.run_id, str(report_dir / name), "truncation_study")
 
 
@@ -200,7 +227,8 @@ def main(cfg: DictConfig) -> None:
     parent = find_sweep(client, cfg.experiment_name, cfg.sweep_run_id)
     runs = children(client, parent)
     corpora: dict = {}
-    cells = [measure(client, run, Path(cfg.checkpoint_dir).resolve(), corpora) for run in runs]
+    cells = sorted((measure(client, run, Path(cfg.checkpoint_dir).resolve(), corpora) for run in runs),
+                   key=lambda c: (c.distance, figures.setting_order(c)))
     finished = [run for run in runs if run.info.status == "FINISHED"]
     if not finished:
         raise UserError(f"no job of sweep {parent.info.run_id} finished: see their failure_reason tags in MLflow.")
@@ -208,7 +236,8 @@ def main(cfg: DictConfig) -> None:
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     figures.excess_heatmap(cells, ceiling=math.log(int(setup["vocab_size"]))).savefig(report_dir / HEATMAP, dpi=120)
-    figures.reach_figure(cells).savefig(report_dir / REACH, dpi=120)
+    initial = initial_decay(setup, corpora[min(corpora)].splits["test"])
+    figures.decay_figure(cells, initial).savefig(report_dir / DECAY, dpi=120)
     (report_dir / "REPORT.md").write_text(render(cells, parent, cfg.experiment_name, setup, time.perf_counter() - started))
     log_to_mlflow(client, parent, cells, report_dir)
     log.info("wrote %s for sweep %s (%d jobs)", report_dir / "REPORT.md", parent.info.run_id, len(cells))
