@@ -79,19 +79,25 @@ def _machine(m: dict) -> list[str]:
 def _targets(r: dict) -> list[str]:
     rows = []
     tut = r["tutorial_step"]
+    gate = "gate-based (tutorial)"
     rows.append(["tutorial SGD step (V=8000, H=100, k=4, 20 tokens, float64), speed-up over the gate-based code",
-                 f"{tut['speedup']['gate-based (tutorial)']:.1f}×", f"≥ {tut['target_speedup_over_gate_based']:.0f}×",
-                 _yes(tut["target_met"])])
+                 f"{tut['speedup'][gate]:.1f}×", f"{tut['one_thread_cpu_speedup'][gate]:.1f}×",
+                 f"≥ {tut['target_speedup_over_gate_based']:.0f}×", _yes(tut["target_met"])])
     torch = r["torch"]
     if "skipped" in torch:
-        rows.append(["batched float32 training vs PyTorch", "skipped", "≥ 1.5×", "-"])
+        rows.append(["batched float32 training vs PyTorch", "skipped", "-", "≥ 1.5×", "-"])
     else:
         rows.append(["batched float32 training (B=32, T=35, full BPTT), tokens/s ratio to PyTorch",
-                     f"{torch['training']['ratio']:.2f}×", f"≥ {torch['target_ratio']}×", _yes(torch["target_met"])])
+                     f"{torch['training']['ratio']:.2f}×", f"{torch['one_thread']['training']['cpu_ratio']:.2f}×",
+                     f"≥ {torch['target_ratio']}×", _yes(torch["target_met"])])
     peak = r["peak"]
     rows.append(["the same training, fraction of the bound set by numpy's GEMM speed at its shapes",
-                 f"{peak['fraction_of_bound']:.2f}", f"≥ {peak['target_fraction']}", _yes(peak["target_met"])])
-    return ["## Targets", ""] + _table(["target", "measured", "goal", "met"], rows)
+                 f"{peak['fraction_of_bound']:.2f}", f"{peak['one_thread_fraction_of_bound']:.2f}",
+                 f"≥ {peak['target_fraction']}", _yes(peak["target_met"])])
+    return ["## Targets", "",
+            "Measured as the targets are set, on 2 threads by wall-clock time; beside it, the same comparison on one "
+            "thread each by CPU time, which shows each side's work even when other jobs share the cores.", "",
+            *_table(["target", "2 threads (wall)", "1 thread (CPU time)", "goal", "met on 2 threads"], rows)]
 
 
 def _tutorial(t: dict) -> list[str]:
@@ -181,8 +187,9 @@ def _tracking(t: dict) -> list[str]:
     rows = [[name, f"{t['cpu_seconds_per_run'][name]:.2f}", f"{sec:.2f}"] for name, sec in t["seconds_per_run"].items()]
     return ["## 5. Tracking overhead", "", t["description"], "",
             *_table(["", "CPU seconds per run", "wall seconds per run"], rows),
-            f"MLflow tracking adds **{t['overhead'] * 100:.1f}%** CPU time to a run "
-            f"({t['wall_overhead'] * 100:+.1f}% wall-clock).", ""]
+            f"MLflow tracking adds **{t['overhead'] * 100:.1f}%** CPU time to a run ({t['overhead_cpu_seconds']:.2f} s; "
+            f"{t['wall_overhead'] * 100:+.1f}% wall-clock): creating the run, its params, tags, dataset and artifacts "
+            "cost about the same whatever the run's length, so the share shrinks as runs grow.", ""]
 
 
 def _sweep(t: dict) -> list[str]:

@@ -65,8 +65,10 @@ def notes(results: dict) -> list[str]:
                    f"{breakdown}.")
     load = results["machine"]["load_average_1min_start"], results["machine"]["load_average_1min"]
     out.append(f"Load average at start and end: {load[0]} and {load[1]} on {results['machine']['usable_cores']} cores. "
-               "Above about 1, other work shared the cores and every figure here is lower than on an idle machine; "
-               "PyTorch's OpenMP threads suffer most from that, so the ratio in section 2 is then flattering.")
+               "Above about 1, other jobs share the cores, and a 2-thread BLAS or OpenMP call then waits for its "
+               "second thread whenever another process holds that core: small products (the tutorial step's, the "
+               "recurrence's) and PyTorch's OpenMP regions slow down most, by up to 10×, so the 2-thread figures move "
+               "from run to run. The one-thread CPU-time column of the targets is the steadier measure of the work.")
     return out
 
 
