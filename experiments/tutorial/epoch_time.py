@@ -4,9 +4,9 @@ Steps are timed on sentences at evenly spaced length quantiles of the corpus, so
 them estimates the mean step over all sentences; an epoch is that mean times the full file's
 sentences. With only the excerpt, the full file is the published 79,170 sentences (less the share
 our short-sentence filter drops) of the excerpt's mean length. Each step's figure is a median of
-repeats; the tutorial's two implementations alternate sentence by sentence, and the engine, far
-faster, is timed on more sentences in its own pass (alternating with the seconds-long gate-based
-steps would leave it timing cold caches).
+repeats; the tutorial's two implementations alternate sentence by sentence, and the engine's four
+variants (two precisions, H=100 and 50), far faster, on more sentences in their own pass
+(alternating with the seconds-long gate-based steps would leave them timing cold caches).
 """
 
 from __future__ import annotations
@@ -88,10 +88,10 @@ def epoch_time(sentences: list[np.ndarray], parsed: int, is_full: bool, vocab_si
     engine_sample = quantile_sentences(sentences, engine_sample_size)
     tutorial = mean_step_seconds(sample, tutorial_steps(vocab_size, hidden_dim, bptt_truncate, lr, seed), repeats)
     timed = {f"{name}, H={hidden_dim}": (seconds, sample) for name, seconds in tutorial.items()}
-    for hidden in (hidden_dim, published.PRETRAINED_HIDDEN):
-        steps = engine_steps(vocab_size, hidden, bptt_truncate, lr, seed)
-        timed.update({f"{name}, H={hidden}": (seconds, engine_sample) for name, seconds in
-                      mean_step_seconds(engine_sample, steps, engine_repeats).items()})
+    engines = {f"{name}, H={hidden}": step for hidden in (hidden_dim, published.PRETRAINED_HIDDEN)
+               for name, step in engine_steps(vocab_size, hidden, bptt_truncate, lr, seed).items()}
+    timed.update({name: (seconds, engine_sample)
+                  for name, seconds in mean_step_seconds(engine_sample, engines, engine_repeats).items()})
     projected = {name: seconds * size.sentences / HOUR for name, (seconds, _) in timed.items()}
     rows = [[name, len(chosen), f"{1000 * seconds:,.1f}",
              f"{1e6 * seconds * len(chosen) / sum(len(s) - 1 for s in chosen):,.0f}", format_hours(projected[name])]
