@@ -4,8 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
+
+
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-all
+.PHONY: help setup run test test-all gradcheck data ui sweep search reproduce reproduce-full \
+        truncation-study bench bench-deps clean
 
 help:  ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,5 +27,39 @@ run: $(STAMP)  ## train the default experiment (synthetic data), tracked in ./ml
 test: $(STAMP)  ## run the fast test suite
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)  ## run every test, slow ones included
+test-all: $(STAMP)  ## run every test, slow ones included (an mlflow server, joblib, Optuna, submitit)
 	$(PY) -m pytest -q -m ''
+
+gradcheck: $(STAMP)  ## central-difference gradient check of every truncation mode
+	for mode in window chunk full; do $(PY) -m rnnexp.gradcheck truncation=$$mode || exit 1; done
+
+data: $(STAMP)  ## download the tutorial's reddit comments into ./data (verified by git blob id)
+	$(PY) -m rnnexp.data
+
+ui: $(STAMP)  ## open the MLflow UI for this project's runs on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+sweep: $(STAMP)  ## hidden sizes in parallel (joblib), compared in one MLflow parent run
+	$(PY) -m rnnexp.run -m experiment=hidden_dim_sweep hydra/launcher=joblib
+
+search: $(STAMP)  ## Optuna search over lr and hidden_dim
+	$(PY) -m rnnexp.run -m hydra/sweeper=search
+
+reproduce: $(STAMP)  ## the tutorial's claims, quick (<15 min): experiments/tutorial/REPORT.md
+	$(PY) -m experiments.tutorial.reproduce
+
+reproduce-full: $(STAMP)  ## the same on the full reddit CSV (make data first; hours)
+	$(PY) -m experiments.tutorial.reproduce mode=full
+
+truncation-study: $(STAMP)  ## how far back the RNN learns, per truncation (<30 min): experiments/truncation/REPORT.md
+	$(PY) -m rnnexp.run -m experiment=truncation_study hydra/launcher=joblib
+	$(PY) -m experiments.truncation.report
+
+bench-deps: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+
+bench: bench-deps  ## throughput against PyTorch and the tutorial's code: benchmarks/RESULTS.md
+	$(PY) -m benchmarks.run_all
+
+clean:  ## remove the virtual environment, caches and local outputs (not mlflow.db)
+	rm -rf $(VENV) .pytest_cache outputs multirun checkpoints *.egg-info
