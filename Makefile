@@ -4,8 +4,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-
-
 .DEFAULT_GOAL := help
 .PHONY: help setup run test test-all gradcheck data ui sweep search reproduce reproduce-full \
         truncation-study bench bench-deps clean
