@@ -73,6 +73,7 @@ def run(smoke: bool = False) -> dict:
         "cpu_seconds_per_step": {name: t.cpu_median for name, t in timings.items()},
         "spread": {name: t.spread for name, t in timings.items()},
         "speedup": {name: t.median / engine for name, t in timings.items() if name != "rnnexp engine"},
+        "one_thread_cpu_seconds_per_step": {name: t.cpu_median for name, t in one_thread.items()},
         "one_thread_cpu_speedup": {name: t.cpu_median / one_thread["rnnexp engine"].cpu_median
                                    for name, t in one_thread.items() if name != "rnnexp engine"},
         "profile": profile,

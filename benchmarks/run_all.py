@@ -49,6 +49,13 @@ def notes(results: dict) -> list[str]:
             f"{gflop:.2f} GFLOP of products; the step is memory traffic over the whole V×H output matrix (the "
             f"logits and dS products read it, dV is zeroed, accumulated and applied by SGD). Largest items: {top}."
         )
+        two, one = (tut[key]["rnnexp engine"] for key in ("cpu_seconds_per_step", "one_thread_cpu_seconds_per_step"))
+        if two > 1.5 * one:
+            out.append(
+                f"Tutorial step on 2 threads: the engine's step used {two * 1e3:.0f} CPU ms against {one * 1e3:.0f} ms "
+                "on one thread, so its BLAS threads spent the difference waiting for each other on products this "
+                "small. Next step: run batches this small with a single-threaded BLAS."
+            )
     torch, peak = results["torch"], results["peak"]
     prof = peak["one_thread_profile_cpu_seconds_per_batch"]
     softmax = sum(v for k, v in prof.items() if k.startswith("softmax"))
@@ -67,7 +74,7 @@ def notes(results: dict) -> list[str]:
     out.append(f"Load average at start and end: {load[0]} and {load[1]} on {results['machine']['usable_cores']} cores. "
                "Above about 1, other jobs share the cores, and a 2-thread BLAS or OpenMP call then waits for its "
                "second thread whenever another process holds that core: small products (the tutorial step's, the "
-               "recurrence's) and PyTorch's OpenMP regions slow down most, by up to 10×, so the 2-thread figures move "
+               "recurrence's) and PyTorch's OpenMP regions slow down most, by ten times or more, so the 2-thread figures move "
                "from run to run. The one-thread CPU-time column of the targets is the steadier measure of the work.")
     return out
 
