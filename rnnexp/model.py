@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg.blas import get_blas_funcs
 from threadpoolctl import ThreadpoolController
 
 from rnnexp.errors import UserError
@@ -112,6 +113,7 @@ class RNNLM:
         self.bptt_truncate, self.truncation = int(bptt_truncate), truncation
         self.dtype = np.dtype(dtype)
         self.threads = max(1, int(threads if threads is not None else _default_threads()))
+        self._gemm = get_blas_funcs("gemm", dtype=self.dtype)
         rng = np.random.default_rng(seed)
 
         def uniform(shape, fan_in):
@@ -192,15 +194,17 @@ class RNNLM:
         nll = np.empty(N, self.dtype)
         dS = np.empty((N, self.H), self.dtype) if need_grads else None
         starts = list(range(0, N, OUTPUT_BLOCK_ROWS))
-        shift = not self._safe_without_shift()
+        # Bounding the logits through V reads all of V; with fewer rows than H, shifting each row
+        # by its own maximum is the cheaper way to keep exp from overflowing.
+        shift = N <= self.H or not self._safe_without_shift()
         workers = min(self.threads, len(starts)) if N * self.V >= PARALLEL_MIN_LOGITS else 1
 
         def work(first: int):
-            dV = np.zeros_like(self.params["V"]) if need_grads else None
+            dV = None
             block = np.empty((min(N, OUTPUT_BLOCK_ROWS), self.V), self.dtype)
             for r0 in starts[first::workers]:
                 r1 = min(N, r0 + OUTPUT_BLOCK_ROWS)
-                self._output_block(S, y, weights, r0, r1, block[: r1 - r0], shift, nll, dS, dV)
+                dV = self._output_block(S, y, weights, r0, r1, block[: r1 - r0], shift, nll, dS, dV)
             return dV
 
         if workers == 1:
@@ -209,8 +213,12 @@ class RNNLM:
             partial = list(self._pool().map(work, range(workers)))
         return nll, dS, (sum(partial[1:], partial[0]) if need_grads else None)
 
-    def _output_block(self, S, y, weights, r0, r1, L, shift, nll, dS, dV) -> None:
-        """Rows r0:r1: logits, softmax in place, NLL, and the two gradient products."""
+    def _output_block(self, S, y, weights, r0, r1, L, shift, nll, dS, dV):
+        """Rows r0:r1: logits, softmax in place, NLL, and the two gradient products.
+
+        Returns dV with this block's share added: the first block writes it, later blocks add to
+        it inside the matrix product (BLAS gemm with beta=1) instead of through a V×H temporary.
+        """
         Vm = self.params["V"]
         Sb, yb, rows = S[r0:r1], y[r0:r1], np.arange(r1 - r0)
         np.matmul(Sb, Vm.T, out=L)
@@ -220,12 +228,17 @@ class RNNLM:
         np.exp(L, out=L)
         z = L.sum(axis=1)
         nll[r0:r1] = np.log(z) - target_logit
-        if dS is not None:
-            wb = weights[r0:r1]
-            L *= (wb / z)[:, None]
-            L[rows, yb] -= wb
-            np.matmul(L, Vm, out=dS[r0:r1])
-            dV += L.T @ Sb
+        if dS is None:
+            return None
+        wb = weights[r0:r1]
+        L *= (wb / z)[:, None]
+        L[rows, yb] -= wb
+        np.matmul(L, Vm, out=dS[r0:r1])
+        if dV is None:
+            return L.T @ Sb
+        # dV is C-ordered, so dVᵀ (H×V) is Fortran-ordered: dVᵀ += Sbᵀ·L updates it in place.
+        self._gemm(1.0, Sb.T, L.T, beta=1.0, c=dV.T, trans_b=1, overwrite_c=1)
+        return dV
 
     def _pool(self) -> ThreadPoolExecutor:
         if getattr(self, "_executor", None) is None:
