@@ -14,6 +14,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from rnnexp.data.config import DatasetConfig
 from rnnexp.data.config import validate as validate_dataset
+from rnnexp.diagnostics_hook import DiagnosticsConfig
+from rnnexp.diagnostics_hook import validate as validate_diagnostics
 from rnnexp.errors import UserError
 from rnnexp.model import DTYPES, TRUNCATIONS
 from rnnexp.optim import OPTIMIZERS
@@ -81,6 +83,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
 ConfigStore.instance().store(name="run_schema", node=RunConfig)
@@ -121,6 +124,7 @@ def validate(cfg: DictConfig) -> RunConfig:
              f"blas_threads must be >= 1 or null, got {run.blas_threads}.")
     validate_schedule(run.schedule)
     validate_dataset(run.dataset)
+    validate_diagnostics(run.diagnostics)
     return run
 
 

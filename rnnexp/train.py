@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from rnnexp import batches, checkpoint, config, plots, schedule, tracking, trained
 from rnnexp.data import Corpus, load_corpus
+from rnnexp.diagnostics_hook import evaluation_hooks
 from rnnexp.errors import UserError
 from rnnexp.evaluate import mean_nll
 from rnnexp.generate import sample_sentences
@@ -139,7 +140,8 @@ class Trainer:
 
     def __init__(self, cfg: config.RunConfig, run: tracking.RunLogger, start: checkpoint.Checkpoint | None,
                  eval_hooks: Sequence[EvalHook], stop: StopSignals):
-        self.cfg, self.run, self.eval_hooks, self.stop = cfg, run, eval_hooks, stop
+        self.cfg, self.run, self.stop = cfg, run, stop
+        self.eval_hooks = [*evaluation_hooks(cfg.diagnostics, self._lr, cfg.train.epochs), *eval_hooks]
         self.config_tree = OmegaConf.to_container(OmegaConf.structured(cfg))
         self.corpus = load_corpus(cfg.dataset, seed=cfg.seed)
         self.sentences = {name: batches.usable(split.sentences) for name, split in self.corpus.splits.items()}
