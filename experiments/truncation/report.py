@@ -2,7 +2,7 @@
 
 Reads the sweep's child runs back from MLflow, scores each job's best checkpoint on its test
 split (`measure`), and writes experiments/truncation/REPORT.md with the heat-map of excess loss
-(distance × truncation), the gradient-reach figure and the tables; the same files go to the
+(distance × truncation), the gradient-decay figure and the tables; the same files go to the
 sweep's parent run and each job's scores to its own run (`test_dependent_excess_loss`, ...).
 """
 
