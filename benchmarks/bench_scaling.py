@@ -3,7 +3,8 @@ truncation length (window and chunk modes) and sequence length, one knob at a ti
 
 Every other setting stays at the PyTorch comparison's (V=8000, H=100, B=32, T=35, float32, full
 BPTT, SGD with the sparse U update). The points of one sweep are timed in alternating rounds, so
-a busy moment on the shared machine bends no curve. Peak memory is what numpy allocates during one
+a busy moment on the shared machine bends no curve, on 2 threads by wall-clock time and again on
+one thread by CPU time, which other jobs on the machine move far less. Peak memory is what numpy allocates during one
 step (tracemalloc), on top of the parameters.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from benchmarks.common import fixed_threads, interleaved, peak_bytes, zipf_tokens
+from benchmarks.common import THREADS, fixed_threads, interleaved, peak_bytes, zipf_tokens
 from rnnexp.model import RNNLM
 from rnnexp.optim import make_optimizer
 
@@ -76,20 +77,30 @@ def training_step(point: Point, seed: int = 0):
     return step
 
 
+def _series(points: list[Point], threads: int, options: dict) -> tuple[dict, dict]:
+    """Timings of one series' points, taking turns, and the step callables (built under `threads`)."""
+    with fixed_threads(threads):
+        steps = {str(i): training_step(p) for i, p in enumerate(points)}
+        return interleaved(steps, block=2, **options), steps
+
+
 def run(smoke: bool = False) -> dict:
-    """For each sweep and series: the knob's values, tokens/s and peak MiB at each."""
+    """For each sweep and series: the knob's values, tokens/s on 2 threads, tokens per CPU second on
+    one thread (the work, whatever the machine's load) and peak MiB at each."""
     sweeps = SMOKE_SWEEPS if smoke else SWEEPS
-    options = {"repeats": 1, "min_seconds": 0.0} if smoke else {"repeats": 3, "min_seconds": 0.25}
+    options = {"repeats": 1, "min_seconds": 0.0} if smoke else {"repeats": 2, "min_seconds": 0.2}
     results = {}
-    with fixed_threads():
-        for knob, series in sweeps.items():
-            results[knob] = {}
-            for label, points in series.items():
-                steps = {str(i): training_step(p) for i, p in enumerate(points)}
-                timings = interleaved(steps, block=2, **options)
-                results[knob][label] = {
-                    "x": [getattr(p, knob) for p in points],
-                    "tokens_per_sec": [p.tokens_per_call / timings[str(i)].median for i, p in enumerate(points)],
-                    "peak_mib": [peak_bytes(steps[str(i)]) / 2**20 for i in range(len(points))],
-                }
+    for knob, series in sweeps.items():
+        results[knob] = {}
+        for label, points in series.items():
+            two, steps = _series(points, THREADS, options)
+            one, _ = _series(points, 1, options)
+            with fixed_threads():
+                peaks = [peak_bytes(steps[str(i)]) / 2**20 for i in range(len(points))]
+            results[knob][label] = {
+                "x": [getattr(p, knob) for p in points],
+                "tokens_per_sec": [p.tokens_per_call / two[str(i)].median for i, p in enumerate(points)],
+                "one_thread_tokens_per_cpu_sec": [p.tokens_per_call / one[str(i)].cpu_median for i, p in enumerate(points)],
+                "peak_mib": peaks,
+            }
     return {"base": Point().__dict__, "sweeps": results}

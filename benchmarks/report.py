@@ -23,10 +23,12 @@ def plot_scaling(scaling: dict, out_dir: Path) -> dict[str, str]:
     """One PNG per knob: tokens/s and peak memory against it, one line per series."""
     files = {}
     for knob, series in scaling["sweeps"].items():
-        fig, (speed, memory) = plt.subplots(1, 2, figsize=(10, 3.8))
-        for label, data in series.items():
-            speed.plot(data["x"], data["tokens_per_sec"], marker="o", label=label)
-            memory.plot(data["x"], data["peak_mib"], marker="o", label=label)
+        fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for color, (label, data) in zip(("tab:blue", "tab:orange"), series.items()):
+            speed.plot(data["x"], data["tokens_per_sec"], marker="o", color=color, label=f"{label}, 2 threads")
+            speed.plot(data["x"], data["one_thread_tokens_per_cpu_sec"], marker="s", linestyle="--", color=color,
+                       label=f"{label}, 1 thread per CPU s")
+            memory.plot(data["x"], data["peak_mib"], marker="o", color=color, label=label)
         for ax, ylabel in ((speed, "training tokens / s"), (memory, "peak memory per step (MiB)")):
             ax.set_xscale("log", base=2)
             ax.set_xticks(next(iter(series.values()))["x"])
@@ -36,7 +38,7 @@ def plot_scaling(scaling: dict, out_dir: Path) -> dict[str, str]:
             ax.set_xlabel(KNOB_LABELS[knob])
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(title="BPTT")
+            ax.legend(title="BPTT", fontsize="small")
         fig.suptitle(f"Training cost against {KNOB_LABELS[knob]} (others at V=8000, H=100, B=32, T=35, float32)")
         fig.tight_layout()
         name = f"scaling_{knob}.png"
@@ -168,14 +170,17 @@ def _peak(p: dict) -> list[str]:
 
 def _scaling(s: dict, plots: dict[str, str]) -> list[str]:
     out = ["## 4. How cost grows", "",
-           "Tokens per second of training (backprop + SGD step) and the peak memory numpy allocates during one step "
-           "(tracemalloc), one knob at a time, the others at V=8000, H=100, B=32, T=35, full BPTT, float32. In chunk "
-           "mode a call trains one chunk of k steps of B streams, carrying the hidden state.", ""]
+           "Tokens per second of training (backprop + SGD step) on 2 threads (solid lines), tokens per CPU second on "
+           "one thread (dashed: the work, which other jobs on the machine move far less) and the peak memory numpy "
+           "allocates during one step (tracemalloc), one knob at a time, the others at V=8000, H=100, B=32, T=35, full "
+           "BPTT, float32. In chunk mode a call trains one chunk of k steps of B streams, carrying the hidden state.", ""]
     for knob, series in s["sweeps"].items():
         out += [f"### {KNOB_LABELS[knob]}", "", f"![{knob}]({plots[knob]})", ""]
-        header = [knob] + [f"{label} tokens/s" for label in series] + [f"{label} MiB" for label in series]
+        header = ([knob] + [f"{label} tokens/s" for label in series] + [f"{label} 1 thread tokens/CPU-s" for label in series]
+                  + [f"{label} MiB" for label in series])
         xs = next(iter(series.values()))["x"]
         rows = [[x] + [f"{d['tokens_per_sec'][i]:,.0f}" for d in series.values()]
+                + [f"{d['one_thread_tokens_per_cpu_sec'][i]:,.0f}" for d in series.values()]
                 + [f"{d['peak_mib'][i]:.1f}" for d in series.values()] for i, x in enumerate(xs)]
         out += _table(header, rows)
     return out
