@@ -57,11 +57,13 @@ def test_a_run_logs_flat_params_metrics_with_steps_tags_and_artifacts(tmp_path: 
     assert run.data.metrics["test_ppl"] == pytest.approx(math.exp(run.data.metrics["test_loss"]))
     assert run.data.metrics["test_ppl"] > run.data.metrics["oracle_test_ppl"]
     assert run.data.metrics["lr"] == 2.0 and run.data.metrics["tokens_per_sec"] > 0
+    assert [m.step for m in history["grad_decay_k0"]] == [0, TRAIN_BATCHES, 2 * TRAIN_BATCHES]  # diagnostics: on
+    assert history["grad_decay_k3"][-1].value < history["grad_decay_k0"][-1].value
 
     artifacts = {a.path for a in mlflow.list_artifacts(run.info.run_id)}
     artifacts |= {a.path for a in mlflow.list_artifacts(run.info.run_id, "checkpoints")}
-    assert artifacts == {"config.yaml", "vocab.json", "curves.png", "samples.txt", "checkpoints",
-                         "checkpoints/last.npz", "checkpoints/best.npz"}
+    assert artifacts == {"config.yaml", "vocab.json", "curves.png", "gradient_decay.png", "samples.txt",
+                         "checkpoints", "checkpoints/last.npz", "checkpoints/best.npz"}
     samples = Path(mlflow.download_artifacts(run.info.run_id, "samples.txt", str(tmp_path))).read_text()
     assert len(samples.splitlines()) == 2
 
