@@ -179,15 +179,15 @@ def test_the_config_switches_the_gradient_diagnostics_and_rejects_impossible_val
 
 
 @pytest.mark.slow
-def test_a_run_with_the_hooks_logs_every_evaluation_and_trains_exactly_as_without(tmp_path: Path) -> None:
+def test_every_run_logs_the_diagnostics_and_trains_exactly_as_with_them_switched_off(tmp_path: Path) -> None:
     overrides = ["hidden_dim=8", "vocab_size=40", "lr=2", "epochs=2", "batch_size=16", "blas_threads=1",
                  "dataset.synthetic.n_sentences=400", "dataset.synthetic.distance=4", "train.samples=0",
                  f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"train.checkpoint_dir={tmp_path}/checkpoints"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        plain = compose("config", overrides=[*overrides, "experiment_name=plain"])
-        diagnosed = compose("config", overrides=[*overrides, "experiment_name=diagnosed"])
+        plain = compose("config", overrides=[*overrides, "experiment_name=plain", "diagnostics.enabled=false"])
+        diagnosed = compose("config", overrides=[*overrides, "experiment_name=diagnosed", "diagnostics.max_depth=12"])
     train(plain)
-    train(diagnosed, eval_hooks=evaluation_hooks(DiagnosticsConfig(max_depth=12), lambda: 2.0, epochs=2))
+    train(diagnosed)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = {name: client.search_runs([client.get_experiment_by_name(name).experiment_id])[0] for name in ("plain", "diagnosed")}
@@ -198,7 +198,10 @@ def test_a_run_with_the_hooks_logs_every_evaluation_and_trains_exactly_as_withou
     steps = [m.step for m in client.get_metric_history(run_id, "grad_decay_k0")]
     assert steps == [step for step, _ in curves["plain"]] and len(steps) == 3
     metrics = runs["diagnosed"].data.metrics
-    assert {f"grad_decay_k{k}" for k in range(13)} <= set(metrics)
+    assert {f"grad_decay_k{k}" for k in range(13)} <= set(metrics) and "grad_decay_k13" not in metrics
     assert metrics["grad_decay_k12"] < metrics["grad_decay_k0"]
     assert metrics["dependent_excess_loss"] > 0 and metrics["oracle_dependent_val_loss"] == 0.0
     assert DECAY_FIGURE in [artifact.path for artifact in client.list_artifacts(run_id)]
+    switched_off = runs["plain"].data.metrics
+    assert not any(key.startswith(("grad_decay", "update_ratio", "w_")) for key in switched_off)
+    assert switched_off["dependent_excess_loss"] == metrics["dependent_excess_loss"]  # logged either way

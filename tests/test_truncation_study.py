@@ -116,4 +116,5 @@ def test_a_tiny_study_runs_as_one_sweep_and_reports_its_measured_cells(tmp_path:
     assert scored["test_dependent_excess_loss"] == pytest.approx(np.mean(echoes), rel=1e-5)  # the oracle's is 0
     assert 0.0 < scored["test_dependent_excess_loss"] < math.log(30) + 1.0
     assert 0.0 <= scored["test_echo_accuracy"] <= 1.0
+    assert {"grad_decay_k0", "dependent_excess_loss", "w_spectral_radius"} <= set(scored)  # the jobs' own diagnostics
     assert f"| {scored['test_dependent_excess_loss']:.2f} |" in text
