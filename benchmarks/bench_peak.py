@@ -12,6 +12,7 @@ block of rows and scaled to all), and everything else.
 from __future__ import annotations
 
 import numpy as np
+
 from benchmarks.common import THREADS, fixed_threads, interleaved, zipf_tokens
 from rnnexp.model import RNNLM
 from rnnexp.optim import make_optimizer
@@ -69,17 +70,25 @@ def _timings(threads: int, vocab: int, hidden: int, batch: int, length: int, opt
         model = RNNLM(vocab_size=vocab, hidden_dim=hidden, truncation="full", dtype="float32", seed=10)
         sgd = make_optimizer("sgd")
         Vm, L = model.params["V"].copy(), np.empty((n, vocab), np.float32)
-        contenders = {"training step": lambda: sgd.step(model.params, model.backprop(x, y, sparse_u=True).grads,
-                                                         LEARNING_RATE),
-                      **_gemms(S, Vm, L, G, model.params["W"].copy(), batch)}
+        contenders = {
+            "training step": lambda: sgd.step(model.params, model.backprop(x, y, sparse_u=True).grads, LEARNING_RATE),
+            **_gemms(S, Vm, L, G, model.params["W"].copy(), batch),
+        }
         if threads == 1:
             block = S[:BLOCK_ROWS] @ Vm.T
-            contenders.update({f"softmax: {name}": step for name, step in
-                               _softmax_steps(block - block.max(axis=1, keepdims=True), y.reshape(-1)[:BLOCK_ROWS]).items()})
+            contenders.update(
+                {
+                    f"softmax: {name}": step
+                    for name, step in _softmax_steps(
+                        block - block.max(axis=1, keepdims=True), y.reshape(-1)[:BLOCK_ROWS]
+                    ).items()
+                }
+            )
         timings = interleaved(contenders, **options)
+    if threads > 1:
+        return {name: t.median for name, t in timings.items()}
     blocks = n / min(n, BLOCK_ROWS)  # the softmax steps ran on one block: scale to all rows
-    return {name: (t.cpu_median * blocks if name.startswith("softmax") else t.cpu_median) if threads == 1 else t.median
-            for name, t in timings.items()}
+    return {name: t.cpu_median * (blocks if name.startswith("softmax") else 1) for name, t in timings.items()}
 
 
 def run(smoke: bool = False) -> dict:
@@ -99,8 +108,14 @@ def run(smoke: bool = False) -> dict:
     softmax = {name: sec for name, sec in one.items() if name.startswith("softmax")}
     per_token = flops_per_token(vocab, hidden)
     return {
-        "setting": {"vocab_size": vocab, "hidden_dim": hidden, "batch": batch, "seq_len": length, "dtype": "float32",
-                    "repeats": repeats},
+        "setting": {
+            "vocab_size": vocab,
+            "hidden_dim": hidden,
+            "batch": batch,
+            "seq_len": length,
+            "dtype": "float32",
+            "repeats": repeats,
+        },
         "flops_per_token": per_token,
         "gemm_gflops": {name: f / two[name] / 1e9 for name, f in zip(gemm_names, gemm_flops)},
         "gemm_seconds_per_batch": {name: two[name] for name in gemm_names},

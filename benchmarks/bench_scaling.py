@@ -50,9 +50,19 @@ SWEEPS = {
     },
 }
 SMOKE_SWEEPS = {
-    name: {label: [replace(p, vocab_size=p.vocab_size // 50, hidden_dim=p.hidden_dim // 10,
-                           batch=max(1, p.batch // 16), seq_len=p.seq_len // 5 + 1) for p in points[:2]]
-           for label, points in series.items()}
+    name: {
+        label: [
+            replace(
+                p,
+                vocab_size=p.vocab_size // 50,
+                hidden_dim=p.hidden_dim // 10,
+                batch=max(1, p.batch // 16),
+                seq_len=p.seq_len // 5 + 1,
+            )
+            for p in points[:2]
+        ]
+        for label, points in series.items()
+    }
     for name, series in SWEEPS.items()
 }
 
@@ -60,8 +70,14 @@ SMOKE_SWEEPS = {
 def training_step(point: Point, seed: int = 0):
     """A callable that trains one batch (one chunk, in chunk mode) of `point`'s shape per call."""
     rng = np.random.default_rng(seed)
-    model = RNNLM(vocab_size=point.vocab_size, hidden_dim=point.hidden_dim, bptt_truncate=point.bptt_truncate,
-                  truncation=point.truncation, dtype="float32", seed=seed)
+    model = RNNLM(
+        vocab_size=point.vocab_size,
+        hidden_dim=point.hidden_dim,
+        bptt_truncate=point.bptt_truncate,
+        truncation=point.truncation,
+        dtype="float32",
+        seed=seed,
+    )
     sgd = make_optimizer("sgd")
     length = point.bptt_truncate if point.truncation == "chunk" else point.seq_len
     stream = zipf_tokens(rng, point.vocab_size, (point.batch, length + 1))
@@ -100,7 +116,9 @@ def run(smoke: bool = False) -> dict:
             results[knob][label] = {
                 "x": [getattr(p, knob) for p in points],
                 "tokens_per_sec": [p.tokens_per_call / two[str(i)].median for i, p in enumerate(points)],
-                "one_thread_tokens_per_cpu_sec": [p.tokens_per_call / one[str(i)].cpu_median for i, p in enumerate(points)],
+                "one_thread_tokens_per_cpu_sec": [
+                    p.tokens_per_call / one[str(i)].cpu_median for i, p in enumerate(points)
+                ],
                 "peak_mib": peaks,
             }
     return {"base": Point().__dict__, "sweeps": results}

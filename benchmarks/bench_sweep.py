@@ -30,9 +30,17 @@ def store_uri(workdir: Path) -> str:
 
 def sweep_seconds(launcher: str, overrides: list[str], workdir: Path) -> float:
     """Wall-clock seconds of one sweep command; raises with its stderr if it fails."""
-    command = [sys.executable, "-m", "rnnexp.run", "-m", *overrides, *LAUNCHERS[launcher],
-               f"tracking_uri={store_uri(workdir)}", f"train.checkpoint_dir={workdir}/checkpoints",
-               f"hydra.sweep.dir={workdir}/sweeps/{launcher}-{time.monotonic_ns()}"]
+    command = [
+        sys.executable,
+        "-m",
+        "rnnexp.run",
+        "-m",
+        *overrides,
+        *LAUNCHERS[launcher],
+        f"tracking_uri={store_uri(workdir)}",
+        f"train.checkpoint_dir={workdir}/checkpoints",
+        f"hydra.sweep.dir={workdir}/sweeps/{launcher}-{time.monotonic_ns()}",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
     done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
@@ -57,7 +65,8 @@ def run(smoke: bool = False) -> dict:
     return {
         "description": (
             f"`python -m rnnexp.run {' '.join(overrides)} -m`: {jobs} jobs, with `hydra/launcher=basic` and with "
-            f"`hydra/launcher=joblib hydra.launcher.n_jobs={THREADS}`; whole commands, medians of {repeats} alternating runs."
+            f"`hydra/launcher=joblib hydra.launcher.n_jobs={THREADS}`; whole commands, "
+            f"medians of {repeats} alternating runs."
         ),
         "samples": samples,
         "seconds": seconds,

@@ -135,8 +135,16 @@ def run(smoke: bool = False) -> dict:
     two = _contest(THREADS, batches, vocab, hidden, options)
     one = _contest(1, batches, vocab, hidden, {**options, "repeats": max(1, repeats // 2)})
     return {
-        "setting": {"vocab_size": vocab, "hidden_dim": hidden, "batch": batch, "seq_len": length,
-                    "dtype": "float32", "truncation": "full", "optimizer": "sgd", "repeats": repeats},
+        "setting": {
+            "vocab_size": vocab,
+            "hidden_dim": hidden,
+            "batch": batch,
+            "seq_len": length,
+            "dtype": "float32",
+            "truncation": "full",
+            "optimizer": "sgd",
+            "repeats": repeats,
+        },
         "agreement": two.pop("agreement"),
         **two,
         "one_thread": {part: one[part] for part in ("training", "evaluation")},

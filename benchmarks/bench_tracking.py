@@ -21,8 +21,14 @@ from rnnexp.train import train
 
 # The default experiment, 3 epochs, one BLAS thread: CPU time then measures the work alone.
 FULL = ["epochs=3", "blas_threads=1"]
-SMOKE = ["hidden_dim=8", "vocab_size=40", "epochs=1", "dataset.synthetic.n_sentences=200", "train.samples=1",
-         "blas_threads=1"]
+SMOKE = [
+    "hidden_dim=8",
+    "vocab_size=40",
+    "epochs=1",
+    "dataset.synthetic.n_sentences=200",
+    "train.samples=1",
+    "blas_threads=1",
+]
 
 
 class UntrackedRun(tracking.RunLogger):
@@ -32,19 +38,29 @@ class UntrackedRun(tracking.RunLogger):
         self.run_id = "untracked"
 
 
-for _method in [name for name, value in vars(tracking.RunLogger).items() if callable(value) and not name.startswith("_")]:
+for _method in [
+    name for name, value in vars(tracking.RunLogger).items() if callable(value) and not name.startswith("_")
+]:
     setattr(UntrackedRun, _method, lambda self, *args, **kwargs: None)
 
 
 def _config(workdir: Path, overrides: list[str]):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[*overrides, f"tracking_uri=sqlite:///{workdir}/mlflow.db",
-                                            f"train.checkpoint_dir={workdir}/checkpoints"])
+        return compose(
+            "config",
+            overrides=[
+                *overrides,
+                f"tracking_uri=sqlite:///{workdir}/mlflow.db",
+                f"train.checkpoint_dir={workdir}/checkpoints",
+            ],
+        )
 
 
 def _untracked(cfg) -> None:
-    with mock.patch.object(tracking, "connect", return_value=None), \
-         mock.patch.object(tracking, "create_run", return_value=UntrackedRun()):
+    with (
+        mock.patch.object(tracking, "connect", return_value=None),
+        mock.patch.object(tracking, "create_run", return_value=UntrackedRun()),
+    ):
         train(cfg)
 
 
@@ -55,7 +71,9 @@ def run(smoke: bool = False) -> dict:
         cfg = _config(Path(tmp), overrides)
         timings = interleaved(
             {"with MLflow tracking": lambda: train(cfg), "without tracking": lambda: _untracked(cfg)},
-            repeats=repeats, min_seconds=0.0, block=1,
+            repeats=repeats,
+            min_seconds=0.0,
+            block=1,
         )
     on, off = timings["with MLflow tracking"], timings["without tracking"]
     return {

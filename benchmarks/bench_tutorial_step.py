@@ -66,16 +66,25 @@ def run(smoke: bool = False) -> dict:
         one_thread = interleaved(contenders, repeats=max(1, repeats // 2), **options)
     engine = timings["rnnexp engine"].median
     return {
-        "setting": {"vocab_size": vocab, "hidden_dim": hidden, "bptt_truncate": 4, "sentence_tokens": length,
-                    "dtype": "float64", "repeats": repeats},
+        "setting": {
+            "vocab_size": vocab,
+            "hidden_dim": hidden,
+            "bptt_truncate": 4,
+            "sentence_tokens": length,
+            "dtype": "float64",
+            "repeats": repeats,
+        },
         "gradient_max_rel_err": max(errors),
         "seconds_per_step": {name: t.median for name, t in timings.items()},
         "cpu_seconds_per_step": {name: t.cpu_median for name, t in timings.items()},
         "spread": {name: t.spread for name, t in timings.items()},
         "speedup": {name: t.median / engine for name, t in timings.items() if name != "rnnexp engine"},
         "one_thread_cpu_seconds_per_step": {name: t.cpu_median for name, t in one_thread.items()},
-        "one_thread_cpu_speedup": {name: t.cpu_median / one_thread["rnnexp engine"].cpu_median
-                                   for name, t in one_thread.items() if name != "rnnexp engine"},
+        "one_thread_cpu_speedup": {
+            name: t.cpu_median / one_thread["rnnexp engine"].cpu_median
+            for name, t in one_thread.items()
+            if name != "rnnexp engine"
+        },
         "profile": profile,
         "target_speedup_over_gate_based": TARGET_SPEEDUP,
         "target_met": timings["gate-based (tutorial)"].median / engine >= TARGET_SPEEDUP,

@@ -143,8 +143,12 @@ def _cpu_model() -> str:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "rnnexp"], cwd=ROOT, capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "rnnexp"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip() + ("+dirty" if dirty.strip() else "")
@@ -164,7 +168,10 @@ def machine_info() -> dict:
     """
     with fixed_threads():
         blas = [
-            {k: lib.get(k) for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads", "prefix")}
+            {
+                k: lib.get(k)
+                for k in ("internal_api", "version", "architecture", "threading_layer", "num_threads", "prefix")
+            }
             for lib in threadpool_info()
         ]
     return {
@@ -197,7 +204,10 @@ def profile_top(fn: Callable[[], object], calls: int, top: int = 8) -> list[dict
     total = sum(entry[2] for entry in stats.values())
     rows = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
     return [
-        {"function": f"{Path(file).name}:{line}({name})" if line else name,
-         "ms_per_call": own / calls * 1e3, "share": own / total}
+        {
+            "function": f"{Path(file).name}:{line}({name})" if line else name,
+            "ms_per_call": own / calls * 1e3,
+            "share": own / total,
+        }
         for (file, line, name), (_, _, own, _, _) in rows
     ]

@@ -26,8 +26,14 @@ def plot_scaling(scaling: dict, out_dir: Path) -> dict[str, str]:
         fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
         for color, (label, data) in zip(("tab:blue", "tab:orange"), series.items()):
             speed.plot(data["x"], data["tokens_per_sec"], marker="o", color=color, label=f"{label}, 2 threads")
-            speed.plot(data["x"], data["one_thread_tokens_per_cpu_sec"], marker="s", linestyle="--", color=color,
-                       label=f"{label}, 1 thread per CPU s")
+            speed.plot(
+                data["x"],
+                data["one_thread_tokens_per_cpu_sec"],
+                marker="s",
+                linestyle="--",
+                color=color,
+                label=f"{label}, 1 thread per CPU s",
+            )
             memory.plot(data["x"], data["peak_mib"], marker="o", color=color, label=label)
         for ax, ylabel in ((speed, "training tokens / s"), (memory, "peak memory per step (MiB)")):
             ax.set_xscale("log", base=2)
@@ -69,7 +75,10 @@ def _machine(m: dict) -> list[str]:
         ["CPU", m["cpu"]],
         ["cores (logical / usable)", f"{m['logical_cores']} / {m['usable_cores']}"],
         ["load average (1 min) at start / end", f"{m['load_average_1min_start']} / {m['load_average_1min']}"],
-        ["Python / numpy / scipy / torch", f"{m['python']} / {m['numpy']} / {m['scipy']} / {m['torch'] or 'not installed'}"],
+        [
+            "Python / numpy / scipy / torch",
+            f"{m['python']} / {m['numpy']} / {m['scipy']} / {m['torch'] or 'not installed'}",
+        ],
         ["thread pools (threadpoolctl)", pools],
         ["threads used", f"{m['threads']} for numpy's BLAS and for torch, on both sides of every comparison"],
         ["environment", env],
@@ -82,43 +91,81 @@ def _targets(r: dict) -> list[str]:
     rows = []
     tut = r["tutorial_step"]
     gate = "gate-based (tutorial)"
-    rows.append(["tutorial SGD step (V=8000, H=100, k=4, 20 tokens, float64), speed-up over the gate-based code",
-                 f"{tut['speedup'][gate]:.1f}×", f"{tut['one_thread_cpu_speedup'][gate]:.1f}×",
-                 f"≥ {tut['target_speedup_over_gate_based']:.0f}×", _yes(tut["target_met"])])
+    rows.append(
+        [
+            "tutorial SGD step (V=8000, H=100, k=4, 20 tokens, float64), speed-up over the gate-based code",
+            f"{tut['speedup'][gate]:.1f}×",
+            f"{tut['one_thread_cpu_speedup'][gate]:.1f}×",
+            f"≥ {tut['target_speedup_over_gate_based']:.0f}×",
+            _yes(tut["target_met"]),
+        ]
+    )
     torch = r["torch"]
     if "skipped" in torch:
         rows.append(["batched float32 training vs PyTorch", "skipped", "-", "≥ 1.5×", "-"])
     else:
-        rows.append(["batched float32 training (B=32, T=35, full BPTT), tokens/s ratio to PyTorch",
-                     f"{torch['training']['ratio']:.2f}×", f"{torch['one_thread']['training']['cpu_ratio']:.2f}×",
-                     f"≥ {torch['target_ratio']}×", _yes(torch["target_met"])])
+        rows.append(
+            [
+                "batched float32 training (B=32, T=35, full BPTT), tokens/s ratio to PyTorch",
+                f"{torch['training']['ratio']:.2f}×",
+                f"{torch['one_thread']['training']['cpu_ratio']:.2f}×",
+                f"≥ {torch['target_ratio']}×",
+                _yes(torch["target_met"]),
+            ]
+        )
     peak = r["peak"]
-    rows.append(["the same training, fraction of the bound set by numpy's GEMM speed at its shapes",
-                 f"{peak['fraction_of_bound']:.2f}", f"{peak['one_thread_fraction_of_bound']:.2f}",
-                 f"≥ {peak['target_fraction']}", _yes(peak["target_met"])])
-    return ["## Targets", "",
-            "Measured as the targets are set, on 2 threads by wall-clock time; beside it, the same comparison on one "
-            "thread each by CPU time, which shows each side's work even when other jobs share the cores.", "",
-            *_table(["target", "2 threads (wall)", "1 thread (CPU time)", "goal", "met on 2 threads"], rows)]
+    rows.append(
+        [
+            "the same training, fraction of the bound set by numpy's GEMM speed at its shapes",
+            f"{peak['fraction_of_bound']:.2f}",
+            f"{peak['one_thread_fraction_of_bound']:.2f}",
+            f"≥ {peak['target_fraction']}",
+            _yes(peak["target_met"]),
+        ]
+    )
+    return [
+        "## Targets",
+        "",
+        "Measured as the targets are set, on 2 threads by wall-clock time; beside it, the same comparison on one "
+        "thread each by CPU time, which shows each side's work even when other jobs share the cores.",
+        "",
+        *_table(["target", "2 threads (wall)", "1 thread (CPU time)", "goal", "met on 2 threads"], rows),
+    ]
 
 
 def _tutorial(t: dict) -> list[str]:
     s = t["setting"]
-    rows = [[name, f"{sec * 1e3:.1f}", f"±{t['spread'][name] * 50:.0f}%", f"{t['cpu_seconds_per_step'][name] * 1e3:.1f}",
-             f"{t['speedup'][name]:.1f}×" if name in t["speedup"] else "1×"]
-            for name, sec in t["seconds_per_step"].items()]
+    rows = [
+        [
+            name,
+            f"{sec * 1e3:.1f}",
+            f"±{t['spread'][name] * 50:.0f}%",
+            f"{t['cpu_seconds_per_step'][name] * 1e3:.1f}",
+            f"{t['speedup'][name]:.1f}×" if name in t["speedup"] else "1×",
+        ]
+        for name, sec in t["seconds_per_step"].items()
+    ]
     profile = [[p["function"], f"{p['ms_per_call']:.2f}", f"{p['share'] * 100:.0f}%"] for p in t["profile"]]
     return [
-        "## 1. One SGD step at the tutorial's setting", "",
-        f"V={s['vocab_size']}, H={s['hidden_dim']}, bptt_truncate={s['bptt_truncate']}, one {s['sentence_tokens']}-token "
+        "## 1. One SGD step at the tutorial's setting",
+        "",
+        f"V={s['vocab_size']}, H={s['hidden_dim']}, bptt_truncate={s['bptt_truncate']}, "
+        f"one {s['sentence_tokens']}-token "
         f"sentence, {s['dtype']}, gradient of the summed loss, learning rate 0.005; medians of {s['repeats']} "
-        f"interleaved rounds. The engine's step is `backprop(reduction=\"sum\", sparse_u=True)` plus the SGD "
+        f'interleaved rounds. The engine\'s step is `backprop(reduction="sum", sparse_u=True)` plus the SGD '
         f"optimiser (only the sentence's columns of U are updated). Before timing, the three gradients agree "
-        f"to {t['gradient_max_rel_err']:.1e} (max relative error).", "",
-        *_table(["implementation", "ms / step", "spread (IQR/2)", "CPU ms / step (all threads)", "engine is faster by"], rows),
+        f"to {t['gradient_max_rel_err']:.1e} (max relative error).",
+        "",
+        *_table(
+            ["implementation", "ms / step", "spread (IQR/2)", "CPU ms / step (all threads)", "engine is faster by"],
+            rows,
+        ),
         "On one thread each, by CPU time (which other work on the machine moves far less), the engine's speed-up is "
-        + " and ".join(f"{v:.1f}× over {k}" for k, v in t["one_thread_cpu_speedup"].items()) + ".", "",
-        "Where the engine's step spends its own time (cProfile, main thread):", "",
+        + " and ".join(f"{v:.1f}× over {k}" for k, v in t["one_thread_cpu_speedup"].items())
+        + ".",
+        "",
+        "Where the engine's step spends its own time (cProfile, main thread):",
+        "",
         *_table(["function", "ms / step", "share"], profile),
     ]
 
@@ -130,58 +177,98 @@ def _torch(t: dict) -> list[str]:
     rows = []
     for part in ("training", "evaluation"):
         rates, one = t[part]["tokens_per_sec"], t["one_thread"][part]["tokens_per_cpu_sec"]
-        rows.append([part, f"{rates['rnnexp engine']:,.0f}", f"{rates['PyTorch']:,.0f}", f"**{t[part]['ratio']:.2f}×**",
-                     f"{one['rnnexp engine']:,.0f}", f"{one['PyTorch']:,.0f}", f"{t['one_thread'][part]['cpu_ratio']:.2f}×"])
+        rows.append(
+            [
+                part,
+                f"{rates['rnnexp engine']:,.0f}",
+                f"{rates['PyTorch']:,.0f}",
+                f"**{t[part]['ratio']:.2f}×**",
+                f"{one['rnnexp engine']:,.0f}",
+                f"{one['PyTorch']:,.0f}",
+                f"{t['one_thread'][part]['cpu_ratio']:.2f}×",
+            ]
+        )
     grads = ", ".join(f"{k} {v:.1e}" for k, v in a["grad_max_rel_err"].items())
     return [
-        "## 2. PyTorch CPU", "",
-        f"B={s['batch']} sequences of T={s['seq_len']}, V={s['vocab_size']}, H={s['hidden_dim']}, {s['dtype']}, exact full "
+        "## 2. PyTorch CPU",
+        "",
+        f"B={s['batch']} sequences of T={s['seq_len']}, V={s['vocab_size']}, H={s['hidden_dim']}, {s['dtype']}, "
+        "exact full "
         f"BPTT, one SGD step per batch on both sides (training); forward pass and loss (evaluation: the engine's "
         f"`token_nll`, PyTorch under `inference_mode`). PyTorch: `nn.Embedding` (U's columns) → `nn.RNN(tanh, "
         f"bias=False)` with a frozen identity input weight → `nn.Linear(bias=False)` → cross-entropy, holding the "
         f"engine's weights; at the start the losses agree to {a['loss_rel_err']:.1e} and the gradients to {grads} "
         f"(relative). Medians of {s['repeats']} interleaved rounds on 2 threads (the target); then both sides again "
-        "on one thread, per CPU second, which measures each side's work whatever else the machine is doing.", "",
-        *_table(["", "rnnexp tokens/s", "PyTorch tokens/s", "ratio", "1 thread: rnnexp tokens/CPU-s",
-                 "PyTorch tokens/CPU-s", "ratio"], rows),
+        "on one thread, per CPU second, which measures each side's work whatever else the machine is doing.",
+        "",
+        *_table(
+            [
+                "",
+                "rnnexp tokens/s",
+                "PyTorch tokens/s",
+                "ratio",
+                "1 thread: rnnexp tokens/CPU-s",
+                "PyTorch tokens/CPU-s",
+                "ratio",
+            ],
+            rows,
+        ),
     ]
 
 
 def _peak(p: dict) -> list[str]:
-    gemms = [[name, f"{p['gemm_gflops'][name]:.1f}", f"{sec * 1e3:.2f}"] for name, sec in p["gemm_seconds_per_batch"].items()]
+    gemms = [
+        [name, f"{p['gemm_gflops'][name]:.1f}", f"{sec * 1e3:.2f}"] for name, sec in p["gemm_seconds_per_batch"].items()
+    ]
     profile = p["one_thread_profile_cpu_seconds_per_batch"]
     step = profile["training step"]
     rows = [[name, f"{sec * 1e3:.1f}", f"{sec / step * 100:.0f}%"] for name, sec in profile.items()]
     mflop = sum(p["flops_per_token"].values()) / 1e6
     return [
-        "## 3. Fraction of numpy's matrix-multiply bound", "",
+        "## 3. Fraction of numpy's matrix-multiply bound",
+        "",
         f"The model costs {mflop:.2f} MFLOP per trained token at this size (three output-layer GEMMs of 2·H·V each, "
         f"plus 6·H² in the recurrence). numpy's own speed at the benchmark's shapes (N = B·T rows, float32, "
-        f"2 threads):", "",
+        f"2 threads):",
+        "",
         *_table(["product", "GFLOP/s", "ms per batch"], gemms),
         f"Bound: {p['bound_tokens_per_sec']:,.0f} tokens/s. Training reaches {p['training_tokens_per_sec']:,.0f} "
         f"tokens/s = {p['training_gflops']:.1f} GFLOP/s, **{p['fraction_of_bound']:.2f} of the bound** on 2 threads "
-        f"({p['one_thread_fraction_of_bound']:.2f} on one thread, by CPU time).", "",
+        f"({p['one_thread_fraction_of_bound']:.2f} on one thread, by CPU time).",
+        "",
         "Profile of one training batch on one thread (CPU ms; the softmax's steps timed on one 256-row block and "
-        "scaled to all rows):", "",
+        "scaled to all rows):",
+        "",
         *_table(["part", "CPU ms per batch", "share"], rows),
     ]
 
 
 def _scaling(s: dict, plots: dict[str, str]) -> list[str]:
-    out = ["## 4. How cost grows", "",
-           "Tokens per second of training (backprop + SGD step) on 2 threads (solid lines), tokens per CPU second on "
-           "one thread (dashed: the work, which other jobs on the machine move far less) and the peak memory numpy "
-           "allocates during one step (tracemalloc), one knob at a time, the others at V=8000, H=100, B=32, T=35, full "
-           "BPTT, float32. In chunk mode a call trains one chunk of k steps of B streams, carrying the hidden state.", ""]
+    out = [
+        "## 4. How cost grows",
+        "",
+        "Tokens per second of training (backprop + SGD step) on 2 threads (solid lines), tokens per CPU second on "
+        "one thread (dashed: the work, which other jobs on the machine move far less) and the peak memory numpy "
+        "allocates during one step (tracemalloc), one knob at a time, the others at V=8000, H=100, B=32, T=35, full "
+        "BPTT, float32. In chunk mode a call trains one chunk of k steps of B streams, carrying the hidden state.",
+        "",
+    ]
     for knob, series in s["sweeps"].items():
         out += [f"### {KNOB_LABELS[knob]}", "", f"![{knob}]({plots[knob]})", ""]
-        header = ([knob] + [f"{label} tokens/s" for label in series] + [f"{label} 1 thread tokens/CPU-s" for label in series]
-                  + [f"{label} MiB" for label in series])
+        header = (
+            [knob]
+            + [f"{label} tokens/s" for label in series]
+            + [f"{label} 1 thread tokens/CPU-s" for label in series]
+            + [f"{label} MiB" for label in series]
+        )
         xs = next(iter(series.values()))["x"]
-        rows = [[x] + [f"{d['tokens_per_sec'][i]:,.0f}" for d in series.values()]
-                + [f"{d['one_thread_tokens_per_cpu_sec'][i]:,.0f}" for d in series.values()]
-                + [f"{d['peak_mib'][i]:.1f}" for d in series.values()] for i, x in enumerate(xs)]
+        rows = [
+            [x]
+            + [f"{d['tokens_per_sec'][i]:,.0f}" for d in series.values()]
+            + [f"{d['one_thread_tokens_per_cpu_sec'][i]:,.0f}" for d in series.values()]
+            + [f"{d['peak_mib'][i]:.1f}" for d in series.values()]
+            for i, x in enumerate(xs)
+        ]
         out += _table(header, rows)
     return out
 
@@ -190,25 +277,38 @@ def _tracking(t: dict) -> list[str]:
     if "skipped" in t:
         return ["## 5. Tracking overhead", "", f"Skipped: {t['skipped']}", ""]
     rows = [[name, f"{t['cpu_seconds_per_run'][name]:.2f}", f"{sec:.2f}"] for name, sec in t["seconds_per_run"].items()]
-    return ["## 5. Tracking overhead", "", t["description"], "",
-            *_table(["", "CPU seconds per run", "wall seconds per run"], rows),
-            f"MLflow tracking adds **{t['overhead'] * 100:.1f}%** CPU time to a run ({t['overhead_cpu_seconds']:.2f} s; "
-            f"{t['wall_overhead'] * 100:+.1f}% wall-clock): creating the run, its params, tags, dataset and artifacts "
-            "cost about the same whatever the run's length, so the share shrinks as runs grow.", ""]
+    return [
+        "## 5. Tracking overhead",
+        "",
+        t["description"],
+        "",
+        *_table(["", "CPU seconds per run", "wall seconds per run"], rows),
+        f"MLflow tracking adds **{t['overhead'] * 100:.1f}%** CPU time to a run ({t['overhead_cpu_seconds']:.2f} s; "
+        f"{t['wall_overhead'] * 100:+.1f}% wall-clock): creating the run, its params, tags, dataset and artifacts "
+        "cost about the same whatever the run's length, so the share shrinks as runs grow.",
+        "",
+    ]
 
 
 def _sweep(t: dict) -> list[str]:
     if "skipped" in t:
         return ["## 6. Sweep scaling", "", f"Skipped: {t['skipped']}", ""]
     rows = [[name, f"{sec:.1f}"] for name, sec in t["seconds"].items()]
-    return ["## 6. Sweep scaling", "", t["description"], "",
-            *_table(["launcher", "seconds for the sweep"], rows),
-            f"The joblib launcher finishes the sweep **{t['speedup']:.2f}×** as fast as the basic one.", ""]
+    return [
+        "## 6. Sweep scaling",
+        "",
+        t["description"],
+        "",
+        *_table(["launcher", "seconds for the sweep"], rows),
+        f"The joblib launcher finishes the sweep **{t['speedup']:.2f}×** as fast as the basic one.",
+        "",
+    ]
 
 
 def write_markdown(results: dict, plots: dict[str, str], path: Path, notes: list[str]) -> None:
     lines = [
-        "# Benchmark results", "",
+        "# Benchmark results",
+        "",
         f"Written by `python -m benchmarks.run_all` on {results['finished']} in {results['wall_seconds']:.0f} s. "
         "Every comparison ran its contenders side by side in one process, taking turns round after round, and "
         "reports medians; the machine is shared, so the load average is recorded with it. Regenerate rather than edit.",
@@ -221,7 +321,8 @@ def write_markdown(results: dict, plots: dict[str, str], path: Path, notes: list
         *_scaling(results["scaling"], plots),
         *_tracking(results["tracking"]),
         *_sweep(results["sweep"]),
-        "## Notes", "",
+        "## Notes",
+        "",
         *[f"- {note}" for note in notes],
         "",
     ]

@@ -59,28 +59,36 @@ def notes(results: dict) -> list[str]:
     torch, peak = results["torch"], results["peak"]
     prof = peak["one_thread_profile_cpu_seconds_per_batch"]
     softmax = sum(v for k, v in prof.items() if k.startswith("softmax"))
-    breakdown = (f"on one thread the engine's step takes {prof['training step'] * 1e3:.0f} CPU ms per batch, of which "
-                 f"the GEMMs need {prof['GEMMs at full size (the bound)'] * 1e3:.0f} ms at numpy's speed, the softmax's "
-                 f"elementwise steps {softmax * 1e3:.0f} ms and everything else {prof['everything else'] * 1e3:.0f} ms")
+    breakdown = (
+        f"on one thread the engine's step takes {prof['training step'] * 1e3:.0f} CPU ms per batch, of which "
+        f"the GEMMs need {prof['GEMMs at full size (the bound)'] * 1e3:.0f} ms at numpy's speed, the softmax's "
+        f"elementwise steps {softmax * 1e3:.0f} ms and everything else {prof['everything else'] * 1e3:.0f} ms"
+    )
     if "skipped" not in torch and not torch["target_met"]:
         one = torch["one_thread"]["training"]["cpu_ratio"]
-        out.append(f"PyTorch ratio: {torch['training']['ratio']:.2f}× is short of {torch['target_ratio']}× on 2 threads, "
-                   f"against {one:.2f}× on one thread by CPU time: {breakdown}. The gap between the two is how much "
-                   "less than PyTorch the engine gains from the second core.")
+        out.append(
+            f"PyTorch ratio: {torch['training']['ratio']:.2f}× is short of {torch['target_ratio']}× on 2 threads, "
+            f"against {one:.2f}× on one thread by CPU time: {breakdown}. The gap between the two is how much "
+            "less than PyTorch the engine gains from the second core."
+        )
     if not peak["target_met"]:
         n = peak["setting"]["batch"] * peak["setting"]["seq_len"]
         gemm_gain = prof["GEMMs at full size (the bound)"] / sum(peak["gemm_seconds_per_batch"].values())
         step_gain = peak["training_tokens_per_sec"] / (n / prof["training step"])
-        out.append(f"Fraction of the bound: {peak['fraction_of_bound']:.2f} on 2 threads is short of "
-                   f"{peak['target_fraction']}, against {peak['one_thread_fraction_of_bound']:.2f} on one thread: "
-                   f"{breakdown}. From one thread to two, numpy's GEMMs at these shapes speed up {gemm_gain:.1f}× but "
-                   f"the training step only {step_gain:.1f}×: the second core is where the shortfall is.")
+        out.append(
+            f"Fraction of the bound: {peak['fraction_of_bound']:.2f} on 2 threads is short of "
+            f"{peak['target_fraction']}, against {peak['one_thread_fraction_of_bound']:.2f} on one thread: "
+            f"{breakdown}. From one thread to two, numpy's GEMMs at these shapes speed up {gemm_gain:.1f}× but "
+            f"the training step only {step_gain:.1f}×: the second core is where the shortfall is."
+        )
     load = results["machine"]["load_average_1min_start"], results["machine"]["load_average_1min"]
-    out.append(f"Load average at start and end: {load[0]} and {load[1]} on {results['machine']['usable_cores']} cores. "
-               "Above about 1, other jobs share the cores, and a 2-thread BLAS or OpenMP call then waits for its "
-               "second thread whenever another process holds that core: small products (the tutorial step's, the "
-               "recurrence's) and PyTorch's OpenMP regions slow down most, by ten times or more, so the 2-thread figures move "
-               "from run to run. The one-thread CPU-time column of the targets is the steadier measure of the work.")
+    out.append(
+        f"Load average at start and end: {load[0]} and {load[1]} on {results['machine']['usable_cores']} cores. "
+        "Above about 1, other jobs share the cores, and a 2-thread BLAS or OpenMP call then waits for its "
+        "second thread whenever another process holds that core: small products (the tutorial step's, the "
+        "recurrence's) and PyTorch's OpenMP regions slow down most, by ten times or more, so the 2-thread figures move "
+        "from run to run. The one-thread CPU-time column of the targets is the steadier measure of the work."
+    )
     return out
 
 
