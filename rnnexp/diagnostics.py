@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnexp.model import ColumnGrad, RNNLM
+from rnnexp.model import ColumnGrad, RNNLM, blas_single_threaded
 
 SATURATION = 0.99
 
 
+@blas_single_threaded
 def gradient_decay(model: RNNLM, x, y, mask=None, max_depth: int = 20) -> np.ndarray:
     """Mean ||∂L_t/∂s_{t-k}|| over the real outputs t with t-k >= 0, for k = 0..max_depth (NaN where none)."""
     x, y, mask, _ = model._check(x, y, mask)

@@ -17,6 +17,7 @@ touched (`ColumnGrad`) both read contiguous memory.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -80,6 +81,18 @@ def _as_batch(a, name: str) -> np.ndarray:
     if arr.ndim != 2:
         raise UserError(f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}.")
     return arr
+
+
+def blas_single_threaded(method):
+    """Run a pass with one BLAS thread: at these shapes (few rows, a long V or a small H) two
+    OpenBLAS threads mostly wait on each other; the output layer's workers are the parallelism."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with _BLAS.limit(limits=1, user_api="blas"):
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def _default_threads() -> int:
@@ -187,7 +200,7 @@ class RNNLM:
 
         Returns per-row NLL, and with `need_grads` dL/dS (N, H) and dL/dV, where each row's loss
         counts with its weight (0 for padding). NumPy's exp runs on one core, so each worker takes
-        every `threads`-th block with a single-threaded BLAS; blocks go to workers in a fixed
+        every `threads`-th block (BLAS is single-threaded in every pass); blocks go to workers in a fixed
         pattern and the workers' dV are summed in a fixed order, so results are bitwise repeatable.
         """
         N = S.shape[0]
@@ -209,8 +222,7 @@ class RNNLM:
 
         if workers == 1:
             return nll, dS, work(0)
-        with _BLAS.limit(limits=1, user_api="blas"):
-            partial = list(self._pool().map(work, range(workers)))
+        partial = list(self._pool().map(work, range(workers)))
         return nll, dS, (sum(partial[1:], partial[0]) if need_grads else None)
 
     def _output_block(self, S, y, weights, r0, r1, L, shift, nll, dS, dV):
@@ -264,6 +276,7 @@ class RNNLM:
             G[: T - j] += P
         return G
 
+    @blas_single_threaded
     def backprop(self, x, y, mask=None, h0=None, reduction: str = "mean", sparse_u: bool = False) -> Step:
         """Loss and exact gradients for a sentence or a padded (B, T) batch."""
         x, y, mask, h0 = self._check(x, y, mask, h0)
@@ -311,6 +324,7 @@ class RNNLM:
         return step.loss, step.grads
 
     # ------------------------------------------------------------- inference
+    @blas_single_threaded
     def token_nll(self, x, y, mask=None, h0=None) -> tuple[np.ndarray, np.ndarray]:
         """Per-token negative log-likelihood (B, T), 0 where masked, and the last hidden state."""
         x, y, mask, h0 = self._check(x, y, mask, h0)
@@ -329,6 +343,7 @@ class RNNLM:
         n = nll.size if mask is None else int(np.asarray(mask, bool).sum())
         return float(nll.sum()) / n
 
+    @blas_single_threaded
     def predict(self, x) -> np.ndarray:
         """The most probable next word after every position, shaped like x."""
         squeeze = np.asarray(x).ndim == 1
