@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test test-all gradcheck data ui sweep search reproduce reproduce-full \
-        truncation-study bench bench-deps clean
+        truncation-study bench bench-smoke clean
 
 help:  ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -53,11 +53,12 @@ truncation-study: $(STAMP)  ## how far back the RNN learns, per truncation (<30 
 	$(PY) -m rnnexp.run -m experiment=truncation_study hydra/launcher=joblib
 	$(PY) -m experiments.truncation.report
 
-bench-deps: $(STAMP)
+bench: $(STAMP)  ## throughput against the tutorial's code and PyTorch, and scaling: benchmarks/RESULTS.md (~10 min)
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks.run_all
 
-bench: bench-deps  ## throughput against PyTorch and the tutorial's code: benchmarks/RESULTS.md
-	$(PY) -m benchmarks.run_all
+bench-smoke: $(STAMP)  ## a tiny run of every benchmark, as the tests do (no time asserted)
+	$(PY) -m pytest -q -m '' tests/test_benchmarks_smoke.py
 
 clean:  ## remove the virtual environment, caches and local outputs (not mlflow.db)
 	rm -rf $(VENV) .pytest_cache outputs multirun checkpoints *.egg-info
