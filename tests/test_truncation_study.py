@@ -115,6 +115,7 @@ def test_a_tiny_study_runs_as_one_sweep_and_reports_its_measured_cells(tmp_path:
     scored = client.get_run(job.info.run_id).data.metrics
     assert scored["test_dependent_excess_loss"] == pytest.approx(np.mean(echoes), rel=1e-5)  # the oracle's is 0
     assert 0.0 < scored["test_dependent_excess_loss"] < math.log(30) + 1.0
-    assert 0.0 <= scored["test_echo_accuracy"] <= 1.0
+    hits = [loaded.model.predict(s[:-1])[3] == s[4] for s in test.sentences]  # the echo is token 4, target 3
+    assert scored["test_echo_accuracy"] == pytest.approx(np.mean(hits))
     assert {"grad_decay_k0", "dependent_excess_loss", "w_spectral_radius"} <= set(scored)  # the jobs' own diagnostics
     assert f"| {scored['test_dependent_excess_loss']:.2f} |" in text
