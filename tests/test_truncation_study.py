@@ -66,7 +66,7 @@ def test_the_answer_names_what_full_bptt_learns_and_what_truncation_loses() -> N
     cells = [cell(2, "window", 64, 0.02, full=True), cell(5, "window", 64, 0.05, full=True),
              cell(10, "window", 64, 1.39, full=True), cell(2, "window", 1, 0.03), cell(5, "window", 1, 1.2),
              cell(5, "window", 4, 0.3), cell(2, "chunk", 4, 0.04), cell(5, "chunk", 4, 0.09), cell(10, "chunk", 16, 0.08)]
-    text = report.answer(cells, n_keys=4)
+    text = report.answer(cells, n_keys=4, vocab_size=64)
     assert "learns the dependency at d = 2, 5 and not at d = 10" in text
     assert "the excess is 1.39 (echo accuracy 0.25) at d = 10, against ln 4 = 1.39 and accuracy 1/4" in text
     assert ("Window truncation** loses 2 of the 3 cells that full BPTT learns. With a gradient path to the key it "
@@ -76,8 +76,13 @@ def test_the_answer_names_what_full_bptt_learns_and_what_truncation_loses() -> N
     assert "above chance (1/4): best 1.00 (chunk 4) at d = 5." in text  # window 1 and chunk 4 reach no key at d = 5
     assert ("full-BPTT jobs trained in 192.0 minutes in all, window settings 2.0 to 4.0, chunk settings 8.0 to 16.0 "
             "(wall-clock") in text
+    wobbly = report.answer([replace(cells[1], val_excess=(4.2, 9.0, 0.04, 0.8))], 4, 64)
+    assert ("**Learnt, not held**: d = 5 (best checkpoint 0.05 on test; validation by epoch 4.2 9.0 0.0 0.8; "
+            "W's spectral radius —). The skill comes and goes between epochs, the loss on the echo spiking above "
+            "ln V = 4.16") in wobbly
+    assert "trained in 64.0 minutes in all (wall-clock" in wobbly
     slow_window = [replace(cell(2, "window", 64, 0.0, full=True), minutes=1.0), cell(2, "window", 2, 0.0)]
-    assert "in 1.0 minutes in all, window settings 2.0 to 2.0 (none faster) (wall-clock" in report.answer(slow_window, 4)
+    assert "in 1.0 minutes in all, window settings 2.0 to 2.0 (none faster) (wall-clock" in report.answer(slow_window, 4, 64)
     rows = {row[0]: row[1:3] for row in report.longest_learnt(cells)}
     assert rows == {"window 1": ["2", "2"], "window 4": ["none", "—"], "full": ["2, 5", "5"], "chunk 4": ["2, 5", "5"],
                     "chunk 16": ["10", "10"]}

@@ -42,6 +42,17 @@ class Cell:
     tokens_per_sec: float = math.nan
     minutes: float = math.nan  # wall-clock training time
     updates: int = 0  # optimiser steps: the same epochs are fewer, larger steps for long chunks
+    val_excess: tuple[float, ...] = ()  # the job's dependent_excess_loss at each evaluation (validation split)
+    spectral_radius: float = math.nan  # of W at the last evaluation
+
+    @property
+    def final_val_excess(self) -> float:
+        return self.val_excess[-1] if self.val_excess else math.nan
+
+    @property
+    def peak_val_excess(self) -> float:
+        """The worst evaluation after the first epoch: far above ln V when the gradient exploded."""
+        return max(self.val_excess[1:], default=math.nan)
 
     @property
     def gradient_reach(self) -> float:
@@ -80,7 +91,14 @@ def measure(client: MlflowClient, run: Run, checkpoint_dir: Path, corpora: dict[
         tokens_per_sec=run.data.metrics.get("tokens_per_sec", math.nan),
         minutes=minutes,
         updates=max(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")),
+        val_excess=tuple(m.value for m in history(client, run.info.run_id, "dependent_excess_loss")),
+        spectral_radius=run.data.metrics.get("w_spectral_radius", math.nan),
     )
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list:
+    """A metric's values in step order (empty when the run did not log it)."""
+    return sorted(client.get_metric_history(run_id, key), key=lambda metric: metric.step)
 
 
 def echo_accuracy(model: RNNLM, split: Split) -> float:

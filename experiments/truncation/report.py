@@ -85,7 +85,7 @@ def distances_text(cells: Sequence[Cell]) -> str:
     return ", ".join(str(c.distance) for c in cells)
 
 
-def answer(cells: Sequence[Cell], n_keys: int) -> str:
+def answer(cells: Sequence[Cell], n_keys: int, vocab_size: int) -> str:
     """The measured answer in sentences, derived from the cells."""
     full = [c for c in cells if c.full_bptt]
     learnt = [c for c in full if is_learnt(c)]
@@ -98,6 +98,17 @@ def answer(cells: Sequence[Cell], n_keys: int) -> str:
         stuck = ", ".join(f"{fmt(c.dependent_excess)} (echo accuracy {fmt(c.echo_accuracy)}) at d = {c.distance}" for c in failed)
         lines.append(f"- Where it fails the excess is {stuck}, against ln {n_keys} = {math.log(n_keys):.2f} and accuracy "
                      f"1/{n_keys} for a model that knows *when* the echo comes but not *which* key it echoes.")
+    unstable = [c for c in learnt if c.final_val_excess >= LEARNT_EXCESS]
+    if unstable:
+        listed = ", ".join(f"d = {c.distance} (best checkpoint {fmt(c.dependent_excess)} on test; validation by epoch "
+                           f"{' '.join(fmt(v, 1) for v in c.val_excess)}; W's spectral radius {fmt(c.spectral_radius, 1)})"
+                           for c in unstable)
+        spike = ""
+        if any(c.peak_val_excess > math.log(vocab_size) for c in unstable):
+            spike = (f", the loss on the echo spiking above ln V = {math.log(vocab_size):.2f} (the mark of an exploding "
+                     "gradient under plain SGD without clipping)")
+        lines.append(f"- **Learnt, not held**: {listed}. The skill comes and goes between epochs{spike}: the answer "
+                     "holds for the best checkpoint, not for every epoch.")
     learnt_distances = {c.distance for c in learnt}
     for mode in ("window", "chunk"):
         within = [c for c in cells if c.truncation == mode and not c.full_bptt and c.distance in learnt_distances]
@@ -120,7 +131,8 @@ def answer(cells: Sequence[Cell], n_keys: int) -> str:
             if mine:
                 parts.append(f"{mode} settings {min(mine):.1f} to {max(mine):.1f}"
                              + (" (none faster)" if min(mine) >= minutes["full"] else ""))
-        lines.append(f"- **Time**: the full-BPTT jobs trained in {minutes['full']:.1f} minutes in all, {', '.join(parts)} "
+        others = "".join(f", {part}" for part in parts)
+        lines.append(f"- **Time**: the full-BPTT jobs trained in {minutes['full']:.1f} minutes in all{others} "
                      "(wall-clock on a shared machine, so rough).")
     return "\n".join(lines)
 
@@ -143,7 +155,8 @@ def render(cells: Sequence[Cell], parent: Run, experiment_name: str, setup: dict
     n_keys = int(setup["dataset.synthetic.n_keys"])
     failed = [c for c in cells if c.status != "FINISHED"]
     details = [[str(c.distance), c.setting, c.status, fmt(c.dependent_excess), fmt(c.echo_accuracy), fmt(c.other_excess, 3),
-                fmt(c.gradient_reach, 1, "e"), str(c.updates), fmt(c.tokens_per_sec, 0), fmt(c.minutes, 1), c.run_id]
+                fmt(c.final_val_excess), fmt(c.peak_val_excess), fmt(c.spectral_radius, 1), fmt(c.gradient_reach, 1, "e"),
+                str(c.updates), fmt(c.tokens_per_sec, 0), fmt(c.minutes, 1), c.run_id]
                for c in sorted(cells, key=lambda c: (c.distance, figures.setting_order(c)))]
     setup_line = ", ".join(f"`{key}={setup[key]}`" for key in SETUP_PARAMS if key in setup)
     minutes = sum(c.minutes for c in cells if not math.isnan(c.minutes))
@@ -172,7 +185,7 @@ All settings see the same epochs of data, but an update takes {setup["batch_size
 
 ## The answer
 
-{answer(cells, n_keys)}
+{answer(cells, n_keys, int(setup["vocab_size_actual"]))}
 
 Reference levels: 0 = the dependency is fully learnt; ln {n_keys} = {math.log(n_keys):.2f} = the position of the echo is
 known but not the key; ln V = {math.log(float(setup.get("vocab_size", "nan"))):.2f} = nothing known.
@@ -200,11 +213,14 @@ start from: the vanishing gradient that training has to overcome.
 {markdown_table(["setting", f"distances learnt (excess < {LEARNT_EXCESS})", "longest", "training minutes (all d)"], longest_learnt(cells))}
 ## Every job
 
-{markdown_table(["d", "setting", "status", "dependent excess", "echo accuracy", "other excess", "gradient reach",
-                 "updates", "tokens/s", "minutes", "run id"], details)}
-*other excess*: loss above the oracle on all other targets (the grammar), the control: where it is similar
-across settings, their differences in dependent excess are about memory, not about how well the rest of the
-language was learnt.
+{markdown_table(["d", "setting", "status", "dependent excess", "echo accuracy", "other excess", "last val excess",
+                 "peak val excess", "ρ(W)", "gradient reach", "updates", "tokens/s", "minutes", "run id"], details)}
+*dependent excess*, *echo accuracy*, *other excess*: the best checkpoint on the test split. *other excess*:
+loss above the oracle on all other targets (the grammar), the control: where it is similar across settings,
+their differences in dependent excess are about memory, not about how well the rest of the language was
+learnt. *last* and *peak val excess*: the job's own `dependent_excess_loss` on the validation split at its
+last evaluation and at its worst after the first epoch (above ln V: a gradient explosion). *ρ(W)*: the
+spectral radius of W at the last evaluation (`w_spectral_radius`).
 """
 
 
