@@ -9,6 +9,7 @@ U and its state are handled through the (V, H) transpose, where a word's column 
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg.blas import get_blas_funcs
 
 from rnnexp.errors import UserError
 from rnnexp.model import ColumnGrad
@@ -23,6 +24,14 @@ def _target(name: str, param: np.ndarray, grad) -> tuple[np.ndarray, object, np.
     if name == "U":
         return param.T, slice(None), grad.T
     return param, slice(None), grad
+
+
+def _axpy(y: np.ndarray, x: np.ndarray, a: float) -> None:
+    """y += a·x in place: one BLAS pass without a temporary where both arrays are contiguous alike."""
+    if y.flags.c_contiguous and x.flags.c_contiguous and y.dtype == x.dtype:
+        get_blas_funcs("axpy", dtype=y.dtype)(x.reshape(-1), y.reshape(-1), a=a)
+    else:
+        y += a * x
 
 
 def grad_sum_sq(grads: dict) -> float:
@@ -74,7 +83,10 @@ class Optimizer:
 
 class SGD(Optimizer):
     def update(self, name, p, idx, g, lr):
-        p[idx] -= lr * g
+        if isinstance(idx, slice):
+            _axpy(p, g, -lr)
+        else:
+            p[idx] -= lr * g
 
 
 class Momentum(Optimizer):
