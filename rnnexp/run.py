@@ -40,6 +40,7 @@ def main(cfg: DictConfig) -> float:
         return train(cfg, parent_run_id=job.parent_run_id, run_name=job.name, tags=tags)
     except UserError as err:  # the run is FAILED with the reason; the sweep goes on with its other jobs
         print(f"error: job {job.number} ({job.name}): {err}", file=sys.stderr)
+        sweep.record_failure(job, str(err))
         return FAILED_JOB_LOSS
 
 

@@ -33,6 +33,7 @@ from rnnexp.errors import UserError
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent.json"
+FAILED_DIR = "failed_jobs"  # a job that fails before its MLflow run exists leaves its reason here
 JOB_TAG = "sweep_job"
 
 
@@ -45,6 +46,7 @@ class SweepJob:
     overrides: list[str]  # all of the job's overrides
     swept: list[str]  # those the sweep chose, for this job's name
     parallel_jobs: int  # jobs the launcher runs at once on this machine (1: one after another)
+    sweep_dir: Path
 
     @property
     def name(self) -> str:
@@ -66,7 +68,15 @@ def current_job() -> SweepJob | None:
     swept = [o.input_line for o in parsed if o.key_or_group not in info["common_keys"]]
     n_jobs = hydra.launcher.get("n_jobs", 1)  # joblib's convention: -1 all cores, -2 all but one
     parallel = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return SweepJob(info["parent_run_id"], hydra.job.num, overrides, swept, parallel)
+    return SweepJob(info["parent_run_id"], hydra.job.num, overrides, swept, parallel, Path(hydra.sweep.dir))
+
+
+def record_failure(job: SweepJob, reason: str) -> None:
+    """Keep a failed job's reason in the sweep directory, so the comparison counts it even when
+    the job failed before its MLflow run existed (an impossible config value)."""
+    folder = job.sweep_dir / FAILED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job.number}.txt").write_text(f"{job.name}: {reason}")
 
 
 class SweepCallback(Callback):
@@ -101,6 +111,7 @@ class SweepCallback(Callback):
         self.parent_run_id = parent.run_id
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.sweep_dir = sweep_dir
         overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
         swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
         common = sorted({o.key_or_group for o in overrides} - swept)  # what every job shares
@@ -120,12 +131,14 @@ class SweepCallback(Callback):
         parent.log_text(table, "comparison.md")
         parent.log_text(csv_table(header, rows), "comparison.csv")
         parent.log_figure(plots.validation_curves(children, curves), "val_curves.png")
-        failed = [run for run in children if run.info.status != "FINISHED"]
-        parent.end("FINISHED" if len(failed) < len(children) else "FAILED",
-                   f"{len(failed)} of {len(children)} jobs failed" if failed else None)
+        failed = [run.info.run_name for run in children if run.info.status != "FINISHED"]
+        with_runs = {run.data.tags.get(JOB_TAG) for run in children}
+        failures = sorted((Path(self.sweep_dir) / FAILED_DIR).glob("*.txt"))
+        failed += [path.read_text() for path in failures if path.stem not in with_runs]  # no run to show
+        jobs = len(with_runs | {path.stem for path in failures})
+        parent.end("FINISHED" if len(failed) < jobs else "FAILED", f"{len(failed)} of {jobs} jobs failed" if failed else None)
         if failed:
-            names = ", ".join(run.info.run_name for run in failed)
-            raise UserError(f"{len(failed)} of {len(children)} sweep jobs failed ({names}): "
+            raise UserError(f"{len(failed)} of {jobs} sweep jobs failed ({'; '.join(failed)}): "
                             f"see the failure column of the table above, or parent run {self.parent_run_id} in MLflow.")
 
 

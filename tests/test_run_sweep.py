@@ -41,6 +41,17 @@ def test_a_sweep_compares_its_jobs_and_goes_on_past_a_diverging_one(tmp_path: Pa
     assert "| job | lr | status | best val ppl |" in result.stdout  # the table, printed
 
 
+def test_jobs_that_fail_before_their_run_exists_still_fail_the_sweep(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, *TINY, *store(tmp_path), "hidden_dim=-5,-6", "-m")
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: 2 of 2 sweep jobs failed (hidden_dim=-5: hidden_dim must be >= 1, got -5.; hidden_dim=-6: ")
+    mlflow = client(tmp_path)
+    (parent,) = mlflow.search_runs([mlflow.get_experiment_by_name("rnnexp").experiment_id])
+    assert parent.data.tags["sweep"] == "true" and parent.info.status == "FAILED"
+
+
 @pytest.mark.slow
 def test_parallel_jobs_write_to_one_fresh_sqlite_store(tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists()  # the sweep's launcher creates it before the jobs start
