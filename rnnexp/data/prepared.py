@@ -9,6 +9,7 @@ import numpy as np
 
 from rnnexp.data.corpus import SPLIT_NAMES, Split
 from rnnexp.data.vocab import Vocabulary
+from rnnexp.errors import UserError
 
 
 @dataclass
@@ -33,3 +34,13 @@ def encode_splits(vocab: Vocabulary, token_lists: list[list[str]], labels: np.nd
 def training_sentences(token_lists: list[list[str]], labels: np.ndarray) -> list[list[str]]:
     """The train split's sentences in source order (the vocabulary is built from these alone)."""
     return [tokens for tokens, label in zip(token_lists, labels.tolist()) if label == 0]
+
+
+def drop_short(units: list[list[str]], min_tokens: int, unit: str, empty_error: str) -> tuple[list[list[str]], list[str]]:
+    """The units longer than `min_tokens`, with a warning that counts the dropped ones (none: `empty_error`)."""
+    kept = [tokens for tokens in units if len(tokens) > min_tokens]
+    if not kept:
+        raise UserError(empty_error)
+    dropped = len(units) - len(kept)
+    warnings = [f"Dropped {dropped} of {len(units)} {unit} with {min_tokens} tokens or fewer (dataset.min_sentence_tokens)."]
+    return kept, warnings if dropped else []

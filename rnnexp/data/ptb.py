@@ -17,7 +17,7 @@ import numpy as np
 from rnnexp.data.config import DatasetConfig
 from rnnexp.data.corpus import SPLIT_NAMES, Split
 from rnnexp.data.download import PTB
-from rnnexp.data.prepared import Prepared
+from rnnexp.data.prepared import Prepared, drop_short
 from rnnexp.data.sources import configured_path, locate, read_utf8
 from rnnexp.data.vocab import build_vocabulary
 from rnnexp.errors import UserError
@@ -58,15 +58,11 @@ def prepare(cfg: DatasetConfig, sources: dict[str, Path]) -> Prepared:
     warnings = []
     if cfg.min_sentence_tokens:
         for split, lines in sentences.items():
-            kept = [line for line in lines if len(line) > cfg.min_sentence_tokens]
-            if len(kept) < len(lines):
-                warnings.append(
-                    f"Dropped {len(lines) - len(kept)} of {len(lines)} {split} sentences with "
-                    f"{cfg.min_sentence_tokens} tokens or fewer (dataset.min_sentence_tokens)."
-                )
-            if not kept:
-                raise UserError(f"{sources[split]} has no sentence longer than {cfg.min_sentence_tokens} tokens.")
-            sentences[split] = kept
+            sentences[split], dropped = drop_short(
+                lines, cfg.min_sentence_tokens, f"{split} sentences",
+                f"{sources[split]} has no sentence longer than {cfg.min_sentence_tokens} tokens.",
+            )
+            warnings += dropped
     if cfg.max_sentences is not None:
         share = min(1.0, cfg.max_sentences / len(sentences["train"]))
         sentences = {split: lines[: math.ceil(len(lines) * share)] for split, lines in sentences.items()}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnexp.data.config import DatasetConfig
-from rnnexp.data.prepared import Prepared, encode_splits, training_sentences
+from rnnexp.data.prepared import Prepared, drop_short, encode_splits, training_sentences
 from rnnexp.data.sources import configured_path, read_utf8, require_file
 from rnnexp.data.splits import contiguous_labels
 from rnnexp.data.vocab import SENTENCE_END, SENTENCE_START, build_vocabulary
@@ -45,15 +45,10 @@ def tokenize_lines(text: str, level: str, lowercase: bool) -> list[list[str]]:
 def prepare(cfg: DatasetConfig, sources: dict[str, Path]) -> Prepared:
     path = sources["text"]
     lines = tokenize_lines(read_utf8(path), cfg.level, cfg.lowercase)
-    sentences = [line for line in lines if len(line) > cfg.min_sentence_tokens]
-    warnings = []
-    if len(sentences) < len(lines):
-        warnings.append(
-            f"Dropped {len(lines) - len(sentences)} of {len(lines)} lines with "
-            f"{cfg.min_sentence_tokens} tokens or fewer (dataset.min_sentence_tokens)."
-        )
-    if not sentences:
-        raise UserError(f"{path} has no usable line (none longer than {cfg.min_sentence_tokens} tokens).")
+    sentences, warnings = drop_short(
+        lines, cfg.min_sentence_tokens, "lines",
+        f"{path} has no usable line (none longer than {cfg.min_sentence_tokens} tokens).",
+    )
     sentences = sentences[: cfg.max_sentences]
     labels = contiguous_labels(len(sentences), cfg.valid_fraction, cfg.test_fraction, "lines")
     vocab, report = build_vocabulary(
