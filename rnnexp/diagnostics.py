@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnexp.model import ColumnGrad, RNNLM, blas_single_threaded
+from rnnexp.model import RNNLM, blas_single_threaded, squared_norm
 
 SATURATION = 0.99
 
@@ -56,16 +56,7 @@ def saturation(states: np.ndarray, mask=None) -> float:
 def gradient_norms(grads: dict) -> dict[str, float]:
     """The L2 norm of each parameter's gradient."""
     return {
-        f"grad_norm_{name}": float(np.sqrt(g.sum_sq() if isinstance(g, ColumnGrad) else np.vdot(g, g)))
-        for name, g in grads.items()
-    }
-
-
-def update_ratios(before: dict, after: dict) -> dict[str, float]:
-    """||Δp|| / ||p|| per parameter for one optimiser step: about 1e-3 is healthy, far above diverges."""
-    return {
-        f"update_ratio_{name}": float(np.linalg.norm(after[name] - before[name]) / max(np.linalg.norm(before[name]), 1e-30))
-        for name in before
+        f"grad_norm_{name}": float(np.sqrt(squared_norm(g))) for name, g in grads.items()
     }
 
 

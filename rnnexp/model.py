@@ -63,6 +63,11 @@ class ColumnGrad:
         return float(np.vdot(self.rows, self.rows))
 
 
+def squared_norm(grad: np.ndarray | ColumnGrad) -> float:
+    """The squared L2 norm of a gradient, dense or restricted to a batch's columns."""
+    return grad.sum_sq() if isinstance(grad, ColumnGrad) else float(np.vdot(grad, grad))
+
+
 @dataclass
 class Step:
     """The result of one forward and backward pass."""

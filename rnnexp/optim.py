@@ -12,7 +12,7 @@ import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
 from rnnexp.errors import UserError
-from rnnexp.model import ColumnGrad
+from rnnexp.model import ColumnGrad, squared_norm
 
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
@@ -35,7 +35,7 @@ def _axpy(y: np.ndarray, x: np.ndarray, a: float) -> None:
 
 
 def grad_sum_sq(grads: dict) -> float:
-    return sum(g.sum_sq() if isinstance(g, ColumnGrad) else float(np.vdot(g, g)) for g in grads.values())
+    return sum(squared_norm(g) for g in grads.values())
 
 
 def clip_global_norm(grads: dict, max_norm: float | None) -> float:
