@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 import rnnexp.config  # noqa: F401  (registers the schemas the configs name)
 from benchmarks.common import ROOT, fixed_threads, interleaved
 from rnnexp import tracking
-from rnnexp.train import train
+from rnnexp.tracking import train
 
 # The default experiment, 3 epochs, one BLAS thread: CPU time then measures the work alone.
 FULL = ["epochs=3", "blas_threads=1"]

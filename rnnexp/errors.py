@@ -7,3 +7,7 @@ class UserError(Exception):
     Entry points print the message alone (no traceback), exit with status 2, and mark any MLflow
     run that had started as FAILED with the message as the reason.
     """
+
+
+class DivergedError(UserError):
+    """Training diverged: the loss or the gradient became non-finite, or far worse than guessing."""

@@ -1,7 +1,10 @@
-"""Scoring a model on a split: the trainer's evaluation, and `python -m rnnexp.evaluate run_id=...`.
+"""`python -m rnnexp.evaluate run_id=... [split=test] [dataset=...]`: score a run's checkpoint.
 
     python -m rnnexp.evaluate run_id=<run> split=test          # the data the run trained on
     python -m rnnexp.evaluate run_id=<run> dataset=ptb         # other data, mapped to the run's words
+
+The protocol is the one the run was evaluated with (`eval.protocol`, logged as a param), unless
+`protocol=` says otherwise; the score is the one the trainer logs for the same split.
 """
 
 from __future__ import annotations
@@ -13,21 +16,14 @@ from pathlib import Path
 import hydra
 import numpy as np
 
-from rnnexp import batches, cli, config, trained, tracking
-from rnnexp.data import load_corpus
+from rnnexp import cli, config
+from rnnexp.config.resolve import settle_protocol
+from rnnexp.data import Split, load_corpus
 from rnnexp.data.vocab import Vocabulary
 from rnnexp.errors import UserError
-from rnnexp.model import RNNLM
-
-
-def mean_nll(model: RNNLM, sentences: Sequence[np.ndarray], batch_size: int) -> float:
-    """Mean negative log-likelihood per target over whole sentences, each from a zero state."""
-    total, count = 0.0, 0
-    for x, y, mask in batches.eval_batches(sentences, batch_size):
-        nll, _ = model.token_nll(x, y, mask)
-        total += float(nll.sum())
-        count += int(mask.sum())
-    return total / count
+from rnnexp.tracking import trained
+from rnnexp.tracking.store import connect, resolve_tracking_uri
+from rnnexp.training import evaluation
 
 
 def translate(sentences: Sequence[np.ndarray], source: Vocabulary, target: Vocabulary) -> list[np.ndarray]:
@@ -43,20 +39,24 @@ def translate(sentences: Sequence[np.ndarray], source: Vocabulary, target: Vocab
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @cli.reports_user_errors
 def main(cfg: config.EvaluateConfig) -> None:
-    client = tracking.connect(tracking.resolve_tracking_uri(cfg.tracking_uri))
+    client = connect(resolve_tracking_uri(cfg.tracking_uri))
     run = trained.load(client, cfg.run_id, cfg.checkpoint, Path(cfg.checkpoint_dir).resolve())
     corpus = load_corpus(cfg.dataset if cfg.dataset is not None else run.config.dataset, seed=run.config.seed)
     if cfg.split not in corpus.splits:
         raise UserError(f"split must be one of {', '.join(corpus.splits)}, got {cfg.split!r}.")
-    sentences = batches.usable(corpus.splits[cfg.split].sentences)
-    if not sentences:
+    split = corpus.splits[cfg.split]
+    if not any(len(s) >= 2 for s in split.sentences):
         raise UserError(f"the {cfg.split} split of {corpus.name} is empty: choose another split.")
     if corpus.vocab != run.vocab:
-        sentences = translate(sentences, corpus.vocab, run.vocab)
-    loss = mean_nll(run.model, sentences, cfg.batch_size)
-    targets = sum(len(s) - 1 for s in sentences)
-    print(f"run {cfg.run_id} ({cfg.checkpoint} checkpoint) on {corpus.name}/{cfg.split}: "
-          f"loss {loss:.4f}, perplexity {math.exp(loss):.2f} over {targets} targets")
+        split = Split(translate(split.sentences, corpus.vocab, run.vocab), shared_boundary=split.shared_boundary)
+    protocol = run.config.eval.protocol
+    if cfg.protocol is not None:
+        run.config.eval.protocol = cfg.protocol
+        protocol = settle_protocol(run.config.eval, run.config)
+    nll = evaluation.token_nll(run.model, split, protocol, run.config.eval.batch_size, run.config.eval.segment_length)
+    loss = float(nll.mean(dtype=np.float64))
+    print(f"run {cfg.run_id} ({cfg.checkpoint} checkpoint) on {corpus.name}/{cfg.split}, {protocol} protocol: "
+          f"loss {loss:.4f}, perplexity {math.exp(loss):.2f} over {nll.size} targets")
 
 
 if __name__ == "__main__":

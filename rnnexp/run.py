@@ -15,9 +15,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from rnnexp import cli, sweep, tracking
+from rnnexp import cli
 from rnnexp.errors import UserError
-from rnnexp.train import train
+from rnnexp.tracking import sweep
+from rnnexp.tracking.logger import OVERRIDES_TAG
+from rnnexp.tracking.session import train
 
 # What a failed sweep job reports to the sweeper: finite, so that one diverging trial of an
 # Optuna study does not end the study, and far worse than any real loss.
@@ -35,7 +37,7 @@ def main(cfg: DictConfig) -> float:
         return train(cfg)
     if cfg.blas_threads is None and job.parallel_jobs > 1:
         cfg.blas_threads = 1  # joblib workers share the cores: one BLAS thread each, no oversubscription
-    tags = {sweep.JOB_TAG: str(job.number), tracking.OVERRIDES_TAG: " ".join(job.overrides)}
+    tags = {sweep.JOB_TAG: str(job.number), OVERRIDES_TAG: " ".join(job.overrides)}
     try:
         return train(cfg, parent_run_id=job.parent_run_id, run_name=job.name, tags=tags)
     except UserError as err:  # the run is FAILED with the reason; the sweep goes on with its other jobs

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from rnnexp.data import DatasetConfig, Split, download, load_corpus
+from rnnexp.data import DatasetConfig, Split, download, load_corpus, sources
 from rnnexp.data.cache import entry_paths
 from rnnexp.errors import UserError
 
@@ -155,9 +155,9 @@ def test_make_data_downloads_reddit_and_explains_ptb(tmp_path, monkeypatch, caps
     monkeypatch.setattr(download, "urlopen", refuse_network)
     with pytest.raises(UserError, match=f"is not at {tmp_path}/reddit-comments-2015-08.csv and downloading "
                                         "it failed .*raw.githubusercontent.com/dennybritz/rnn-tutorial-rnnlm"):
-        download.main()
+        sources.download_all()
     (tmp_path / "reddit-comments-2015-08.csv").write_text("body\n")
-    download.main()
+    sources.download_all()
     printed = capsys.readouterr().out
     assert "reddit-comments-2015-08.csv already exists." in printed
     assert "Penn Treebank: put ptb.train.txt, ptb.valid.txt, ptb.test.txt into" in printed

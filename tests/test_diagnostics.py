@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rnnexp.diagnostics import gradient_decay, gradient_norms, saturation, weight_spectrum
-from rnnexp.model import RNNLM
+from rnnexp.training.diagnostics import gradient_norms, saturation, weight_spectrum
+from rnnexp.engine.rnn import RNNLM
 
 
 def loss_at(model, s, words, target):
@@ -18,7 +18,7 @@ def loss_at(model, s, words, target):
 
 def finite_difference_decay(model, x, y, k, eps=1e-6):
     norms = []
-    states = model.backprop(x, y).states[0]
+    states = model.hidden_states(x)[0]
     for t in range(k, len(x)):
         s = states[t - k]
         grad = np.zeros(model.H)
@@ -34,7 +34,7 @@ def test_gradient_decay_equals_finite_differences_through_the_unrolled_network()
     model = RNNLM(15, 6, seed=3)
     model.params["W"] *= 3.0  # a livelier recurrence, so deeper k still carry signal
     x, y = np.random.default_rng(0).integers(0, 15, (2, 9))
-    decay = gradient_decay(model, x, y, max_depth=10)
+    decay = model.gradient_decay(x, y, max_depth=10)
     for k in range(9):
         assert decay[k] == pytest.approx(finite_difference_decay(model, x, y, k), rel=1e-7)
     assert np.isnan(decay[9]) and np.isnan(decay[10])  # no output lies 9 or more steps after a state
@@ -45,7 +45,7 @@ def test_gradient_decay_counts_only_real_outputs_of_a_padded_batch():
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 15, (2, 2, 7))
     mask = np.array([[1] * 7, [1] * 4 + [0] * 3])
-    batch = gradient_decay(model, x, y, mask, max_depth=3)
+    batch = model.gradient_decay(x, y, mask, max_depth=3)
     k = 2
     per_row = [finite_difference_decay(model, x[0], y[0], k), finite_difference_decay(model, x[1, :4], y[1, :4], k)]
     counts = [7 - k, 4 - k]
@@ -55,7 +55,7 @@ def test_gradient_decay_counts_only_real_outputs_of_a_padded_batch():
 def test_untrained_small_weights_make_the_gradient_vanish():
     model = RNNLM(50, 20, seed=0)
     x, y = np.random.default_rng(2).integers(0, 50, (2, 4, 30))
-    decay = gradient_decay(model, x, y, max_depth=12)
+    decay = model.gradient_decay(x, y, max_depth=12)
     assert np.all(np.diff(decay) < 0)
     assert decay[12] / decay[0] < 1e-2  # about 0.6x per step back at this init
 

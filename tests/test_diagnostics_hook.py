@@ -9,20 +9,22 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow import MlflowClient
 
-import rnnexp.config  # noqa: F401  (registers the run schema the config names)
+from rnnexp.config import DatasetConfig, DiagnosticsConfig, SyntheticConfig
+from rnnexp.config.resolve import validate_diagnostics
 from rnnexp.data import load_corpus
-from rnnexp.data.config import DatasetConfig, SyntheticConfig
-from rnnexp.diagnostics_hook import (
+from rnnexp.engine.optim import make_optimizer
+from rnnexp.engine.rnn import RNNLM
+from rnnexp.errors import UserError
+from rnnexp.tracking import train
+from rnnexp.training.diagnostics import (
     DECAY_FIGURE,
+    PREFIX,
     DependencyLoss,
-    DiagnosticsConfig,
+    Evaluation,
     GradientDiagnostics,
+    decay_metric,
     evaluation_hooks,
 )
-from rnnexp.errors import UserError
-from rnnexp.model import RNNLM
-from rnnexp.optim import make_optimizer
-from rnnexp.train import Evaluation, train
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 VOCAB, DISTANCE, LR = 30, 3, 0.7
@@ -55,9 +57,9 @@ def lively_model(truncation: str = "window") -> RNNLM:
     return model
 
 
-def evaluate(hook, model: RNNLM, corpus, epoch: int = 1, step: int = 7) -> RecordingRun:
+def evaluate(hook, model: RNNLM, corpus, epoch: int = 1, step: int = 7, last_epoch: int = 5) -> RecordingRun:
     run = RecordingRun()
-    hook(Evaluation(model, corpus, epoch, step, run))
+    hook(Evaluation(model, corpus.splits["valid"], epoch, step, LR, epoch >= last_epoch, run))
     return run
 
 
@@ -88,21 +90,22 @@ def chain_rule_norms(model: RNNLM, sentence: np.ndarray) -> dict[int, list[float
 def test_logged_gradient_decay_equals_the_chain_rule_through_each_held_out_sentence(corpus) -> None:
     model = lively_model()
     valid = [s for s in corpus.splits["valid"].sentences if len(s) >= 2]
-    hook = GradientDiagnostics(DiagnosticsConfig(max_depth=30, batch_size=len(valid)), lambda: LR, epochs=5)
+    hook = GradientDiagnostics(DiagnosticsConfig(max_depth=30, batch_size=len(valid)))
     logged = evaluate(hook, model, corpus).metrics[7]
 
     pooled: dict[int, list[float]] = {}
     for sentence in valid:
         for k, norms in chain_rule_norms(model, sentence).items():
             pooled.setdefault(k, []).extend(norms)
-    assert sorted(int(key[len("grad_decay_k"):]) for key in logged if key.startswith("grad_decay_k")) == sorted(pooled)
+    prefix = decay_metric(0)[:-2]
+    assert sorted(int(key[len(prefix):]) for key in logged if key.startswith(prefix)) == sorted(pooled)
     assert max(pooled) < 30  # depths no held-out output reaches are left out, not logged as NaN
     for k, norms in pooled.items():
-        assert logged[f"grad_decay_k{k}"] == pytest.approx(np.mean(norms), rel=1e-10)
+        assert logged[decay_metric(k)] == pytest.approx(np.mean(norms), rel=1e-10)
 
 
 def test_the_held_out_batch_is_the_longest_sentences_and_stays_fixed(corpus) -> None:
-    hook = GradientDiagnostics(DiagnosticsConfig(batch_size=3), lambda: LR, epochs=5)
+    hook = GradientDiagnostics(DiagnosticsConfig(batch_size=3))
     model = lively_model()
     first = evaluate(hook, model, corpus).metrics[7]
     x, _, mask = hook.batch
@@ -111,40 +114,40 @@ def test_the_held_out_batch_is_the_longest_sentences_and_stays_fixed(corpus) -> 
     model.params["W"] *= 0.5
     second = evaluate(hook, model, corpus).metrics[7]
     assert hook.batch[0] is x
-    assert second["grad_decay_k3"] < first["grad_decay_k3"]  # a weaker recurrence forgets faster
+    assert second[decay_metric(3)] < first[decay_metric(3)]  # a weaker recurrence forgets faster
 
 
 def test_spectrum_saturation_gradient_norms_and_a_real_sgd_steps_update_ratios(corpus) -> None:
     model = lively_model()
-    hook = GradientDiagnostics(DiagnosticsConfig(batch_size=4), lambda: LR, epochs=5)
+    hook = GradientDiagnostics(DiagnosticsConfig(batch_size=4))
     logged = evaluate(hook, model, corpus).metrics[7]
     x, y, mask = hook.batch
 
     W = model.params["W"]
-    assert logged["w_spectral_radius"] == pytest.approx(max(abs(np.linalg.eigvals(W))), rel=1e-12)
-    assert logged["w_max_singular_value"] == pytest.approx(np.linalg.svd(W, compute_uv=False)[0], rel=1e-12)
+    assert logged[PREFIX + "w_spectral_radius"] == pytest.approx(max(abs(np.linalg.eigvals(W))), rel=1e-12)
+    assert logged[PREFIX + "w_max_singular_value"] == pytest.approx(np.linalg.svd(W, compute_uv=False)[0], rel=1e-12)
     states = np.concatenate([forward(model, row[: n]) for row, n in zip(x, mask.sum(axis=1))])
-    assert logged["tanh_saturation"] == pytest.approx(np.mean(np.abs(states) > 0.99), abs=1e-12)
-    assert 0.0 < logged["tanh_saturation"] < 1.0
+    assert logged[PREFIX + "tanh_saturation"] == pytest.approx(np.mean(np.abs(states) > 0.99), abs=1e-12)
+    assert 0.0 < logged[PREFIX + "tanh_saturation"] < 1.0
 
     grads = model.backprop(x, y, mask).grads
     stepped = {name: value.copy() for name, value in model.params.items()}
     make_optimizer("sgd").step(stepped, grads, LR)
     for name, before in model.params.items():
-        assert logged[f"grad_norm_{name}"] == pytest.approx(np.linalg.norm(grads[name]), rel=1e-12)
+        assert logged[f"{PREFIX}grad_norm_{name}"] == pytest.approx(np.linalg.norm(grads[name]), rel=1e-12)
         ratio = np.linalg.norm(stepped[name] - before) / np.linalg.norm(before)
-        assert logged[f"update_ratio_{name}"] == pytest.approx(ratio, rel=1e-9)
+        assert logged[f"{PREFIX}update_ratio_{name}"] == pytest.approx(ratio, rel=1e-9)
 
 
 def test_the_figure_is_redrawn_at_the_interval_always_after_the_last_evaluation_or_never(corpus) -> None:
     model = lively_model()
-    every_time = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=0), lambda: LR, epochs=2)
-    assert [evaluate(every_time, model, corpus, epoch).figures for epoch in (0, 1, 2)] == [[DECAY_FIGURE]] * 3
-    rarely = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=3600), lambda: LR, epochs=2)
-    assert [evaluate(rarely, model, corpus, epoch).figures for epoch in (0, 1, 2)] == [[], [], [DECAY_FIGURE]]
+    every_time = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=0))
+    assert [evaluate(every_time, model, corpus, epoch, last_epoch=2).figures for epoch in (0, 1, 2)] == [[DECAY_FIGURE]] * 3
+    rarely = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=3600))
+    assert [evaluate(rarely, model, corpus, epoch, last_epoch=2).figures for epoch in (0, 1, 2)] == [[], [], [DECAY_FIGURE]]
     assert sorted(rarely.decay_by_epoch) == [0, 1, 2]  # the last figure draws every evaluation
-    never = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=None), lambda: LR, epochs=2)
-    assert [evaluate(never, model, corpus, epoch).figures for epoch in (0, 1, 2)] == [[], [], []]
+    never = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=None))
+    assert [evaluate(never, model, corpus, epoch, last_epoch=2).figures for epoch in (0, 1, 2)] == [[], [], []]
 
 
 def test_dependency_loss_compares_the_dependent_targets_with_the_oracle(corpus) -> None:
@@ -169,13 +172,13 @@ def test_dependency_loss_is_silent_without_a_dependency() -> None:
 
 
 def test_the_config_switches_the_gradient_diagnostics_and_rejects_impossible_values() -> None:
-    on = evaluation_hooks(DiagnosticsConfig(), lambda: LR, epochs=3)
-    off = evaluation_hooks(DiagnosticsConfig(enabled=False), lambda: LR, epochs=3)
+    on = evaluation_hooks(DiagnosticsConfig())
+    off = evaluation_hooks(DiagnosticsConfig(enabled=False))
     assert [type(hook) for hook in on] == [GradientDiagnostics, DependencyLoss]
     assert [type(hook) for hook in off] == [DependencyLoss]
     for bad in (DiagnosticsConfig(max_depth=-1), DiagnosticsConfig(batch_size=0), DiagnosticsConfig(figure_interval_s=-1)):
         with pytest.raises(UserError, match="diagnostics"):
-            evaluation_hooks(bad, lambda: LR, epochs=3)
+            validate_diagnostics(bad)
 
 
 @pytest.mark.slow
@@ -195,13 +198,13 @@ def test_every_run_logs_the_diagnostics_and_trains_exactly_as_with_them_switched
               for name, run in runs.items()}
     assert curves["diagnosed"] == curves["plain"]  # bitwise: the hooks change nothing in training
     run_id = runs["diagnosed"].info.run_id
-    steps = [m.step for m in client.get_metric_history(run_id, "grad_decay_k0")]
+    steps = [m.step for m in client.get_metric_history(run_id, decay_metric(0))]
     assert steps == [step for step, _ in curves["plain"]] and len(steps) == 3
     metrics = runs["diagnosed"].data.metrics
-    assert {f"grad_decay_k{k}" for k in range(13)} <= set(metrics) and "grad_decay_k13" not in metrics
-    assert metrics["grad_decay_k12"] < metrics["grad_decay_k0"]
+    assert {decay_metric(k) for k in range(13)} <= set(metrics) and decay_metric(13) not in metrics
+    assert metrics[decay_metric(12)] < metrics[decay_metric(0)]
     assert metrics["dependent_excess_loss"] > 0 and metrics["oracle_dependent_val_loss"] == 0.0
     assert DECAY_FIGURE in [artifact.path for artifact in client.list_artifacts(run_id)]
     switched_off = runs["plain"].data.metrics
-    assert not any(key.startswith(("grad_decay", "update_ratio", "w_")) for key in switched_off)
+    assert not any(key.startswith(PREFIX) for key in switched_off)
     assert switched_off["dependent_excess_loss"] == metrics["dependent_excess_loss"]  # logged either way

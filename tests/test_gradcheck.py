@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from rnnexp.gradcheck import relative_errors
-from rnnexp.model import RNNLM
+from rnnexp.engine.gradcheck import relative_errors
+from rnnexp.engine.rnn import RNNLM
 
 
 @pytest.mark.parametrize("truncation", ["window", "chunk", "full"])
@@ -38,4 +38,4 @@ def test_the_command_prints_each_parameter_and_exits_by_the_verdict():
     )
     assert bad.returncode == 1 and "FAILED" in bad.stdout
     wrong = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "hidden_dim=0"], capture_output=True, text=True)
-    assert wrong.returncode == 2 and wrong.stderr.strip() == "error: vocab_size must be >= 2 and hidden_dim >= 1, got 12 and 0."
+    assert wrong.returncode == 2 and wrong.stderr.strip() == "error: hidden_dim must be >= 1, got 0."

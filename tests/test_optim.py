@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from rnnexp.errors import UserError
-from rnnexp.model import RNNLM
-from rnnexp.optim import OPTIMIZERS, clip_global_norm, make_optimizer
+from rnnexp.engine.rnn import RNNLM
+from rnnexp.config.schema import OPTIMIZERS
+from rnnexp.engine.optim import clip_global_norm, make_optimizer
+from rnnexp.config import OptimConfig
 
 
 def batch(seed):
@@ -29,7 +31,7 @@ def test_sparse_u_updates_equal_dense_updates(name):
 def test_adam_matches_the_textbook_formula():
     p = {"W": np.array([[1.0, -2.0]])}
     grads = [np.array([[0.5, -1.0]]), np.array([[0.1, 0.3]])]
-    opt = make_optimizer("adam", beta1=0.9, beta2=0.99, eps=1e-8)
+    opt = make_optimizer(OptimConfig(name="adam", beta1=0.9, beta2=0.99, eps=1e-8))
     m = v = np.zeros((1, 2))
     expected = p["W"].copy()
     for t, g in enumerate(grads, start=1):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from runner_setup import TINY, client, command, compose_run, metric_histories, store
 
-from rnnexp import checkpoint
+from rnnexp.training import checkpoint
 from rnnexp.errors import UserError
-from rnnexp.train import train
+from rnnexp.tracking import train
 
 # Two epochs of 20 batches, a checkpoint every 3 steps: long enough to be killed mid-epoch.
 SETUP = ["epochs=2", "batch_size=16", "train.checkpoint_every=3", "train.log_every=2", "experiment_name=resume"]

@@ -11,7 +11,7 @@ from runner_setup import run_cli
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("hidden_dimm=5", "error: Could not override 'hidden_dimm'. Key 'hidden_dimm' not in 'RunConfig'"),
+        ("hidden_dimm=5", "error: Could not override 'hidden_dimm'. Key 'hidden_dimm' not in 'ComposedRun'"),
         ("hidden_dim=-5", "error: hidden_dim must be >= 1, got -5."),
         pytest.param("dataset=nope", "error: In 'config': Could not find 'dataset/nope' Available options in 'dataset': ptb",
                      marks=pytest.mark.slow),

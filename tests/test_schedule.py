@@ -3,7 +3,9 @@
 import pytest
 
 from rnnexp.errors import UserError
-from rnnexp.schedule import ScheduleConfig, checks_loss, learning_rate, validate
+from rnnexp.config import ScheduleConfig
+from rnnexp.config.resolve import validate_schedule as validate
+from rnnexp.engine.schedules import checks_loss, learning_rate
 
 
 def test_tutorial_halves_each_time_the_loss_rose():

@@ -16,7 +16,7 @@ from runner_setup import TINY, compose_run, store
 
 from rnnexp import tracking
 from rnnexp.errors import UserError
-from rnnexp.train import train
+from rnnexp.tracking import train
 
 
 def test_the_default_store_is_an_absolute_sqlite_file_in_the_launch_directory(tmp_path, monkeypatch) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnexp import checkpoint
+from rnnexp.training import checkpoint
 from rnnexp.errors import UserError
 
 

@@ -12,8 +12,8 @@ from runner_setup import client, compose_run
 
 from rnnexp.data import load_corpus
 from rnnexp.errors import UserError
-from rnnexp.model import DivergedError
-from rnnexp.train import train
+from rnnexp.errors import DivergedError
+from rnnexp.tracking import train
 
 TRAIN_BATCHES = 20  # 400 sentences, 80% for training, 16 a batch
 
@@ -40,7 +40,9 @@ def test_a_run_logs_flat_params_metrics_with_steps_tags_and_artifacts(tmp_path: 
     params = run.data.params
     assert (params["model.hidden_dim"], params["model.truncation"], params["optim.name"], params["train.epochs"]) == \
         ("8", "window", "sgd", "2")
-    assert params["dataset.synthetic.n_sentences"] == "400" and params["lr"] == "2.0"
+    assert params["dataset.synthetic.n_sentences"] == "400" and params["optim.lr"] == "2.0"
+    assert not {"lr", "hidden_dim", "epochs", "model.seed"} & set(params)  # each knob once, under its real name
+    assert params["eval.protocol"] == "sentence"
     tags = run.data.tags
     assert re.fullmatch(r"[0-9a-f]{40}|unknown", tags["git_commit"]) and tags["git_dirty"] in ("true", "false")
     assert tags["dataset_digest"] == corpus.digest and tags["numpy"] == np.__version__
@@ -57,8 +59,8 @@ def test_a_run_logs_flat_params_metrics_with_steps_tags_and_artifacts(tmp_path: 
     assert run.data.metrics["test_ppl"] == pytest.approx(math.exp(run.data.metrics["test_loss"]))
     assert run.data.metrics["test_ppl"] > run.data.metrics["oracle_test_ppl"]
     assert run.data.metrics["lr"] == 2.0 and run.data.metrics["tokens_per_sec"] > 0
-    assert [m.step for m in history["grad_decay_k0"]] == [0, TRAIN_BATCHES, 2 * TRAIN_BATCHES]  # diagnostics: on
-    assert history["grad_decay_k3"][-1].value < history["grad_decay_k0"][-1].value
+    assert [m.step for m in history["diagnostics/grad_decay_k00"]] == [0, TRAIN_BATCHES, 2 * TRAIN_BATCHES]  # diagnostics: on
+    assert history["diagnostics/grad_decay_k03"][-1].value < history["diagnostics/grad_decay_k00"][-1].value
 
     artifacts = {a.path for a in mlflow.list_artifacts(run.info.run_id)}
     artifacts |= {a.path for a in mlflow.list_artifacts(run.info.run_id, "checkpoints")}

@@ -14,10 +14,11 @@ from mlflow import MlflowClient
 
 from experiments.truncation import figures, report
 from experiments.truncation.measure import Cell
-from rnnexp import batches, trained
+from rnnexp.tracking import trained
+from rnnexp.training import batches
 from rnnexp.data import load_corpus
-from rnnexp.data.config import DatasetConfig, SyntheticConfig
-from rnnexp.model import RNNLM
+from rnnexp.config.dataset import DatasetConfig, SyntheticConfig
+from rnnexp.engine.rnn import RNNLM
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ from experiments.tutorial.result import NEEDS_FULL_DATA, REPRODUCED, ClaimResult
 from experiments.tutorial.samples import draw, unknown_probability
 from experiments.tutorial.timing import interleaved
 from rnnexp.data import Vocabulary
-from rnnexp.model import RNNLM
+from rnnexp.engine.rnn import RNNLM
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXCERPT = PROJECT_ROOT.parent / "shared" / "data" / "reddit-comments-2015-08.head.csv"

@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 
 import rnnexp.config  # noqa: F401  (registers the run schema)
 from rnnexp.diagnostics_hook import DiagnosticsConfig, GradientDiagnostics, evaluation_hooks
-from rnnexp.sweep import markdown_table
-from rnnexp.train import train
+from rnnexp.tracking.tables import markdown_table
+from rnnexp.tracking import train
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 REPEATS = 5

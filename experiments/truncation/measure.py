@@ -17,11 +17,12 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from rnnexp import batches, diagnostics, trained
+from rnnexp.tracking import trained
+from rnnexp.training import batches
 from rnnexp.data import Corpus, Split, load_corpus
-from rnnexp.diagnostics_hook import dependent_target_nll
-from rnnexp.evaluate import mean_nll
-from rnnexp.model import RNNLM
+from rnnexp.training.diagnostics import dependent_target_nll
+from rnnexp.training.evaluation import sentence_loss
+from rnnexp.engine.rnn import RNNLM
 
 DECAY_BATCH = 64  # test sentences the gradient decay is measured on
 DECAY_DEPTH = 24  # steps back the decay is followed, as far as the study's longest sentences reach
@@ -79,7 +80,7 @@ def measure(client: MlflowClient, run: Run, checkpoint_dir: Path, corpora: dict[
     corpus = corpora[distance]
     test, model = corpus.splits["test"], loaded.model
     model_nll, oracle_nll = dependent_target_nll(model, test)
-    total_excess = (mean_nll(model, batches.usable(test.sentences), 256) - test.oracle_nll) * test.n_targets
+    total_excess = (sentence_loss(model, batches.usable(test.sentences), 256) - test.oracle_nll) * test.n_targets
     dependent_excess_sum = float((model_nll - oracle_nll).sum())
     minutes = (run.info.end_time - run.info.start_time) / 60_000 if run.info.end_time else math.nan
     return Cell(
@@ -115,12 +116,12 @@ def echo_accuracy(model: RNNLM, split: Split) -> float:
 def relative_decay(model: RNNLM, split: Split) -> tuple[float, ...]:
     """The gradient decay with depth on test sentences, relative to depth 0, following the full chain."""
     x, y, mask = batches.pad(batches.usable(split.sentences)[:DECAY_BATCH])
-    decay = diagnostics.gradient_decay(model, x, y, mask, max_depth=DECAY_DEPTH)
+    decay = model.gradient_decay(x, y, mask, max_depth=DECAY_DEPTH)
     return tuple(float(value) for value in decay / decay[0])
 
 
 def initial_decay(params: dict[str, str], split: Split) -> tuple[float, ...]:
     """The same decay for the untrained network the jobs start from (their shared model seed)."""
     model = RNNLM(int(params["vocab_size_actual"]), int(params["model.hidden_dim"]), dtype=params["model.dtype"],
-                  seed=int(params["model.seed"]))
+                  seed=int(params["seed"]))
     return relative_decay(model, split)

@@ -24,14 +24,14 @@ from experiments.truncation import figures
 from experiments.truncation.measure import Cell, initial_decay, measure
 from rnnexp import cli, tracking
 from rnnexp.errors import UserError
-from rnnexp.sweep import markdown_table
+from rnnexp.tracking.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
 HEATMAP = "excess_heatmap.png"
 DECAY = "gradient_decay.png"
 LEARNT_EXCESS = 0.1  # nats per dependent target: below it a distance counts as learnt
-SETUP_PARAMS = ("vocab_size", "hidden_dim", "optim.name", "lr", "epochs", "batch_size", "seed",
+SETUP_PARAMS = ("dataset.vocab_size", "model.hidden_dim", "optim.name", "optim.lr", "train.epochs", "train.batch_size", "seed",
                 "dataset.synthetic.n_sentences", "dataset.synthetic.n_keys", "dataset.synthetic.max_words")
 
 
@@ -180,8 +180,8 @@ sentence by sentence. *full*: window mode with k larger than any sentence, which
 *chunk k*: the training stream is read k steps at a time with the hidden state carried over, the
 gradient stopping at chunk borders. The echo's error reaches the step that read the key (d - 1 steps
 back) when k >= d - 1 (window) or, for the echoes whose key falls in the same chunk, when k >= d (chunk).
-All settings see the same epochs of data, but an update takes {setup["batch_size"]} sentences in window mode and
-{setup["batch_size"]} × k tokens in chunk mode: short chunks make many small steps, long chunks few (the *updates* column).
+All settings see the same epochs of data, but an update takes {setup["train.batch_size"]} sentences in window mode and
+{setup["train.batch_size"]} × k tokens in chunk mode: short chunks make many small steps, long chunks few (the *updates* column).
 
 ## The answer
 
@@ -251,7 +251,7 @@ def main(cfg: DictConfig) -> None:
     setup = finished[0].data.params
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    figures.excess_heatmap(cells, ceiling=math.log(int(setup["vocab_size"]))).savefig(report_dir / HEATMAP, dpi=120)
+    figures.excess_heatmap(cells, ceiling=math.log(int(setup["dataset.vocab_size"]))).savefig(report_dir / HEATMAP, dpi=120)
     initial = initial_decay(setup, corpora[min(corpora)].splits["test"])
     figures.decay_figure(cells, initial).savefig(report_dir / DECAY, dpi=120)
     (report_dir / "REPORT.md").write_text(render(cells, parent, cfg.experiment_name, setup, time.perf_counter() - started))

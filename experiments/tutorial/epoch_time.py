@@ -22,8 +22,8 @@ from experiments.tutorial import figures, published
 from experiments.tutorial.result import CONSISTENT, NEEDS_FULL_DATA, NOT_REPRODUCED, ClaimResult, markdown_table
 from experiments.tutorial.timing import (ENGINE64, GATE, WILDML, Step, engine_steps, interleaved, median,
                                          seconds_per_call, tutorial_steps)
-from rnnexp.evaluate import mean_nll
-from rnnexp.model import RNNLM
+from rnnexp.training.evaluation import sentence_loss
+from rnnexp.engine.rnn import RNNLM
 
 FIGURE = "epoch_time.png"
 HOUR = 3600.0
@@ -71,7 +71,7 @@ def mean_step_seconds(sample: list[np.ndarray], steps: dict[str, Step], repeats:
 def evaluation_seconds(sample: list[np.ndarray], vocab_size: int, hidden_dim: int, repeats: int) -> float:
     """Seconds per sentence of measuring the loss (the forward pass only), median of repeats."""
     model = RNNLM(vocab_size, hidden_dim, dtype="float64", seed=0)
-    evaluate: Callable[[], object] = lambda: mean_nll(model, sample, 256)
+    evaluate: Callable[[], object] = lambda: sentence_loss(model, sample, 256)
     return median([seconds_per_call(evaluate, 1) for _ in range(repeats)]) / len(sample)
 
 

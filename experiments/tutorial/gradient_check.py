@@ -15,9 +15,9 @@ import numpy as np
 
 from experiments.tutorial import literal, published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
-from rnnexp.gradcheck import relative_errors
-from rnnexp.model import RNNLM
-from rnnexp.reference import GateRNN
+from rnnexp.engine.gradcheck import relative_errors
+from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine.reference import GateRNN
 
 EXACT_TOLERANCE = 1e-6  # rnnexp.gradcheck's threshold, at eps 1e-5
 EXACT_LENGTH = 12  # long enough that a 4-step truncation cuts the gradient

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.tutorial import published
-from rnnexp.model import RNNLM
-from rnnexp.reference import WildMLRNN
+from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine.reference import WildMLRNN
 
 
 def tutorial_model(vocab_size: int, hidden_dim: int, bptt_truncate: int = 4) -> WildMLRNN:

@@ -33,7 +33,8 @@ from experiments.tutorial.samples import samples_claim
 from experiments.tutorial.sgd_curve import sgd_curve
 from experiments.tutorial.step_time import step_time
 from experiments.tutorial.untrained_loss import untrained_loss
-from rnnexp import cli, config, tracking, trained
+from rnnexp import cli, config, tracking
+from rnnexp.tracking import trained
 from rnnexp.data import Corpus, load_corpus
 from rnnexp.errors import UserError
 

@@ -30,7 +30,7 @@ def runner_overrides(experiment: str, dataset_path: str | None, extra: list[str]
 def runner_config(overrides: list[str]) -> config.RunConfig:
     """What `python -m rnnexp.run <overrides>` would train, checked (call inside a Hydra app)."""
     search_path = f"hydra.searchpath=['file://{PROJECT_ROOT / 'conf'}']"
-    return config.validate(compose(config_name="runner", overrides=[search_path, *overrides]))
+    return config.resolve(compose(config_name="runner", overrides=[search_path, *overrides]))
 
 
 def command_line(module: str, overrides: list[str]) -> str:

@@ -17,7 +17,7 @@ from experiments.tutorial import published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
 from rnnexp.data import Vocabulary
 from rnnexp.errors import UserError
-from rnnexp.model import RNNLM
+from rnnexp.engine.rnn import RNNLM
 
 MAX_DRAWS_PER_SENTENCE = 1000
 

@@ -11,7 +11,7 @@ from experiments.tutorial import figures, published
 from experiments.tutorial.result import CONSISTENT, NOT_REPRODUCED, ClaimResult, markdown_table
 from experiments.tutorial.timing import (ENGINE32, ENGINE64, GATE, WILDML, blas_description, engine_steps, interleaved,
                                          median, tutorial_steps)
-from rnnexp.model import RNNLM
+from rnnexp.engine.rnn import RNNLM
 
 FIGURE = "step_time.png"
 FEW_SECONDS = 1.0  # "a few seconds": at least this (a loaded machine is slower, which does not refute it)

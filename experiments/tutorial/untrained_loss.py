@@ -7,8 +7,8 @@ import math
 from experiments.tutorial import literal, published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
 from rnnexp.data import Corpus
-from rnnexp.evaluate import mean_nll
-from rnnexp.model import RNNLM
+from rnnexp.training.evaluation import sentence_loss
+from rnnexp.engine.rnn import RNNLM
 
 TOLERANCE = 0.01  # nats: the published measurement is 0.0002 above ln V
 LITERAL_SENTENCES = 100  # WildML's own forward pass is slow at V=8000: cross-check it on these
@@ -25,15 +25,15 @@ def untrained_loss(corpus: Corpus, hidden_dim: int, bptt_truncate: int, command:
     own = RNNLM(vocab_size, hidden_dim, bptt_truncate, "window", "float64", seed=published.UNTRAINED_SEED)
     tutorial_8000 = tutorial_init(published.VOCABULARY_SIZE)
     measured = [
-        ("engine, its own init (default_rng(10))", vocab_size, mean_nll(own, sentences, EVAL_BATCH)),
+        ("engine, its own init (default_rng(10))", vocab_size, sentence_loss(own, sentences, EVAL_BATCH)),
         ("engine, the tutorial's init (np.random.seed(10))", vocab_size,
-         mean_nll(tutorial_init(vocab_size), sentences, EVAL_BATCH)),
+         sentence_loss(tutorial_init(vocab_size), sentences, EVAL_BATCH)),
         ("engine, the tutorial's init, V = 8000", published.VOCABULARY_SIZE,
-         mean_nll(tutorial_8000, sentences, EVAL_BATCH)),
+         sentence_loss(tutorial_8000, sentences, EVAL_BATCH)),
     ]
     first = sentences[:LITERAL_SENTENCES]
     wildml = literal.calculate_loss(literal.as_wildml(tutorial_8000), first)
-    engine_first = mean_nll(tutorial_8000, first, EVAL_BATCH)
+    engine_first = sentence_loss(tutorial_8000, first, EVAL_BATCH)
     rows = [["published: WildML RNNNumpy, np.random.seed(10)", f"{published.VOCABULARY_SIZE:,}",
              f"{published.MEASURED_UNTRAINED_LOSS:.6f}", f"{published.EXPECTED_LOSS:.6f}",
              f"{published.MEASURED_UNTRAINED_LOSS - published.EXPECTED_LOSS:+.6f}"]]

@@ -4,7 +4,7 @@
 is the schema of the `dataset` config group.
 """
 
-from rnnexp.data.config import DatasetConfig, SyntheticConfig
+from rnnexp.config.dataset import DatasetConfig, SyntheticConfig
 from rnnexp.data.corpus import Corpus, Split
 from rnnexp.data.load import load_corpus
 from rnnexp.data.vocab import SENTENCE_END, SENTENCE_START, UNKNOWN_TOKEN, Vocabulary

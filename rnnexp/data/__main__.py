@@ -2,11 +2,11 @@
 
 import sys
 
-from rnnexp.data.download import main
+from rnnexp.data.sources import download_all
 from rnnexp.errors import UserError
 
 try:
-    main()
+    download_all()
 except UserError as error:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)

@@ -88,19 +88,3 @@ def fetch(remote: RemoteFile, destination: Path) -> Path:
         )
     write_atomically(destination, data)
     return destination
-
-
-def main() -> None:
-    """Download what can be downloaded into the data directory; explain the rest."""
-    from rnnexp.data.sources import default_data_dir
-
-    data_dir = default_data_dir()
-    target = data_dir / REDDIT.filename
-    if target.exists():
-        print(f"{target} already exists.")
-    else:
-        fetch(REDDIT, target)
-        print(f"Downloaded {target} (git blob {REDDIT.git_blob}, verified).")
-    missing = [remote.filename for remote in PTB.values() if not (data_dir / remote.filename).exists()]
-    if missing:
-        print(f"Penn Treebank: put {', '.join(missing)} into {data_dir}; they are {PTB_WHERE}.")

@@ -16,7 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from rnnexp.data import cache, ptb, reddit, synthetic, text
-from rnnexp.data.config import DatasetConfig, resolve_config
+from rnnexp.config.dataset import DatasetConfig, resolve_config
 from rnnexp.data.corpus import Corpus
 from rnnexp.data.prepared import Prepared
 from rnnexp.data.sources import file_sha256

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnexp.data.config import DatasetConfig
+from rnnexp.config.dataset import DatasetConfig
 from rnnexp.data.corpus import SPLIT_NAMES, Split
 from rnnexp.data.download import PTB
 from rnnexp.data.prepared import Prepared, drop_short

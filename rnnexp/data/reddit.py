@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnexp.data.config import DatasetConfig
+from rnnexp.config.dataset import DatasetConfig
 from rnnexp.data.download import REDDIT
 from rnnexp.data.prepared import Prepared, encode_splits, training_sentences
 from rnnexp.data.sources import configured_path, locate, read_utf8

@@ -9,8 +9,8 @@ from pathlib import Path
 from hydra.utils import to_absolute_path
 
 from rnnexp.data import download
-from rnnexp.data.config import DatasetConfig
-from rnnexp.data.download import RemoteFile
+from rnnexp.config.dataset import DatasetConfig
+from rnnexp.data.download import PTB, PTB_WHERE, REDDIT, RemoteFile
 from rnnexp.errors import UserError
 
 DATA_DIR_ENV = "RNNEXP_DATA_DIR"
@@ -76,3 +76,17 @@ def read_utf8(path: Path) -> str:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def download_all() -> None:
+    """Download what can be downloaded into the data directory; explain the rest."""
+    data_dir = default_data_dir()
+    target = data_dir / REDDIT.filename
+    if target.exists():
+        print(f"{target} already exists.")
+    else:
+        download.fetch(REDDIT, target)
+        print(f"Downloaded {target} (git blob {REDDIT.git_blob}, verified).")
+    missing = [remote.filename for remote in PTB.values() if not (data_dir / remote.filename).exists()]
+    if missing:
+        print(f"Penn Treebank: put {', '.join(missing)} into {data_dir}; they are {PTB_WHERE}.")

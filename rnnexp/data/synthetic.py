@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnexp.data.config import DatasetConfig, SyntheticConfig
+from rnnexp.config.dataset import DatasetConfig, SyntheticConfig
 from rnnexp.data.corpus import SPLIT_NAMES, Split
 from rnnexp.data.prepared import Prepared
 from rnnexp.data.splits import contiguous_labels

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rnnexp.data.config import DatasetConfig
+from rnnexp.config.dataset import DatasetConfig
 from rnnexp.data.prepared import Prepared, drop_short, encode_splits, training_sentences
 from rnnexp.data.sources import configured_path, read_utf8, require_file
 from rnnexp.data.splits import contiguous_labels

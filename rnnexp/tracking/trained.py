@@ -6,17 +6,21 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from rnnexp import checkpoint, config, tracking
+from rnnexp.config import RunConfig, resolve
 from rnnexp.data.vocab import Vocabulary
+from rnnexp.engine import build_model
 from rnnexp.errors import UserError
-from rnnexp.model import RNNLM
+from rnnexp.training import checkpoint
+from rnnexp.training.loop import CHECKPOINT_ARTIFACTS
+from rnnexp.tracking.logger import get_run
 
-CHECKPOINT_ARTIFACTS = "checkpoints"
 VOCAB_ARTIFACT = "vocab.json"
+CONFIG_ARTIFACT = "config.yaml"
 
 
 def local_checkpoint(client: MlflowClient, run_id: str, name: str, checkpoint_dir: Path) -> Path:
@@ -36,22 +40,21 @@ def local_checkpoint(client: MlflowClient, run_id: str, name: str, checkpoint_di
 
 @dataclass
 class TrainedModel:
-    model: RNNLM
+    model: Any
     vocab: Vocabulary
-    config: config.RunConfig
+    config: RunConfig
 
 
 def load(client: MlflowClient, run_id: str, which: str, checkpoint_dir: Path) -> TrainedModel:
     """The run's model with the parameters of its `which` checkpoint (best or last)."""
     if which not in ("best", "last"):
         raise UserError(f"checkpoint must be best or last, got {which!r}.")
-    tracking.get_run(client, run_id)
+    get_run(client, run_id)
     saved = checkpoint.load(local_checkpoint(client, run_id, f"{which}.npz", checkpoint_dir))
-    run_cfg = config.validate(config.saved(saved.meta["config"]))
+    run_cfg = resolve(saved.meta["config"])
     with tempfile.TemporaryDirectory() as tmp:
         vocab = Vocabulary.load(client.download_artifacts(run_id, VOCAB_ARTIFACT, tmp))
-    m = run_cfg.model
-    model = RNNLM(len(vocab), m.hidden_dim, m.bptt_truncate, m.truncation, m.dtype, m.seed)
+    model = build_model(run_cfg.model, len(vocab), run_cfg.seed)
     for name, value in saved.params.items():
         model.params[name][...] = value
     return TrainedModel(model, vocab, run_cfg)

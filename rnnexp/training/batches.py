@@ -58,10 +58,3 @@ class StreamChunks:
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         window = slice(index * self.length, (index + 1) * self.length)
         return self.x[:, window], self.y[:, window]
-
-
-def eval_batches(sentences: Sequence[np.ndarray], batch_size: int):
-    """Padded batches of sentences sorted by length, so that little of each batch is padding."""
-    order = np.argsort([len(s) for s in sentences], kind="stable")
-    for start in range(0, len(order), batch_size):
-        yield pad([sentences[i] for i in order[start : start + batch_size]])

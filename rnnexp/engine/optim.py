@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
+from rnnexp.config.schema import OptimConfig
+from rnnexp.engine.grads import ColumnGrad, squared_norm
 from rnnexp.errors import UserError
-from rnnexp.model import ColumnGrad, squared_norm
-
-OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
 
 
 def _target(name: str, param: np.ndarray, grad) -> tuple[np.ndarray, object, np.ndarray]:
@@ -53,8 +52,8 @@ class Optimizer:
 
     slots: tuple[str, ...] = ()
 
-    def __init__(self, **hyper):
-        self.hyper = hyper
+    def __init__(self, cfg: OptimConfig):
+        self.cfg = cfg
         self.state: dict[str, np.ndarray] = {}
         self.t = 0
 
@@ -94,7 +93,7 @@ class Momentum(Optimizer):
 
     def update(self, name, p, idx, g, lr):
         v = self._slot("velocity", name, p)
-        v *= self.hyper.get("momentum", 0.9)
+        v *= self.cfg.momentum
         v[idx] += g
         p -= lr * v
 
@@ -103,21 +102,21 @@ class Adagrad(Optimizer):
     def update(self, name, p, idx, g, lr):
         acc = self._slot("sum_sq", name, p)
         acc[idx] += g * g
-        p[idx] -= lr * g / (np.sqrt(acc[idx]) + self.hyper.get("eps", 1e-8))
+        p[idx] -= lr * g / (np.sqrt(acc[idx]) + self.cfg.eps)
 
 
 class RMSProp(Optimizer):
     def update(self, name, p, idx, g, lr):
-        rho = self.hyper.get("rho", 0.9)
+        rho = self.cfg.rho
         acc = self._slot("mean_sq", name, p)
         acc *= rho
         acc[idx] += (1 - rho) * g * g
-        p[idx] -= lr * g / (np.sqrt(acc[idx]) + self.hyper.get("eps", 1e-8))
+        p[idx] -= lr * g / (np.sqrt(acc[idx]) + self.cfg.eps)
 
 
 class Adam(Optimizer):
     def update(self, name, p, idx, g, lr):
-        b1, b2 = self.hyper.get("beta1", 0.9), self.hyper.get("beta2", 0.999)
+        b1, b2 = self.cfg.beta1, self.cfg.beta2
         m, v = self._slot("m", name, p), self._slot("v", name, p)
         m *= b1
         m[idx] += (1 - b1) * g
@@ -125,12 +124,18 @@ class Adam(Optimizer):
         v[idx] += (1 - b2) * g * g
         m_hat_scale = 1.0 / (1 - b1**self.t)
         v_hat_scale = 1.0 / (1 - b2**self.t)
-        p -= lr * (m * m_hat_scale) / (np.sqrt(v * v_hat_scale) + self.hyper.get("eps", 1e-8))
+        p -= lr * (m * m_hat_scale) / (np.sqrt(v * v_hat_scale) + self.cfg.eps)
 
 
-def make_optimizer(name: str, **hyper) -> Optimizer:
-    """An optimiser by name: sgd, momentum, adagrad, rmsprop or adam."""
-    classes = {"sgd": SGD, "momentum": Momentum, "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam}
-    if name not in classes:
-        raise UserError(f"unknown optimiser {name!r}: choose one of {', '.join(OPTIMIZERS)}.")
-    return classes[name](**hyper)
+OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "momentum": Momentum, "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam,
+}
+
+
+def make_optimizer(cfg: OptimConfig | str) -> Optimizer:
+    """The optimiser `cfg.name` names, with its knobs from `cfg`; a bare name takes the schema's defaults."""
+    if isinstance(cfg, str):
+        cfg = OptimConfig(name=cfg)
+    if cfg.name not in OPTIMIZER_CLASSES:
+        raise UserError(f"unknown optimiser {cfg.name!r}: choose one of {', '.join(OPTIMIZER_CLASSES)}.")
+    return OPTIMIZER_CLASSES[cfg.name](cfg)

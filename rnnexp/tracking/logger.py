@@ -1,4 +1,4 @@
-"""MLflow tracking: which store runs go to, and one run's logging.
+"""One MLflow run's logging: buffered metrics, params, tags, artifacts, and its final status.
 
 Everything goes through `MlflowClient` with explicit run ids (no fluent global "active run"), so
 a process can own a sweep's parent run and a job's run at once. Metrics are buffered and sent with
@@ -7,130 +7,22 @@ a process can own a sweep's parent run and a job's run at once. Metrics are buff
 
 from __future__ import annotations
 
-import os
-import platform
-import re
-import socket
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_SOURCE_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
-from threadpoolctl import threadpool_info
 
 from rnnexp.errors import UserError
+from rnnexp.tracking.store import experiment_id
 
-
-DEFAULT_DB = "mlflow.db"
 FAILURE_TAG = "failure_reason"
 OVERRIDES_TAG = "overrides"
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def resolve_tracking_uri(configured: str | None) -> str:
-    """The store to log to: `configured`, else $MLFLOW_TRACKING_URI, else ./mlflow.db (absolute).
-
-    A relative sqlite path is made absolute against the working directory, so that every job of
-    a sweep, wherever it runs, writes to the same file.
-    """
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
-    scheme = uri.split("://", 1)[0] if "://" in uri else ""
-    if scheme in ("", "file"):
-        raise UserError(
-            f"tracking_uri {uri!r} is an MLflow file store, which this MLflow no longer supports: "
-            f"use sqlite:///{DEFAULT_DB} or an http:// tracking server."
-        )
-    if scheme == "sqlite":
-        db = Path(uri[len("sqlite:///") :])
-        uri = f"sqlite:///{(Path.cwd() / db).resolve()}"
-    return uri
-
-
-def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-
-
-def check_reachable(uri: str) -> None:
-    """Fail now, in one sentence, if the store cannot be reached, rather than after hours of training."""
-    db = sqlite_path(uri)
-    if db is not None and not db.parent.is_dir():
-        raise UserError(
-            f"the MLflow store's folder {db.parent} does not exist: create it or choose another tracking_uri.")
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
-                response.read()
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise UserError(
-                f"cannot reach the MLflow tracking server at {uri} ({reason}): start it (mlflow server) "
-                "or set tracking_uri / MLFLOW_TRACKING_URI to a reachable store."
-            ) from None
-
-
-def connect(uri: str) -> MlflowClient:
-    check_reachable(uri)
-    return MlflowClient(tracking_uri=uri)
-
-
-def experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created if new; a sqlite store keeps artifacts in mlartifacts/ beside it."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        db = sqlite_path(client.tracking_uri)
-        location = None
-        if db is not None:
-            slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-            location = (db.parent / "mlartifacts" / slug).as_uri()
-        try:
-            return client.create_experiment(name, artifact_location=location)
-        except MlflowException:  # another process created it meanwhile
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-    if experiment.lifecycle_stage != "active":
-        raise UserError(
-            f"the MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore) "
-            "or choose another experiment_name."
-        )
-    return experiment.experiment_id
-
-
-def git_state() -> tuple[str, bool]:
-    """(commit, dirty) of the checkout this package runs from; ('unknown', False) outside git."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, check=True).stdout
-
-    try:
-        return git("rev-parse", "HEAD").strip(), bool(git("status", "--porcelain", "--untracked-files=no").strip())
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
-
-
-def environment_tags() -> dict[str, str]:
-    """Where and with what a run ran: code version, numerical libraries, machine."""
-    commit, dirty = git_state()
-    blas = [f"{lib['internal_api']} {lib['version']} ({lib['num_threads']} threads)" for lib in threadpool_info()
-            if lib["user_api"] == "blas"]
-    return {
-        "git_commit": commit,
-        "git_dirty": str(dirty).lower(),
-        "mlflow.source.git.commit": commit,
-        MLFLOW_SOURCE_NAME: "rnnexp",
-        "numpy": np.__version__,
-        "blas": "; ".join(blas) or "unknown",
-        "python": platform.python_version(),
-        "host": socket.gethostname(),
-    }
 
 
 class RunLogger:
@@ -255,15 +147,3 @@ def run_status(run: RunLogger) -> Iterator[RunLogger]:
         run.end("FAILED", f"internal error: {type(err).__name__}: {err}")
         raise
     run.end("FINISHED")
-
-
-def flat_params(node: Mapping, prefix: str = "") -> dict[str, str]:
-    """A nested config as flat dotted keys (`model.hidden_dim`), the way MLflow shows params."""
-    flat: dict[str, str] = {}
-    for key, value in node.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flat_params(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat

@@ -7,8 +7,6 @@ directory, where every job finds it whichever launcher ran it (joblib worker, SL
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -27,7 +25,12 @@ from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
-from rnnexp import cli, plots, tracking
+from rnnexp import cli
+from rnnexp.tracking.figures import validation_curves
+from rnnexp.tracking.logger import FAILURE_TAG, OVERRIDES_TAG, RunLogger, create_run
+from rnnexp.tracking.params import environment_tags
+from rnnexp.tracking.store import connect, resolve_tracking_uri
+from rnnexp.tracking.tables import csv_table, markdown_table
 from rnnexp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -104,10 +107,10 @@ class SweepCallback(Callback):
             cli.exit_with(err)
 
     def _open_parent(self, config: DictConfig) -> None:
-        self.client = tracking.connect(tracking.resolve_tracking_uri(config.tracking_uri))
+        self.client = connect(resolve_tracking_uri(config.tracking_uri))
         sweep = " ".join(config.hydra.overrides.task)
-        parent = tracking.create_run(self.client, config.experiment_name, f"sweep {sweep}".strip(), None,
-                                     {"sweep": "true", tracking.OVERRIDES_TAG: sweep, **tracking.environment_tags()})
+        parent = create_run(self.client, config.experiment_name, f"sweep {sweep}".strip(), None,
+                                     {"sweep": "true", OVERRIDES_TAG: sweep, **environment_tags()})
         self.parent_run_id = parent.run_id
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +123,7 @@ class SweepCallback(Callback):
         log.info("sweep: MLflow parent run %s in %s", parent.run_id, self.client.tracking_uri)
 
     def _compare_children(self) -> None:
-        parent = tracking.RunLogger(self.client, self.parent_run_id)
+        parent = RunLogger(self.client, self.parent_run_id)
         experiment = self.client.get_run(self.parent_run_id).info.experiment_id
         children = self.client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'")
         children.sort(key=lambda run: int(run.data.tags.get(JOB_TAG, 0)))
@@ -130,7 +133,7 @@ class SweepCallback(Callback):
         print(f"\nsweep {self.parent_run_id}: {len(children)} runs\n{table}")
         parent.log_text(table, "comparison.md")
         parent.log_text(csv_table(header, rows), "comparison.csv")
-        parent.log_figure(plots.validation_curves(children, curves), "val_curves.png")
+        parent.log_figure(validation_curves(children, curves), "val_curves.png")
         failed = [run.info.run_name for run in children if run.info.status != "FINISHED"]
         with_runs = {run.data.tags.get(JOB_TAG) for run in children}
         failures = sorted((Path(self.sweep_dir) / FAILED_DIR).glob("*.txt"))
@@ -144,7 +147,7 @@ class SweepCallback(Callback):
 
 def swept_values(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, str]]]:
     """The override keys whose values differ between runs, and each run's values."""
-    values = [dict(o.split("=", 1) for o in run.data.tags.get(tracking.OVERRIDES_TAG, "").split() if "=" in o)
+    values = [dict(o.split("=", 1) for o in run.data.tags.get(OVERRIDES_TAG, "").split() if "=" in o)
               for run in runs]
     keys = sorted({key for v in values for key in v})
     return [key for key in keys if len({v.get(key) for v in values}) > 1], values
@@ -166,17 +169,6 @@ def comparison(runs: Sequence[Run], val_ppl: dict[str, list[float]]) -> tuple[li
             f"{metrics['test_ppl']:.3f}" if "test_ppl" in metrics else "",
             f"{metrics['tokens_per_sec']:.0f}" if "tokens_per_sec" in metrics else "",
             run.info.run_id,
-            run.data.tags.get(tracking.FAILURE_TAG, ""),
+            run.data.tags.get(FAILURE_TAG, ""),
         ])
     return header, rows
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = [header, ["---"] * len(header), *rows]
-    return "\n".join("| " + " | ".join(cell.replace("|", "/") for cell in line) + " |" for line in lines) + "\n"
-
-
-def csv_table(header: list[str], rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows([header, *rows])
-    return buffer.getvalue()

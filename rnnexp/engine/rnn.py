@@ -26,46 +26,16 @@ import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 from threadpoolctl import ThreadpoolController
 
-from rnnexp.errors import UserError
+from rnnexp.config.schema import DTYPES, TRUNCATIONS
+from rnnexp.engine.grads import ColumnGrad
+from rnnexp.errors import DivergedError, UserError
 
-TRUNCATIONS = ("window", "chunk", "full")
-DTYPES = ("float32", "float64")
 # Rows of the output layer processed at once: big enough for efficient matrix products, small
 # enough that the (rows × V) block of logits stays in cache through softmax and both products.
 OUTPUT_BLOCK_ROWS = 256
 # Below this many logits a batch is too small to repay handing blocks to worker threads.
 PARALLEL_MIN_LOGITS = 1 << 20
 _BLAS = ThreadpoolController()
-
-
-class DivergedError(UserError):
-    """The loss became NaN or infinite."""
-
-
-@dataclass
-class ColumnGrad:
-    """The gradient of U restricted to the columns (words) a batch used; all other columns are 0."""
-
-    cols: np.ndarray  # unique word ids, sorted
-    rows: np.ndarray  # (len(cols), H): row i is the gradient of column cols[i] of U
-
-    @property
-    def values(self) -> np.ndarray:
-        """The gradient columns as an (H, len(cols)) array."""
-        return self.rows.T
-
-    def toarray(self, vocab_size: int) -> np.ndarray:
-        dense = np.zeros((self.rows.shape[1], vocab_size), dtype=self.rows.dtype)
-        dense[:, self.cols] = self.rows.T
-        return dense
-
-    def sum_sq(self) -> float:
-        return float(np.vdot(self.rows, self.rows))
-
-
-def squared_norm(grad: np.ndarray | ColumnGrad) -> float:
-    """The squared L2 norm of a gradient, dense or restricted to a batch's columns."""
-    return grad.sum_sq() if isinstance(grad, ColumnGrad) else float(np.vdot(grad, grad))
 
 
 @dataclass
@@ -76,7 +46,6 @@ class Step:
     n_tokens: int
     grads: dict  # 'U' (array or ColumnGrad), 'W', 'V'
     h_last: np.ndarray  # (B, H) hidden state after each sequence's last real token
-    states: np.ndarray  # (B, T, H)
 
 
 def _as_batch(a, name: str) -> np.ndarray:
@@ -312,7 +281,7 @@ class RNNLM:
         dU = self._column_grad(x.T.reshape(-1), Gf, m.reshape(-1) > 0)
         grads = {"U": dU if sparse_u else dU.toarray(self.V), "W": dW, "V": dV}
         h_last = S[m.sum(axis=0).astype(int) - 1, np.arange(B)]
-        return Step(loss, n_tokens, grads, h_last, np.ascontiguousarray(S.transpose(1, 0, 2)))
+        return Step(loss, n_tokens, grads, h_last)
 
     @staticmethod
     def _column_grad(ids: np.ndarray, G: np.ndarray, real: np.ndarray) -> ColumnGrad:
@@ -329,6 +298,37 @@ class RNNLM:
         return step.loss, step.grads
 
     # ------------------------------------------------------------- inference
+    @blas_single_threaded
+    def hidden_states(self, x, h0=None) -> np.ndarray:
+        """The hidden state after every input, (B, T, H)."""
+        x, _, _, h0 = self._check(x, h0=h0)
+        return np.ascontiguousarray(self._states(x, h0).transpose(1, 0, 2))
+
+    @blas_single_threaded
+    def gradient_decay(self, x, y, mask=None, max_depth: int = 20) -> np.ndarray:
+        """Mean ||∂L_t/∂s_{t-k}|| over the real outputs t with t-k >= 0, for k = 0..max_depth (NaN where none).
+
+        The full, untruncated chain whatever the training truncation: it shows how far back the
+        error could reach. Depth k costs one (N×H)·(H×H) product.
+        """
+        x, y, mask, _ = self._check(x, y, mask)
+        B, T = x.shape
+        real = np.ones((T, B), bool) if mask is None else mask.T
+        S = self._states(x, None)
+        weights = real.reshape(-1).astype(self.dtype)  # unscaled: each output's own loss
+        _, dS, _ = self._output_layer(S.reshape(T * B, self.H), y.T.reshape(-1), weights, need_grads=True)
+        dtanh = 1.0 - S * S
+        Q = dS.reshape(T, B, self.H)  # Q[i] = ∂L_{i+k}/∂s_i at depth k
+        W = self.params["W"]
+        decay = np.full(max_depth + 1, np.nan)
+        for k in range(min(max_depth, T - 1) + 1):
+            if k > 0:
+                Q = (Q[1:] * dtanh[1 : T - k + 1]) @ W
+            outputs = real[k:]
+            if outputs.any():
+                decay[k] = float(np.linalg.norm(Q, axis=2)[outputs].mean())
+        return decay
+
     @blas_single_threaded
     def token_nll(self, x, y, mask=None, h0=None) -> tuple[np.ndarray, np.ndarray]:
         """Per-token negative log-likelihood (B, T), 0 where masked, and the last hidden state."""
