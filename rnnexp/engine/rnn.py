@@ -17,25 +17,16 @@ touched (`ColumnGrad`) both read contiguous memory.
 
 from __future__ import annotations
 
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg.blas import get_blas_funcs
-from threadpoolctl import ThreadpoolController
 
 from rnnexp.config.schema import DTYPES, TRUNCATIONS
 from rnnexp.engine.grads import ColumnGrad
+from rnnexp.engine.output import SoftmaxOutput
+from rnnexp.engine.threads import blas_single_threaded, default_threads
 from rnnexp.errors import DivergedError, UserError
 
-# Rows of the output layer processed at once: big enough for efficient matrix products, small
-# enough that the (rows × V) block of logits stays in cache through softmax and both products.
-OUTPUT_BLOCK_ROWS = 256
-# Below this many logits a batch is too small to repay handing blocks to worker threads.
-PARALLEL_MIN_LOGITS = 1 << 20
-_BLAS = ThreadpoolController()
 
 
 @dataclass
@@ -55,24 +46,6 @@ def _as_batch(a, name: str) -> np.ndarray:
     if arr.ndim != 2:
         raise UserError(f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}.")
     return arr
-
-
-def blas_single_threaded(method):
-    """Run a pass with one BLAS thread: at these shapes (few rows, a long V or a small H) two
-    OpenBLAS threads mostly wait on each other; the output layer's workers are the parallelism."""
-
-    @functools.wraps(method)
-    def wrapper(*args, **kwargs):
-        with _BLAS.limit(limits=1, user_api="blas"):
-            return method(*args, **kwargs)
-
-    return wrapper
-
-
-def _default_threads() -> int:
-    """Worker threads for the output layer: the BLAS thread count, capped by the usable cores."""
-    blas = [lib["num_threads"] for lib in _BLAS.info() if lib["user_api"] == "blas"]
-    return min(max(blas, default=1), len(os.sched_getaffinity(0)))
 
 
 class RNNLM:
@@ -99,8 +72,7 @@ class RNNLM:
         self.V, self.H = int(vocab_size), int(hidden_dim)
         self.bptt_truncate, self.truncation = int(bptt_truncate), truncation
         self.dtype = np.dtype(dtype)
-        self.threads = max(1, int(threads if threads is not None else _default_threads()))
-        self._gemm = get_blas_funcs("gemm", dtype=self.dtype)
+        self.threads = max(1, int(threads if threads is not None else default_threads()))
         rng = np.random.default_rng(seed)
 
         def uniform(shape, fan_in):
@@ -112,6 +84,7 @@ class RNNLM:
             "W": uniform((self.H, self.H), self.H),
             "V": uniform((self.V, self.H), self.H),
         }
+        self.output = SoftmaxOutput(self.params, "V", self.threads)
 
     # ------------------------------------------------------------------ checks
     def _check(self, x, y=None, mask=None, h0=None):
@@ -164,73 +137,6 @@ class RNNLM:
             h = S[t]
         return S
 
-    def _safe_without_shift(self) -> bool:
-        """True when no logit can overflow exp: |V s| <= max row-sum of |V| since |s| <= 1."""
-        limit = 60.0 if self.dtype == np.float32 else 600.0
-        return float(np.abs(self.params["V"]).sum(axis=1).max()) < limit
-
-    def _output_layer(self, S, y, weights, need_grads: bool):
-        """Softmax cross-entropy over all rows in cache-sized blocks, split among worker threads.
-
-        Returns per-row NLL, and with `need_grads` dL/dS (N, H) and dL/dV, where each row's loss
-        counts with its weight (0 for padding). NumPy's exp runs on one core, so each worker takes
-        every `threads`-th block (BLAS is single-threaded in every pass); blocks go to workers in a fixed
-        pattern and the workers' dV are summed in a fixed order, so results are bitwise repeatable.
-        """
-        N = S.shape[0]
-        nll = np.empty(N, self.dtype)
-        dS = np.empty((N, self.H), self.dtype) if need_grads else None
-        starts = list(range(0, N, OUTPUT_BLOCK_ROWS))
-        # Bounding the logits through V reads all of V; with fewer rows than H, shifting each row
-        # by its own maximum is the cheaper way to keep exp from overflowing.
-        shift = N <= self.H or not self._safe_without_shift()
-        workers = min(self.threads, len(starts)) if N * self.V >= PARALLEL_MIN_LOGITS else 1
-
-        def work(first: int):
-            dV = None
-            block = np.empty((min(N, OUTPUT_BLOCK_ROWS), self.V), self.dtype)
-            for r0 in starts[first::workers]:
-                r1 = min(N, r0 + OUTPUT_BLOCK_ROWS)
-                dV = self._output_block(S, y, weights, r0, r1, block[: r1 - r0], shift, nll, dS, dV)
-            return dV
-
-        if workers == 1:
-            return nll, dS, work(0)
-        partial = list(self._pool().map(work, range(workers)))
-        return nll, dS, (sum(partial[1:], partial[0]) if need_grads else None)
-
-    def _output_block(self, S, y, weights, r0, r1, L, shift, nll, dS, dV):
-        """Rows r0:r1: logits, softmax in place, NLL, and the two gradient products.
-
-        Returns dV with this block's share added: the first block writes it, later blocks add to
-        it inside the matrix product (BLAS gemm with beta=1) instead of through a V×H temporary.
-        """
-        Vm = self.params["V"]
-        Sb, yb, rows = S[r0:r1], y[r0:r1], np.arange(r1 - r0)
-        np.matmul(Sb, Vm.T, out=L)
-        if shift:
-            L -= L.max(axis=1, keepdims=True)
-        target_logit = L[rows, yb]
-        np.exp(L, out=L)
-        z = L.sum(axis=1)
-        nll[r0:r1] = np.log(z) - target_logit
-        if dS is None:
-            return None
-        wb = weights[r0:r1]
-        L *= (wb / z)[:, None]
-        L[rows, yb] -= wb
-        np.matmul(L, Vm, out=dS[r0:r1])
-        if dV is None:
-            return L.T @ Sb
-        # dV is C-ordered, so dVᵀ (H×V) is Fortran-ordered: dVᵀ += Sbᵀ·L updates it in place.
-        self._gemm(1.0, Sb.T, L.T, beta=1.0, c=dV.T, trans_b=1, overwrite_c=1)
-        return dV
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if getattr(self, "_executor", None) is None:
-            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="rnnexp-output")
-        return self._executor
-
     # --------------------------------------------------------------- backward
     def _backprop_time(self, dA: np.ndarray, S: np.ndarray) -> np.ndarray:
         """Total gradient at each pre-activation, (T, B, H), from dL/da_t of each output's own step."""
@@ -265,7 +171,7 @@ class RNNLM:
 
         S = self._states(x, h0)
         Sf = S.reshape(T * B, self.H)
-        nll, dS, dV = self._output_layer(Sf, y.T.reshape(-1), weights, need_grads=True)
+        nll, dS, dV = self.output(Sf, y.T.reshape(-1), weights, need_grads=True)
         loss = float(nll @ m.reshape(-1)) / n_tokens
         if not np.isfinite(loss):
             raise DivergedError(f"the loss became {loss}: lower the learning rate or clip gradients.")
@@ -316,7 +222,7 @@ class RNNLM:
         real = np.ones((T, B), bool) if mask is None else mask.T
         S = self._states(x, None)
         weights = real.reshape(-1).astype(self.dtype)  # unscaled: each output's own loss
-        _, dS, _ = self._output_layer(S.reshape(T * B, self.H), y.T.reshape(-1), weights, need_grads=True)
+        _, dS, _ = self.output(S.reshape(T * B, self.H), y.T.reshape(-1), weights, need_grads=True)
         dtanh = 1.0 - S * S
         Q = dS.reshape(T, B, self.H)  # Q[i] = ∂L_{i+k}/∂s_i at depth k
         W = self.params["W"]
@@ -335,7 +241,7 @@ class RNNLM:
         x, y, mask, h0 = self._check(x, y, mask, h0)
         B, T = x.shape
         S = self._states(x, h0)
-        nll, _, _ = self._output_layer(S.reshape(T * B, self.H), y.T.reshape(-1), None, need_grads=False)
+        nll, _, _ = self.output(S.reshape(T * B, self.H), y.T.reshape(-1), None, need_grads=False)
         nll = nll.reshape(T, B).T
         lengths = np.full(B, T) if mask is None else mask.sum(axis=1)
         if mask is not None:
