@@ -12,18 +12,18 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from mlflow import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
-from rnnexp.config import RunConfig, as_tree, resolve
-from rnnexp.data import Corpus, load_corpus
+from rnnexp.config import RunConfig, resolve
+from rnnexp.data import load_corpus
 from rnnexp.errors import UserError
 from rnnexp.training import checkpoint
 from rnnexp.training.diagnostics import EvalHook
 from rnnexp.training.loop import StopSignals, fit
 from rnnexp.tracking import trained
-from rnnexp.tracking.logger import RunLogger, create_run, get_run, reopen_run, run_status
-from rnnexp.tracking.params import environment_tags, flat_params
+from rnnexp.tracking.describe import describe
+from rnnexp.tracking.logger import create_run, get_run, reopen_run, run_status
 from rnnexp.tracking.store import connect, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
@@ -56,18 +56,6 @@ def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_nam
             run.log_pending(start.meta["pending_metrics"])
         checkpoint_dir = Path(run_cfg.train.checkpoint_dir) / run.run_id
         return fit(run_cfg, corpus, run, checkpoint_dir, run.run_id, start, stop, eval_hooks)
-
-
-def describe(run: RunLogger, cfg: RunConfig, corpus: Corpus) -> None:
-    """Params, tags, config and vocabulary: logged once, when the run starts."""
-    tree = as_tree(cfg)
-    validation = "valid" if any(len(s) >= 2 for s in corpus.splits["valid"].sentences) else "train"
-    run.log_params({**flat_params(tree), **corpus.params, "vocab_size_actual": str(len(corpus.vocab))})
-    run.set_tags({**environment_tags(), "dataset_digest": corpus.digest, "dataset": corpus.name,
-                  "validation_split": validation})
-    run.log_dataset(corpus.name, corpus.digest, corpus.source or corpus.name)
-    run.log_text(OmegaConf.to_yaml(tree), trained.CONFIG_ARTIFACT)
-    run.log_text(corpus.vocab.to_json(), trained.VOCAB_ARTIFACT)
 
 
 def find_checkpoint(resume: str, client: MlflowClient, checkpoint_dir: Path) -> checkpoint.Checkpoint:

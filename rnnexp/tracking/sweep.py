@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,23 +19,19 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow import MlflowClient
-from mlflow.entities import Run
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig
 
 from rnnexp import cli
-from rnnexp.tracking.figures import validation_curves
-from rnnexp.tracking.logger import FAILURE_TAG, OVERRIDES_TAG, RunLogger, create_run
+from rnnexp.tracking.comparison import JOB_TAG, summarise
+from rnnexp.tracking.logger import OVERRIDES_TAG, RunLogger, create_run
 from rnnexp.tracking.params import environment_tags
 from rnnexp.tracking.store import connect, resolve_tracking_uri
-from rnnexp.tracking.tables import csv_table, markdown_table
 from rnnexp.errors import UserError
 
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent.json"
 FAILED_DIR = "failed_jobs"  # a job that fails before its MLflow run exists leaves its reason here
-JOB_TAG = "sweep_job"
 
 
 @dataclass
@@ -124,16 +118,7 @@ class SweepCallback(Callback):
 
     def _compare_children(self) -> None:
         parent = RunLogger(self.client, self.parent_run_id)
-        experiment = self.client.get_run(self.parent_run_id).info.experiment_id
-        children = self.client.search_runs([experiment], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.parent_run_id}'")
-        children.sort(key=lambda run: int(run.data.tags.get(JOB_TAG, 0)))
-        curves = {run.info.run_id: self.client.get_metric_history(run.info.run_id, "val_ppl") for run in children}
-        header, rows = comparison(children, {run_id: [m.value for m in history] for run_id, history in curves.items()})
-        table = markdown_table(header, rows)
-        print(f"\nsweep {self.parent_run_id}: {len(children)} runs\n{table}")
-        parent.log_text(table, "comparison.md")
-        parent.log_text(csv_table(header, rows), "comparison.csv")
-        parent.log_figure(validation_curves(children, curves), "val_curves.png")
+        children = summarise(self.client, parent)
         failed = [run.info.run_name for run in children if run.info.status != "FINISHED"]
         with_runs = {run.data.tags.get(JOB_TAG) for run in children}
         failures = sorted((Path(self.sweep_dir) / FAILED_DIR).glob("*.txt"))
@@ -143,32 +128,3 @@ class SweepCallback(Callback):
         if failed:
             raise UserError(f"{len(failed)} of {jobs} sweep jobs failed ({'; '.join(failed)}): "
                             f"see the failure column of the table above, or parent run {self.parent_run_id} in MLflow.")
-
-
-def swept_values(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, str]]]:
-    """The override keys whose values differ between runs, and each run's values."""
-    values = [dict(o.split("=", 1) for o in run.data.tags.get(OVERRIDES_TAG, "").split() if "=" in o)
-              for run in runs]
-    keys = sorted({key for v in values for key in v})
-    return [key for key in keys if len({v.get(key) for v in values}) > 1], values
-
-
-def comparison(runs: Sequence[Run], val_ppl: dict[str, list[float]]) -> tuple[list[str], list[list[str]]]:
-    """One row per run: its swept values, status, best validation and test perplexity, tokens/s."""
-    keys, values = swept_values(runs)
-    header = ["job", *keys, "status", "best val ppl", "test ppl", "tokens/s", "run id", "failure"]
-    rows = []
-    for run, swept in zip(runs, values):
-        metrics = run.data.metrics
-        best = min(val_ppl[run.info.run_id], default=math.nan)
-        rows.append([
-            run.data.tags.get(JOB_TAG, "?"),
-            *(swept.get(key, "") for key in keys),
-            run.info.status,
-            f"{best:.3f}",
-            f"{metrics['test_ppl']:.3f}" if "test_ppl" in metrics else "",
-            f"{metrics['tokens_per_sec']:.0f}" if "tokens_per_sec" in metrics else "",
-            run.info.run_id,
-            run.data.tags.get(FAILURE_TAG, ""),
-        ])
-    return header, rows
