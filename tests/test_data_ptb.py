@@ -107,9 +107,22 @@ def test_missing_files_explain_where_to_get_them(tmp_path):
     (directory / "ptb.test.txt").unlink()
     with pytest.raises(UserError, match="ptb.test.txt does not exist .*simple-examples.tgz"):
         load_corpus(DatasetConfig(name="ptb", path=str(directory), vocab_size=100), cache_dir=tmp_path / "c")
-    with pytest.raises(UserError, match="must be a directory holding ptb.train.txt"):
+    with pytest.raises(UserError, match="Only 1 lines are left, too few for valid_fraction=0.1"):
         load_corpus(DatasetConfig(name="ptb", path=str(directory / "ptb.valid.txt"), vocab_size=100),
                     cache_dir=tmp_path / "c")
+
+
+def test_one_file_is_split_by_lines_in_file_order_and_stands_in_for_a_missing_corpus(tmp_path):
+    lines = [" a" * (i + 1) + "\n" for i in range(20)]  # line i has i + 1 words: its length names it
+    source = tmp_path / "one.txt"
+    source.write_text("".join(lines))
+    split = DatasetConfig(name="ptb", path=str(source), vocab_size=100, valid_fraction=0.1, test_fraction=0.05)
+    corpus = load_corpus(split, cache_dir=tmp_path / "c")
+    lines_of = {name: [len(s) - 2 for s in part.sentences] for name, part in corpus.splits.items()}
+    assert lines_of == {"train": list(range(1, 18)), "valid": [18, 19], "test": [20]}
+    fallback = DatasetConfig(name="ptb", data_dir=str(tmp_path / "empty"), fallback_path=str(source), vocab_size=100,
+                             valid_fraction=0.1, test_fraction=0.05)
+    assert load_corpus(fallback, cache_dir=tmp_path / "c").digest == corpus.digest  # where a file is found is no part
 
 
 def test_an_empty_split_file_is_a_user_error(tmp_path):

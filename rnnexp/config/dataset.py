@@ -42,6 +42,7 @@ class DatasetConfig:
     name: str = "synthetic"  # synthetic | reddit | ptb | text
     path: str | None = None  # the source file (ptb: its directory or ptb.train.txt)
     data_dir: str | None = None  # where sources are looked for / downloaded; env RNNEXP_DATA_DIR
+    fallback_path: str | None = None  # ptb: one PTB-format file split by lines when the full corpus is absent
     vocab_size: int = 256  # words kept, UNKNOWN_TOKEN included (synthetic: the language's size)
     valid_fraction: float = 0.1  # of comments (reddit), lines (text), sentences (synthetic)
     test_fraction: float = 0.1  # 0 and 0: train on everything, like the tutorial

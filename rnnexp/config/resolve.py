@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from rnnexp.config.dataset import DatasetConfig
 from rnnexp.config.dataset import validate as validate_dataset
 from rnnexp.config.schema import (
     ALIASES,
@@ -23,6 +24,7 @@ from rnnexp.config.schema import (
     TRUNCATIONS,
     DiagnosticsConfig,
     EvalConfig,
+    KneserNeyConfig,
     ModelConfig,
     RunConfig,
     ScheduleConfig,
@@ -82,6 +84,7 @@ def validate(run: RunConfig) -> None:
     validate_diagnostics(run.diagnostics)
     validate_dataset(run.dataset)
     run.eval.protocol = settle_protocol(run.eval, run)
+    run.baseline.enabled = settle_baseline(run.baseline, run.dataset)
 
 
 def validate_model(model: ModelConfig) -> None:
@@ -122,6 +125,27 @@ def validate_diagnostics(cfg: DiagnosticsConfig) -> None:
     _require(cfg.batch_size >= 1, f"diagnostics.batch_size must be >= 1, got {cfg.batch_size}.")
     _require(cfg.figure_interval_s is None or cfg.figure_interval_s >= 0,
              f"diagnostics.figure_interval_s must be >= 0 or null, got {cfg.figure_interval_s}.")
+
+
+def is_word_level_real_data(dataset: DatasetConfig) -> bool:
+    return dataset.name in ("ptb", "reddit") or (dataset.name == "text" and dataset.level == "word")
+
+
+def validate_kn_orders(orders: list[int], knob: str = "baseline.orders") -> None:
+    _require(bool(orders), f"{knob} is empty: give Kneser–Ney orders between 1 and 5, e.g. [2,3,4,5].")
+    bad = [order for order in orders if not 1 <= order <= 5]
+    _require(not bad, f"Kneser–Ney orders must lie between 1 and 5, got {bad}: fix {knob}.")
+
+
+def settle_baseline(cfg: KneserNeyConfig, dataset: DatasetConfig) -> bool:
+    """Whether the run logs the Kneser–Ney baseline: `null` means on for word-level real data."""
+    validate_kn_orders(cfg.orders)
+    applies = is_word_level_real_data(dataset)
+    if cfg.enabled and not applies:
+        reference = "its oracle is the reference" if dataset.name == "synthetic" else "it is character-level data"
+        raise UserError(f"baseline.enabled=true needs word-level real data, but {dataset.name} is not ({reference}): "
+                        "drop the override.")
+    return applies if cfg.enabled is None else cfg.enabled
 
 
 def is_stream_data(run: RunConfig) -> bool:

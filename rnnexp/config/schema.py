@@ -93,6 +93,15 @@ class EvalConfig:
 
 
 @dataclass
+class KneserNeyConfig:
+    """The n-gram baseline logged beside word-level runs on real data (`kn<order>_val_ppl`, ...)."""
+
+    enabled: bool | None = None  # null: on for word-level real data (ptb, reddit, text at word level)
+    orders: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
+    modified: bool = True  # Chen & Goodman's three discounts per order; false: one discount per order
+
+
+@dataclass
 class DiagnosticsConfig:
     """The `diagnostics` node: on by default, cheap enough to leave on."""
 
@@ -120,6 +129,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    baseline: KneserNeyConfig = field(default_factory=KneserNeyConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
 
 
@@ -200,6 +210,7 @@ class BaselineConfig:
 
     orders: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     modified: bool = True
-    protocol: str = "auto"
+    protocol: str = "stateful"  # stateful (one stream) or sentence (each line on its own)
     seed: int = 0
+    vocab_size: int = 10_000  # what the dataset group interpolates
     dataset: DatasetConfig = field(default_factory=DatasetConfig)

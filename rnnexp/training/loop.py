@@ -27,7 +27,7 @@ from rnnexp.engine import build_model
 from rnnexp.engine.optim import Optimizer, clip_global_norm, make_optimizer
 from rnnexp.engine.schedules import checks_loss, halvings, learning_rate
 from rnnexp.errors import DivergedError, UserError
-from rnnexp.training import batches, checkpoint, evaluation, plots
+from rnnexp.training import baseline, batches, checkpoint, evaluation, plots
 from rnnexp.training.diagnostics import EvalHook, Evaluation, evaluation_hooks
 from rnnexp.training.recorder import Recorder
 from rnnexp.training.sampling import sample_sentences
@@ -127,6 +127,8 @@ def fit(cfg: RunConfig, corpus: Corpus, recorder: Recorder, checkpoint_dir: Path
     hooks = [*evaluation_hooks(cfg.diagnostics), *extra_hooks]
     p = state.progress
     if p.step == 0 and p.position == 0:
+        if cfg.baseline.enabled:
+            recorder.log_metrics(baseline.baseline_metrics(corpus, cfg.eval.protocol, cfg.baseline), 0)
         evaluate(cfg, data, state, recorder, hooks, checkpoint_dir, run_id)
     while p.epoch < cfg.train.epochs and not p.stopped_early:
         train_epoch(cfg, data, state, recorder, checkpoint_dir, run_id, stop)
@@ -341,6 +343,11 @@ def finish(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder) ->
         if test.oracle_nll is not None:
             metrics["oracle_test_ppl"] = math.exp(test.oracle_nll)
         log.info("test_ppl %.2f (best validation loss %.4f)", metrics["test_ppl"], p.best_val_loss)
+    if cfg.baseline.enabled and data.held_out_name == "valid":
+        model_nll = {name: evaluation.token_nll(state.model, data.corpus.splits[name], cfg.eval.protocol,
+                                                cfg.eval.batch_size, cfg.eval.segment_length)
+                     for name in baseline.SCORED_SPLITS if batches.usable(data.corpus.splits[name].sentences)}
+        metrics.update(baseline.interpolation_metrics(data.corpus, cfg.eval.protocol, cfg.baseline, model_nll))
     recorder.log_metrics(metrics, p.step)
     vocab = data.corpus.vocab
     if cfg.train.samples and vocab.start_id is not None:
