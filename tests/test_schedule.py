@@ -27,6 +27,15 @@ def test_newbob_keeps_decaying_once_improvement_stalls():
     assert learning_rate(cfg, 1.0, 5, [5.0, 4.0, 3.99, 3.5]) == 0.25
 
 
+def test_plateau_divides_whenever_validation_did_not_beat_the_best_so_far():
+    cfg = ScheduleConfig(name="plateau", factor=0.25, monitor="valid")
+    assert checks_loss(cfg, 0) and checks_loss(cfg, 7)
+    assert learning_rate(cfg, 20.0, 2, [6.0, 5.0]) == 20.0
+    assert learning_rate(cfg, 20.0, 3, [6.0, 5.0, 5.1]) == 5.0  # worse than the best: ÷4
+    assert learning_rate(cfg, 20.0, 4, [6.0, 5.0, 5.1, 5.05]) == 1.25  # better than the last, not the best: ÷4 again
+    assert learning_rate(cfg, 20.0, 5, [6.0, 5.0, 5.1, 5.05, 4.9]) == 1.25  # a new best: no cut
+
+
 def test_step_and_exponential_decay_by_epoch():
     assert learning_rate(ScheduleConfig(name="step", step_epochs=2, gamma=0.1), 1.0, 3.9) == pytest.approx(0.1)
     assert learning_rate(ScheduleConfig(name="exponential", gamma=0.5), 1.0, 1.5) == pytest.approx(0.5**1.5)
