@@ -1,17 +1,32 @@
-"""One MLflow run's logging: buffered metrics, params, tags, artifacts, and its final status.
+"""One MLflow run's logging: buffered metrics, params, tags, artifacts, its owner and its final status.
 
 Everything goes through `MlflowClient` with explicit run ids (no fluent global "active run"), so
 a process can own a sweep's parent run and a job's run at once. Metrics are buffered and sent with
 `log_batch`, a few calls a minute, which keeps logging off the training loop's hot path.
+
+A tracking server that stops answering never stops training: requests fail within seconds
+(store.HTTP_DEFAULTS), one warning line says so, metrics stay buffered (and in every checkpoint)
+and artifacts wait in a local spool folder, and all of it is sent when the server answers again.
+
+Each run names its owner (host, pid and the process's start time) in tags and refreshes a
+heartbeat tag, so that `is_alive` can tell a running run from one whose process is gone.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
+import requests
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
@@ -23,6 +38,23 @@ from rnnexp.tracking.store import experiment_id
 
 FAILURE_TAG = "failure_reason"
 OVERRIDES_TAG = "overrides"
+HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = "owner.host", "owner.pid", "owner.pid_start", "owner.heartbeat"
+HEARTBEAT_EVERY_S = 30.0
+STALE_AFTER_S = 180.0  # a run on another host without a heartbeat for this long has lost its process
+RETRY_EVERY_S = 5.0  # while the server is away: seconds between attempts to reach it again
+FINAL_WAIT_S = 15.0  # at the end of a run: how long to wait for a server that is away
+
+log = logging.getLogger(__name__)
+
+
+def server_unreachable(err: BaseException) -> bool:
+    """Whether an MLflow error means the tracking server did not answer (not that it refused the request)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class RunLogger:
@@ -41,7 +73,14 @@ class RunLogger:
         self._already_logged = dict(already_logged or {})
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
+        self._remote = client.tracking_uri.startswith(("http://", "https://"))
+        self._away_since: float | None = None  # wall time the server stopped answering
+        self._last_try = 0.0
+        self._deferred: dict[str, Callable[[], None]] = {}  # what waits for the server, by destination
+        self._spool: Path | None = None  # local copies of texts and figures that wait
+        self._heartbeat: threading.Event | None = None
 
+    # ------------------------------------------------------------------ metrics
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         now_ms = int(time.time() * 1000)
         self._buffer += [
@@ -61,34 +100,146 @@ class RunLogger:
             self.log_metrics({key: value}, step)
 
     def flush(self) -> None:
-        for start in range(0, len(self._buffer), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=self._buffer[start : start + MAX_METRICS_PER_BATCH])
-        self._buffer.clear()
+        """Send the buffered metrics and whatever waited for the server; while it is away, try again
+        at most every RETRY_EVERY_S seconds, so that training never waits on it for long."""
         self._last_flush = time.monotonic()
+        if self._away_since is not None and time.monotonic() - self._last_try < RETRY_EVERY_S:
+            return
+        self._last_try = time.monotonic()
+        try:
+            while self._buffer:
+                self.client.log_batch(self.run_id, metrics=self._buffer[:MAX_METRICS_PER_BATCH])
+                del self._buffer[:MAX_METRICS_PER_BATCH]  # sent: a re-send after a failure would be a duplicate
+            for destination in list(self._deferred):
+                self._deferred[destination]()
+                del self._deferred[destination]
+        except MlflowException as err:
+            if not (self._remote and server_unreachable(err)):
+                raise
+            self._went_away(err)
+            return
+        if self._away_since is not None:
+            log.warning("the tracking server at %s answers again: sent what waited since %s", self.client.tracking_uri,
+                        time.strftime("%H:%M:%S", time.localtime(self._away_since)))
+            self._away_since = None
 
+    @property
+    def server_away(self) -> bool:
+        return self._away_since is not None
+
+    def _went_away(self, err: BaseException) -> None:
+        if self._away_since is None:
+            self._away_since = time.time()
+            reason = str(err).strip().splitlines()[0][:200]
+            log.warning("the tracking server at %s stopped answering (%s): training goes on; metrics are kept, also in "
+                        "each checkpoint, and sent when it answers again", self.client.tracking_uri, reason)
+
+    def _send(self, destination: str, call: Callable[[], None]) -> None:
+        """Make a call to the store now, or, while the server is away, when it answers again."""
+        if self._away_since is not None:
+            self._deferred[destination] = call
+            self.flush()
+            return
+        try:
+            call()
+        except MlflowException as err:
+            if not (self._remote and server_unreachable(err)):
+                raise
+            self._went_away(err)
+            self._deferred[destination] = call
+        except OSError as err:  # a local artifact store: a read-only, full or vanished folder
+            raise UserError(f"cannot write the run's artifacts to {self.artifact_folder()} ({err.strerror or err}): "
+                            "make that folder writable or free space there, then continue with "
+                            f"resume={self.run_id}.") from None
+
+    def _spooled(self, artifact_file: str) -> Path:
+        if self._spool is None:
+            self._spool = Path(tempfile.mkdtemp(prefix=f"rnnexp-{self.run_id}-"))
+        path = self._spool / artifact_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ params, tags, artifacts
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(key, str(value)) for key, value in params.items()]
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
+            chunk = items[start : start + MAX_PARAMS_TAGS_PER_BATCH]
+            self._send(f"params {start}", lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         items = [RunTag(key, str(value)) for key, value in tags.items()]
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, tags=items[start : start + MAX_PARAMS_TAGS_PER_BATCH])
+            chunk = items[start : start + MAX_PARAMS_TAGS_PER_BATCH]
+            self._send(f"tags {','.join(t.key for t in chunk)}",
+                       lambda chunk=chunk: self.client.log_batch(self.run_id, tags=chunk))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        """Upload a file; one that waits for the server is sent as it is then (a checkpoint's latest state)."""
+        self._send(f"artifact {artifact_path}/{Path(path).name}",
+                   lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        if self._away_since is None:
+            self._send(f"artifact {artifact_file}", lambda: self.client.log_text(self.run_id, text, artifact_file))
+        if self._away_since is not None:
+            local = self._spooled(artifact_file)
+            local.write_text(text)
+            self._defer_file(local, artifact_file)
 
     def log_figure(self, figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
+        if self._away_since is None:
+            self._send(f"artifact {artifact_file}",
+                       lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+        if self._away_since is not None:
+            local = self._spooled(artifact_file)
+            figure.savefig(local)
+            self._defer_file(local, artifact_file)
 
-    def log_dataset(self, name: str, digest: str, source: str) -> None:
-        """Record the data as the run's MLflow dataset input (shown in the UI's Datasets column)."""
-        dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=source)
-        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+    def _defer_file(self, local: Path, artifact_file: str) -> None:
+        folder = str(Path(artifact_file).parent)
+        self._deferred[f"artifact {artifact_file}"] = lambda: self.client.log_artifact(
+            self.run_id, str(local), None if folder == "." else folder)
+
+    def artifact_folder(self) -> str:
+        uri = self.client.get_run(self.run_id).info.artifact_uri
+        return unquote(urlparse(uri).path) if uri.startswith("file:") else uri
+
+    def check_artifacts_writable(self) -> None:
+        """For artifacts in a local folder: fail now, in one sentence, rather than at the first epoch's end."""
+        uri = self.client.get_run(self.run_id).info.artifact_uri or ""
+        if not uri.startswith("file:"):
+            return
+        folder = Path(self.artifact_folder())
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+                pass
+        except OSError as err:
+            raise UserError(f"cannot write the run's artifacts to {folder} ({err.strerror or err}): make that folder "
+                            "writable or free space there, or log to another tracking_uri.") from None
+
+    # ------------------------------------------------------------------ owner
+    def start_heartbeat(self, every_s: float = HEARTBEAT_EVERY_S) -> None:
+        """Refresh the heartbeat tag from a background thread until the run ends (failures are ignored:
+        a server that is away is the flush's business)."""
+        stop = self._heartbeat = threading.Event()
+        client, run_id = self.client, self.run_id
+
+        def beat() -> None:
+            while not stop.wait(every_s):
+                try:
+                    client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+                except Exception:  # noqa: BLE001 - a missed beat is harmless; the next one may pass
+                    pass
+
+        threading.Thread(target=beat, name=f"heartbeat-{run_id[:8]}", daemon=True).start()
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str = "training",
+                    profile: str | None = None) -> None:
+        """Record data as one of the run's MLflow dataset inputs (the UI's Datasets column), used for
+        `context` (training, validation or testing)."""
+        dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=source, profile=profile)
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
         try:
             self.client.log_inputs(self.run_id, inputs)
         except MlflowException:
@@ -97,13 +248,85 @@ class RunLogger:
             self.client.log_inputs(self.run_id, inputs)
 
     def end(self, status: str, reason: str | None = None) -> None:
-        """Flush what is buffered and close the run; a failure's reason becomes a tag."""
+        """Flush what is buffered and close the run; a failure's reason becomes a tag.
+
+        A server that is away gets FINAL_WAIT_S seconds to answer; after that the run stays RUNNING
+        there, its last checkpoint holds what was not sent, and the error says how to finish it.
+        """
+        if self._heartbeat is not None:
+            self._heartbeat.set()
+        deadline = time.monotonic() + FINAL_WAIT_S
         try:
             self.flush()
+            while self._away_since is not None and time.monotonic() < deadline:
+                time.sleep(min(RETRY_EVERY_S, max(deadline - time.monotonic(), 0)) / 2)
+                self._last_try = 0.0
+                self.flush()
+            if self._away_since is not None:
+                since = time.strftime("%H:%M:%S", time.localtime(self._away_since))
+                raise UserError(
+                    f"the tracking server at {self.client.tracking_uri} has not answered since {since}: run "
+                    f"{self.run_id} ended {status} here but still shows RUNNING there, and its last checkpoint holds "
+                    f"the metrics not sent; when the server is back, resume={self.run_id} sends them and closes it.")
         finally:
-            if reason:
-                self.client.set_tag(self.run_id, FAILURE_TAG, reason)
-            self.client.set_terminated(self.run_id, status)
+            if self._away_since is None:
+                if reason:
+                    self.client.set_tag(self.run_id, FAILURE_TAG, reason)
+                self.client.set_terminated(self.run_id, status)
+            if self._spool is not None:
+                shutil.rmtree(self._spool, ignore_errors=True)
+
+
+def owner_tags() -> dict[str, str]:
+    """Who runs a run: this host, this process and its start time (pids are reused), a first heartbeat."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PID_START_TAG: process_start(os.getpid()),
+            HEARTBEAT_TAG: str(int(time.time()))}
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks after boot ('' where /proc cannot tell), and 'zombie' for one
+    that has exited but not been reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return ""
+    return "zombie" if fields[0] in ("Z", "X") else fields[19]
+
+
+def pid_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    now = process_start(pid)
+    return now != "zombie" and (not start or not now or now == start)
+
+
+def is_alive(run: Run, now: float | None = None) -> bool:
+    """Whether a RUNNING run's process still runs: by its pid on this host, by its heartbeat elsewhere."""
+    if run.info.status != "RUNNING":
+        return False
+    tags = run.data.tags
+    if tags.get(HOST_TAG) == socket.gethostname() and tags.get(PID_TAG, "").isdigit():
+        return pid_alive(int(tags[PID_TAG]), tags.get(PID_START_TAG))
+    beat = tags.get(HEARTBEAT_TAG)
+    last = float(beat) if beat else run.info.start_time / 1000
+    return (now or time.time()) - last < STALE_AFTER_S
+
+
+def owned_here(run: Run) -> bool:
+    tags = run.data.tags
+    return tags.get(HOST_TAG) == socket.gethostname() and tags.get(PID_TAG) == str(os.getpid())
+
+
+def owner(run: Run) -> str:
+    """Where a run runs, for messages: 'pid 123 on host h, last heartbeat 12 s ago'."""
+    tags = run.data.tags
+    beat = tags.get(HEARTBEAT_TAG)
+    ago = f", last heartbeat {time.time() - float(beat):.0f} s ago" if beat else ""
+    return f"pid {tags.get(PID_TAG, '?')} on host {tags.get(HOST_TAG, '?')}{ago}"
 
 
 def create_run(client: MlflowClient, experiment: str, name: str | None, parent_run_id: str | None,
@@ -111,8 +334,19 @@ def create_run(client: MlflowClient, experiment: str, name: str | None, parent_r
     all_tags = dict(tags)
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    run = client.create_run(experiment_id(client, experiment), run_name=name, tags=all_tags)
-    return RunLogger(client, run.info.run_id)
+    run = client.create_run(experiment_id(client, experiment), run_name=name, tags={**all_tags, **owner_tags()})
+    return _started(RunLogger(client, run.info.run_id))
+
+
+def _started(run: RunLogger) -> RunLogger:
+    """A run whose artifacts can be written, with its heartbeat going; else FAILED with the reason."""
+    try:
+        run.check_artifacts_writable()
+    except UserError as err:
+        run.end("FAILED", str(err))
+        raise
+    run.start_heartbeat()
+    return run
 
 
 def get_run(client: MlflowClient, run_id: str) -> Run:
@@ -125,11 +359,21 @@ def get_run(client: MlflowClient, run_id: str) -> Run:
 
 
 def reopen_run(client: MlflowClient, run_id: str) -> RunLogger:
-    """A logger for an existing run, that skips the metric steps the store already holds."""
+    """A logger for an existing run, that skips the metric steps the store already holds.
+
+    A run whose process still runs is refused: both would log into it. The reopened run is this
+    process's, RUNNING, without the failure reason of its last end.
+    """
     run = get_run(client, run_id)
+    if is_alive(run) and not owned_here(run):
+        raise UserError(f"run {run_id} is still running ({owner(run)}): stop that process first (Ctrl-C, or kill its "
+                        "pid), since two processes logging into one run would duplicate its metrics.")
     logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
     client.update_run(run_id, status="RUNNING")
-    return RunLogger(client, run_id, already_logged=logged)
+    if FAILURE_TAG in run.data.tags:
+        client.delete_tag(run_id, FAILURE_TAG)
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in owner_tags().items()])
+    return _started(RunLogger(client, run_id, already_logged=logged))
 
 
 @contextmanager

@@ -2,22 +2,41 @@
 
 A sqlite path is made absolute, so that every job of a sweep, wherever it runs, writes to the same
 file; an http:// server is asked for its health before any work starts.
+
+MLflow creates and upgrades a database's tables on first use, in several steps that are not one
+transaction on sqlite: two processes doing it at once crash, or leave the store half-migrated. So
+the first call that may create or upgrade tables runs under a lock that every process takes: an
+flock on `<db>.lock` beside a sqlite file, a PostgreSQL advisory lock on a PostgreSQL store.
 """
 
 from __future__ import annotations
 
+import fcntl
+import importlib.util
 import os
 import re
+import sqlite3
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from rnnexp.errors import UserError
 
 DEFAULT_DB = "mlflow.db"
+# How long one HTTP request to a tracking server may take, and how often it is retried: MLflow's
+# defaults (120 s, 7 retries with exponential backoff) block training for about 12 minutes when a
+# server dies. A logger that loses its server keeps metrics and tries again later (logger.py).
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2"}
+POSTGRES_CONNECT_TIMEOUT_S = 5
+_PG_LOCK_KEY = 0x726E6E657870  # "rnnexp": one advisory lock for table creation and upgrades
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -36,6 +55,8 @@ def resolve_tracking_uri(configured: str | None) -> str:
     if scheme == "sqlite":
         db = Path(uri[len("sqlite:///") :])
         uri = f"sqlite:///{(Path.cwd() / db).resolve()}"
+    if scheme == "postgresql" and importlib.util.find_spec("psycopg2") is None:
+        uri = "postgresql+psycopg://" + uri.split("://", 1)[1]  # SQLAlchemy's default driver is psycopg2
     return uri
 
 
@@ -49,6 +70,11 @@ def check_reachable(uri: str) -> None:
     if db is not None and not db.parent.is_dir():
         raise UserError(
             f"the MLflow store's folder {db.parent} does not exist: create it or choose another tracking_uri.")
+    if db is not None and not os.access(db.parent, os.W_OK):
+        raise UserError(f"the MLflow store's folder {db.parent} is not writable (sqlite writes a journal beside "
+                        f"{db.name}): make it writable or choose another tracking_uri.")
+    if is_postgres(uri):
+        check_postgres(uri)
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10) as response:
@@ -61,13 +87,168 @@ def check_reachable(uri: str) -> None:
             ) from None
 
 
+def is_postgres(uri: str) -> bool:
+    return uri.split("://", 1)[0].split("+", 1)[0] == "postgresql"
+
+
+def check_postgres(uri: str) -> None:
+    """One sentence, within seconds, for a PostgreSQL store that cannot be used (MLflow retries for minutes)."""
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
+    except ModuleNotFoundError as err:
+        raise UserError(f"tracking_uri {redacted(uri)} needs the PostgreSQL driver {err.name}: install it with "
+                        "pip install -e '.[postgres]'.") from None
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
+        raise UserError(f"cannot reach the PostgreSQL store {redacted(uri)} ({reason}): start it (make server) "
+                        "or set tracking_uri / MLFLOW_TRACKING_URI to a reachable store.") from None
+    finally:
+        engine.dispose()
+
+
+def redacted(uri: str) -> str:
+    """The URI without its password, for messages."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", uri)
+
+
 def connect(uri: str) -> MlflowClient:
+    """A client of a reachable store whose tables exist at MLflow's current schema.
+
+    The first call creates or upgrades the tables; it runs under the store's lock, so that any
+    number of processes may start on a new store at once.
+    """
     check_reachable(uri)
-    return MlflowClient(tracking_uri=uri)
+    if uri.startswith(("http://", "https://")):
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+    with store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)
+        try:
+            client.search_experiments(max_results=1)  # creates or upgrades the tables
+        except Exception as err:  # alembic's and SQLAlchemy's errors too: the store cannot be opened
+            if uri.startswith(("http://", "https://")):
+                raise
+            raise UserError(diagnose(uri, err)) from None
+    return client
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Held while a process may create or upgrade the store's tables; a no-op for a tracking server,
+    which does that itself at start."""
+    db = sqlite_path(uri)
+    if db is not None:
+        lock_file = db.with_name(db.name + ".lock")
+        try:
+            handle = open(lock_file, "a")
+        except OSError as err:
+            raise UserError(f"cannot create the MLflow store's lock file {lock_file} ({err.strerror}): make "
+                            f"{db.parent} writable or choose another tracking_uri.") from None
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+    elif is_postgres(uri):
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+                                          poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({_PG_LOCK_KEY})"))
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})"))
+        engine.dispose()
+    else:
+        yield
+
+
+def leftover_migration_tables(uri: str) -> list[str]:
+    """Tables an interrupted alembic batch migration leaves behind (`_alembic_tmp_<table>`)."""
+    engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        return sorted(t for t in sqlalchemy.inspect(engine).get_table_names() if t.startswith("_alembic_tmp_"))
+    finally:
+        engine.dispose()
+
+
+def diagnose(uri: str, err: BaseException) -> str:
+    """One sentence on a store MLflow cannot open, with the command that repairs it."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    repair = f"python -m rnnexp.runs action=repair_store tracking_uri={uri}"
+    db = sqlite_path(uri)
+    if db is not None:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                conn.execute("SELECT name FROM sqlite_master").fetchall()
+        except sqlite3.DatabaseError as bad:
+            return (f"{db} is not a readable sqlite database ({bad}): restore it from a backup, or move it aside "
+                    "and let a new run create a new store.")
+    try:
+        leftovers = leftover_migration_tables(uri)
+    except sqlalchemy.exc.SQLAlchemyError:
+        leftovers = []
+    if leftovers:
+        return (f"the MLflow store {redacted(uri)} was left half-migrated by an interrupted schema upgrade (tables "
+                f"{', '.join(leftovers)}): back it up, then repair it with {repair}.")
+    if "out-of-date database schema" in text:
+        return (f"the MLflow store {redacted(uri)} has an older schema than this MLflow: back it up, then upgrade "
+                f"it with {repair}.")
+    return f"cannot open the MLflow store {redacted(uri)} ({text[:300]}): back it up, then try {repair}."
+
+
+def repair_store(uri: str) -> list[str]:
+    """Finish an interrupted schema upgrade; return what was done, one line per change.
+
+    An alembic batch migration on sqlite copies a table into `_alembic_tmp_<table>`, drops the
+    original and renames the copy. A leftover copy beside its original is dropped; a copy whose
+    original is gone becomes the table again. Then MLflow's own upgrade runs to the current schema.
+    """
+    from mlflow.store.db.utils import (_all_tables_exist, _get_latest_schema_revision, _get_schema_version,
+                                       _initialize_tables)
+
+    done = []
+    with store_lock(uri):
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+            with engine.begin() as connection:
+                for leftover in sorted(t for t in tables if t.startswith("_alembic_tmp_")):
+                    original = leftover[len("_alembic_tmp_"):]
+                    if original in tables:
+                        connection.execute(sqlalchemy.text(f'DROP TABLE "{leftover}"'))
+                        done.append(f"dropped {leftover} (a leftover copy of {original})")
+                    else:
+                        connection.execute(sqlalchemy.text(f'ALTER TABLE "{leftover}" RENAME TO "{original}"'))
+                        done.append(f"renamed {leftover} back to {original}")
+            before = _get_schema_version(engine)
+            if before != _get_latest_schema_revision() or not _all_tables_exist(engine):
+                _initialize_tables(engine)  # what MLflow runs on first use: missing tables, then the upgrade
+                done.append(f"upgraded the schema from {before} to {_get_schema_version(engine)}")
+        finally:
+            engine.dispose()
+    return done
+
+
+# The UI opens an experiment of this kind on its runs, not on MLflow 3's GenAI overview.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+EXPERIMENT_DESCRIPTION = """\
+Recurrent language models trained with rnnexp (`python -m rnnexp.run`): NumPy RNNs composed with Hydra.
+
+- **A run** is one training run, named after the settings it changed. Params: the resolved config, each knob once
+  (`model.hidden_dim`, `optim.lr`, ...). Charts: `train_loss`, `val_ppl`, `best_val_ppl`, `test_ppl`, `lr`,
+  `tokens_per_sec`; the gradient diagnostics under `diagnostics/`, CPU and memory under `system/`. Artifacts:
+  checkpoints, `curves.png`, samples, and the best checkpoint as an MLflow model (`runs:/<run id>/model`).
+- **A sweep** (`-m`) is a parent run with a child per job: its description compares the children, best first.
+"""
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
-    """The id of experiment `name`, created if new; a sqlite store keeps artifacts in mlartifacts/ beside it."""
+    """The id of experiment `name`, created if new, marked as model training and described.
+
+    A sqlite store keeps artifacts in mlartifacts/ beside it.
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         db = sqlite_path(client.tracking_uri)
@@ -76,7 +257,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
             slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
             location = (db.parent / "mlartifacts" / slug).as_uri()
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=experiment_tags({}))
         except MlflowException:  # another process created it meanwhile
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
@@ -86,4 +267,21 @@ def experiment_id(client: MlflowClient, name: str) -> str:
             f"the MLflow experiment {name!r} is deleted: restore it (mlflow experiments restore) "
             "or choose another experiment_name."
         )
+    for key, value in experiment_tags(experiment.tags).items():
+        try:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+        except MlflowException:  # another process set it at the same moment
+            pass
     return experiment.experiment_id
+
+
+def experiment_tags(existing: dict[str, str]) -> dict[str, str]:
+    """The tags an experiment still lacks: its kind (unless set on purpose; the UI's guesses end in
+    `_inferred`) and a description (unless it has one)."""
+    key, kind = EXPERIMENT_KIND
+    tags = {}
+    if existing.get(key, "").endswith(("_inferred", "no_inferred_type")) or key not in existing:
+        tags[key] = kind
+    if MLFLOW_RUN_NOTE not in existing:
+        tags[MLFLOW_RUN_NOTE] = EXPERIMENT_DESCRIPTION
+    return tags

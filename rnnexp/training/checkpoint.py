@@ -7,8 +7,10 @@ state, whose 128-bit integers fit no array dtype, the run's config) is one JSON 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,16 +31,38 @@ class Checkpoint:
 
 
 def save(path: Path, checkpoint: Checkpoint) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically: a crash or a full disk mid-write leaves the previous checkpoint intact and no
+    `.partial` behind; a folder that cannot be written is one sentence naming it."""
     entries = {f"{section}/{key}": value for section in SECTIONS for key, value in getattr(checkpoint, section).items()}
     entries["meta"] = np.array(json.dumps(checkpoint.meta))
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as file:
-        np.savez(file, **entries)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "wb") as file:
+            np.savez(file, **entries)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise unwritable(path, err) from None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail at the start of a run, not at its first checkpoint, when `folder` cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise unwritable(folder, err) from None
+
+
+def unwritable(path: Path, err: OSError) -> UserError:
+    folder = path if path.suffix != ".npz" else path.parent
+    return UserError(f"cannot write the checkpoint {path} ({err.strerror or err}): free space in {folder} or make it "
+                     "writable, or set train.checkpoint_dir to another folder; the last good checkpoint is intact.")
 
 
 def load(path: Path) -> Checkpoint:
@@ -54,7 +78,8 @@ def load(path: Path) -> Checkpoint:
                     sections[section][name] = data[key]
     except (zipfile.BadZipFile, ValueError, KeyError, OSError) as err:
         raise UserError(
-            f"{path} is not a readable rnnexp checkpoint ({err}): resume from another checkpoint.") from None
+            f"{path} is not a readable rnnexp checkpoint ({err}): it is damaged or not a checkpoint; "
+            "give another one.") from None
     return Checkpoint(sections["params"], sections["optimizer"], meta, sections["arrays"])
 
 
