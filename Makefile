@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test test-all gradcheck data ui sweep search reproduce reproduce-full \
-        truncation-study bench bench-smoke clean
+        truncation-study ptb bench bench-smoke clean
 
 help:  ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ reproduce: $(STAMP)  ## the tutorial's claims, quick (<15 min): experiments/tuto
 
 reproduce-full: $(STAMP)  ## the same on the full reddit CSV (make data first; hours)
 	$(PY) -m experiments.tutorial.reproduce mode=full
+
+ptb: $(STAMP)  ## the word-LM recipe on PTB beside Kneser–Ney, and parity with PyTorch (~5 min): experiments/ptb/REPORT.md
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(PY) -m experiments.ptb.report
 
 truncation-study: $(STAMP)  ## how far back the RNN learns, per truncation (<30 min): experiments/truncation/REPORT.md
 	$(PY) -m rnnexp.run -m experiment=truncation_study hydra/launcher=joblib

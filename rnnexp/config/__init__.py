@@ -1,6 +1,11 @@
 """The configuration layer: schemas registered with Hydra, and `resolve`, which validates them once."""
 
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
 from rnnexp.config.dataset import DatasetConfig, SyntheticConfig
 from rnnexp.config.resolve import as_tree, resolve
@@ -18,6 +23,8 @@ from rnnexp.config.schema import (
     ScheduleConfig,
     TrainConfig,
 )
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 _store = ConfigStore.instance()
 _store.store(name="run_schema", node=ComposedRun)
@@ -42,5 +49,23 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "as_tree",
+    "compose_run",
     "resolve",
 ]
+
+
+def compose_run(overrides: list[str]) -> DictConfig:
+    """The run config `python -m rnnexp.run <overrides>` would compose, from code: studies, benchmarks, tests.
+
+    Inside another Hydra app (a report's main) Hydra is already initialised; its state is set aside
+    while the project's conf/ is composed, then put back.
+    """
+    global_hydra = GlobalHydra.instance()
+    outer = global_hydra.hydra
+    global_hydra.clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=overrides)
+    finally:
+        global_hydra.clear()
+        global_hydra.hydra = outer
