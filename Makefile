@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-all gradcheck data ui sweep search reproduce reproduce-full \
+.PHONY: help setup run test test-all lint gradcheck data ui sweep search reproduce reproduce-full \
         truncation-study ptb bench bench-smoke clean
 
 help:  ## list the commands
@@ -27,6 +27,11 @@ test: $(STAMP)  ## run the fast test suite
 
 test-all: $(STAMP)  ## run every test, slow ones included (an mlflow server, joblib, Optuna, submitit)
 	$(PY) -m pytest -q -m ''
+
+lint: $(STAMP)  ## ruff (lint and format) and mypy over the code
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 gradcheck: $(STAMP)  ## central-difference gradient check of every truncation mode
 	for mode in window chunk full; do $(PY) -m rnnexp.gradcheck truncation=$$mode || exit 1; done
