@@ -13,6 +13,7 @@ from scipy.linalg.blas import get_blas_funcs
 
 from rnnexp.config.schema import OptimConfig
 from rnnexp.engine.grads import ColumnGrad, squared_norm
+from rnnexp.engine.threads import blas_single_threaded
 from rnnexp.errors import UserError
 
 
@@ -63,6 +64,7 @@ class Optimizer:
             self.state[key] = np.zeros_like(like)
         return self.state[key]
 
+    @blas_single_threaded  # a 2-thread axpy leaves OpenBLAS's threads spinning into the next backprop
     def step(self, params: dict, grads: dict, lr: float) -> None:
         self.t += 1
         for name, grad in grads.items():

@@ -1,22 +1,68 @@
 """The softmax output layer o = softmax(V s) with its cross-entropy, shared by every cell.
 
-The layer dominates the cost at real vocabulary sizes, so it works in cache-sized row blocks: the
-(rows × V) logits stay in cache through the exponential and both gradient products. Blocks go to
-worker threads (NumPy's exp runs on one core) in a fixed pattern, so results repeat bitwise.
+The layer dominates the cost at real vocabulary sizes. Its rows go to worker threads in equal
+blocks (NumPy's exp runs on one core, and each worker's BLAS calls are single-threaded), and each
+block is one fused task over a (rows × V) buffer the worker keeps across calls:
+
+    E = exp(S Vᵀ)           one GEMM, then exp in place
+    [E V | z] = E [V | 1]    one GEMM gives both the product for dS and the row sums z
+    E[r, y_r] -= z_r         the one-hot term, so that the next product includes it
+    dV += Eᵀ (S · w/z)       one GEMM, the 1/z normalisation folded into the small (rows × H) factor
+
+so the only pass over the logits besides the three products is the exponential. Blocks are fixed
+by the row count and the thread count, and the workers' dV are summed in a fixed order, so results
+repeat bitwise for a given thread count.
+
+Every output layer offers the same contract (the cells use nothing else): `params_of` (its
+parameter names), `buffers` (non-trained arrays a checkpoint must keep), `logits(s)`, and
+`nll_grads(S, y, weights, need_grads) -> (nll, dS, grads)` with `grads` a dict name -> gradient.
 """
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 
 # Rows of the output layer processed at once: big enough for efficient matrix products, small
-# enough that the (rows × V) block of logits stays in cache through softmax and both products.
-OUTPUT_BLOCK_ROWS = 256
+# enough that the (rows × V) block of logits stays in cache through exp and both later products.
+OUTPUT_BLOCK_ROWS = 320
 # Below this many logits a batch is too small to repay handing blocks to worker threads.
 PARALLEL_MIN_LOGITS = 1 << 20
+
+
+def block_plan(n_rows: int, workers: int, block_rows: int = OUTPUT_BLOCK_ROWS) -> list[list[tuple[int, int]]]:
+    """Rows 0..n_rows in equal blocks of at most `block_rows`, the same number for each worker."""
+    per_worker = max(1, math.ceil(n_rows / (workers * block_rows)))
+    edges = [n_rows * i // (workers * per_worker) for i in range(workers * per_worker + 1)]
+    blocks = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return [blocks[w * per_worker : (w + 1) * per_worker] for w in range(workers)]
+
+
+class WorkerPool:
+    """Worker threads, each with scratch buffers it keeps across calls (no page faults per step)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._scratch: dict[tuple[int, str], np.ndarray] = {}
+
+    def scratch(self, worker: int, name: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        """A (rows, cols) C-ordered buffer of this worker's, reused while it is large enough."""
+        buf = self._scratch.get((worker, name))
+        if buf is None or buf.dtype != dtype or buf.shape[1] != shape[1] or buf.shape[0] < shape[0]:
+            buf = self._scratch[(worker, name)] = np.empty(shape, dtype)
+        return buf[: shape[0]]
+
+    def map(self, fn, n: int) -> list:
+        """fn(0), ..., fn(n-1): in this thread when n is 1, else on the worker threads."""
+        if n == 1:
+            return [fn(0)]
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="rnnexp-output")
+        return list(self._executor.map(fn, range(n)))
 
 
 class SoftmaxOutput:
@@ -27,76 +73,106 @@ class SoftmaxOutput:
         weights = params[key]
         self.vocab_size, self.hidden_dim = weights.shape
         self.dtype = weights.dtype
+        self.params_of = (key,)
+        self.buffers: dict[str, np.ndarray] = {}
         self._gemm = get_blas_funcs("gemm", dtype=self.dtype)
-        self._executor: ThreadPoolExecutor | None = None
+        self._pool = WorkerPool(threads)
+        self._augmented = np.ones((self.vocab_size, self.hidden_dim + 1), self.dtype)  # [V | 1]
 
     def logits(self, s: np.ndarray) -> np.ndarray:
         """Unnormalised log-probabilities of the next word after state(s) s."""
         return s @ self.params[self.key].T
 
-    def _safe_without_shift(self) -> bool:
-        """True when no logit can overflow exp: |V s| <= max row-sum of |V| since |s| <= 1."""
-        limit = 60.0 if self.dtype == np.float32 else 600.0
-        return float(np.abs(self.params[self.key]).sum(axis=1).max()) < limit
-
     def __call__(self, S: np.ndarray, y: np.ndarray, weights: np.ndarray | None, need_grads: bool):
-        """Softmax cross-entropy over all rows in cache-sized blocks, split among worker threads.
+        """(nll, dS, dV): the form the cells were first written against; `nll_grads` is the contract."""
+        nll, dS, grads = self.nll_grads(S, y, weights, need_grads)
+        return nll, dS, None if grads is None else grads[self.key]
 
-        Returns per-row NLL, and with `need_grads` dL/dS (N, H) and dL/dV, where each row's loss
-        counts with its weight (0 for padding). NumPy's exp runs on one core, so each worker takes
-        every `threads`-th block (BLAS is single-threaded in every pass); blocks go to workers in a fixed
-        pattern and the workers' dV are summed in a fixed order, so results are bitwise repeatable.
+    def nll_grads(self, S: np.ndarray, y: np.ndarray, weights: np.ndarray | None, need_grads: bool):
+        """Per-row NLL and, with `need_grads`, dL/dS (N, H) and {key: dL/dV}, each row counting with its weight.
+
+        Weights are 0 for padding. Each worker takes a run of equal blocks (see `block_plan`), so
+        the split is a function of the row count and the thread count alone.
         """
         N = S.shape[0]
         nll = np.empty(N, self.dtype)
         dS = np.empty((N, self.hidden_dim), self.dtype) if need_grads else None
-        starts = list(range(0, N, OUTPUT_BLOCK_ROWS))
-        # Bounding the logits through V reads all of V; with fewer rows than H, shifting each row
-        # by its own maximum is the cheaper way to keep exp from overflowing.
-        shift = N <= self.hidden_dim or not self._safe_without_shift()
-        workers = min(self.threads, len(starts)) if N * self.vocab_size >= PARALLEL_MIN_LOGITS else 1
+        workers = min(self.threads, N) if N * self.vocab_size >= PARALLEL_MIN_LOGITS else 1
+        plan = block_plan(N, workers, OUTPUT_BLOCK_ROWS)
+        rows = max(b - a for blocks in plan for a, b in blocks)
+        if need_grads:
+            np.copyto(self._augmented[:, : self.hidden_dim], self.params[self.key])
 
-        def work(first: int):
+        def work(worker: int):
+            L = self._pool.scratch(worker, "logits", (rows, self.vocab_size), self.dtype)
             dV = None
-            block = np.empty((min(N, OUTPUT_BLOCK_ROWS), self.vocab_size), self.dtype)
-            for r0 in starts[first::workers]:
-                r1 = min(N, r0 + OUTPUT_BLOCK_ROWS)
-                dV = self._output_block(S, y, weights, r0, r1, block[: r1 - r0], shift, nll, dS, dV)
+            # overflow is how an unsafe block shows (it is then redone shifted); NaN, how diverged weights do
+            with np.errstate(over="ignore", invalid="ignore"):
+                for r0, r1 in plan[worker]:
+                    dV = self._block(S, y, weights, r0, r1, L[: r1 - r0], nll, dS, dV, worker)
             return dV
 
-        if workers == 1:
-            return nll, dS, work(0)
-        partial = list(self._pool().map(work, range(workers)))
-        return nll, dS, (sum(partial[1:], partial[0]) if need_grads else None)
+        partial = self._pool.map(work, workers)
+        if not need_grads:
+            return nll, None, None
+        dV = partial[0]
+        for other in partial[1:]:
+            dV += other
+        return nll, dS, {self.key: dV}
 
-    def _output_block(self, S, y, weights, r0, r1, L, shift, nll, dS, dV):
-        """Rows r0:r1: logits, softmax in place, NLL, and the two gradient products.
+    def _block(self, S, y, weights, r0, r1, L, nll, dS, dV, worker):
+        """Rows r0:r1, fused: logits, exp in place, NLL, and both gradient products; returns dV with this block's share.
 
-        Returns dV with this block's share added: the first block writes it, later blocks add to
-        it inside the matrix product (BLAS gemm with beta=1) instead of through a V×H temporary.
+        exp runs on the logits unshifted, which is exact while no row overflows or underflows; a
+        block whose row sums leave the safe range is done again with each row shifted by its max.
         """
         Vm = self.params[self.key]
-        Sb, yb, rows = S[r0:r1], y[r0:r1], np.arange(r1 - r0)
+        Sb, yb, n = S[r0:r1], y[r0:r1], r1 - r0
+        index = np.arange(n)
         np.matmul(Sb, Vm.T, out=L)
-        if shift:
-            L -= L.max(axis=1, keepdims=True)
-        target_logit = L[rows, yb]
+        target = L[index, yb]
         np.exp(L, out=L)
-        z = L.sum(axis=1)
-        nll[r0:r1] = np.log(z) - target_logit
         if dS is None:
+            z = L.sum(axis=1)
+            if not _safe(z, self.dtype):
+                z = self._shifted(Sb, L, target)
+            nll[r0:r1] = np.log(z) - target
             return None
+        H = self.hidden_dim
+        A = self._pool.scratch(worker, "products", (n, H + 1), self.dtype)
+        np.matmul(L, self._augmented, out=A)
+        z = A[:, H]
+        if not _safe(z, self.dtype):
+            z = self._shifted(Sb, L, target)
+            np.matmul(L, self._augmented, out=A)
+        nll[r0:r1] = np.log(z) - target
         wb = weights[r0:r1]
-        L *= (wb / z)[:, None]
-        L[rows, yb] -= wb
-        np.matmul(L, Vm, out=dS[r0:r1])
+        scale = wb / z
+        # dS = (w/z)·(E V) - w·V[y]: the one-hot term from V's rows, not through the big block.
+        np.multiply(A[:, :H], scale[:, None], out=dS[r0:r1])
+        dS[r0:r1] -= wb[:, None] * Vm[yb]
+        L[index, yb] -= z
+        scaled = Sb * scale[:, None]
         if dV is None:
-            return L.T @ Sb
-        # dV is C-ordered, so dVᵀ (H×V) is Fortran-ordered: dVᵀ += Sbᵀ·L updates it in place.
-        self._gemm(1.0, Sb.T, L.T, beta=1.0, c=dV.T, trans_b=1, overwrite_c=1)
+            dV = np.empty((self.vocab_size, H), self.dtype)
+            beta = 0.0
+        else:
+            beta = 1.0
+        # dV is C-ordered, so dVᵀ (H×V) is Fortran-ordered: dVᵀ (+)= scaledᵀ·E in place.
+        self._gemm(1.0, scaled.T, L.T, beta=beta, c=dV.T, trans_b=1, overwrite_c=1)
         return dV
 
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="rnnexp-output")
-        return self._executor
+    def _shifted(self, Sb: np.ndarray, L: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Redo a block's exp with each row shifted by its max (target shifted alike); returns the row sums."""
+        np.matmul(Sb, self.params[self.key].T, out=L)
+        top = L.max(axis=1)
+        L -= top[:, None]
+        target -= top
+        np.exp(L, out=L)
+        return L.sum(axis=1)
+
+
+def _safe(z: np.ndarray, dtype: np.dtype) -> bool:
+    """True when every row sum of unshifted exponentials is finite and far from underflow."""
+    low = 1e-30 if dtype == np.float32 else 1e-280
+    return bool(np.isfinite(z).all() and z.min() > low)
