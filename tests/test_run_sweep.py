@@ -34,11 +34,11 @@ def test_a_sweep_compares_its_jobs_and_goes_on_past_a_diverging_one(tmp_path: Pa
     artifacts = {a.path for a in mlflow.list_artifacts(parent.info.run_id)}
     assert artifacts == {"comparison.md", "comparison.csv", "val_curves.png"}
     table = Path(mlflow.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))).read_text().splitlines()
-    assert table[0] == "job,lr,status,best val ppl,test ppl,tokens/s,run id,failure"
+    assert table[0] == "job,run,optim.lr,status,best val ppl,test ppl,tokens/s,run id,failure"  # best first
     best_ppl = min(m.value for m in mlflow.get_metric_history(children[0].info.run_id, "val_ppl"))
-    assert table[1].startswith(f"0,2,FINISHED,{best_ppl:.3f},{children[0].data.metrics['test_ppl']:.3f},")
-    assert table[2].startswith("1,1000,FAILED,")
-    assert "| job | lr | status | best val ppl |" in result.stdout  # the table, printed
+    assert table[1].startswith(f"0,lr=2,2,FINISHED,{best_ppl:.3f},{children[0].data.metrics['test_ppl']:.3f},")
+    assert table[2].startswith("1,lr=1000,1000,FAILED,")
+    assert "| job | run | optim.lr | status | best val ppl |" in result.stdout  # the table, printed
 
 
 def test_jobs_that_fail_before_their_run_exists_still_fail_the_sweep(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ def test_the_optuna_sweeper_gets_the_best_loss_and_survives_a_diverging_trial(tm
 
     assert result.returncode == 2 and "1 of 2 sweep jobs failed (lr=1000)" in result.stderr
     mlflow, parent, children = sweep_runs(tmp_path)
-    assert {c.data.params["lr"]: c.info.status for c in children} == {"1000.0": "FAILED", "2.0": "FINISHED"}
+    assert {c.data.params["optim.lr"]: c.info.status for c in children} == {"1000.0": "FAILED", "2.0": "FINISHED"}
     (finished,) = [c for c in children if c.info.status == "FINISHED"]
     best = min(m.value for m in mlflow.get_metric_history(finished.info.run_id, "val_loss"))
     assert f"Best value: {best}" in result.stdout  # the job's return value, which Optuna minimised

@@ -17,6 +17,7 @@ touched (`ColumnGrad`) both read contiguous memory.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -272,13 +273,21 @@ class RNNLM:
         max_len: int = 50,
         temperature: float = 1.0,
         top_k: int | None = None,
+        prefix: Sequence[int] = (),
     ) -> list[int]:
-        """Sample a sentence word by word, never the unknown token, until `end_id` or `max_len`."""
+        """Sample a sentence word by word, never the unknown token, until `end_id` or `max_len`.
+
+        With a `prefix` (the words after the start token), the model reads it first and samples its
+        continuation, which is what is returned.
+        """
         if temperature <= 0:
             raise UserError(f"temperature must be > 0, got {temperature}.")
         U_t, W, Vm = self.params["U"].T, self.params["W"], self.params["V"]
         h = np.zeros(self.H, self.dtype)
         word, out = int(start_id), []
+        for given in prefix:
+            h = np.tanh(U_t[word] + W @ h)
+            word = int(given)
         banned = [i for i in (unknown_id, start_id) if i is not None]
         while len(out) < max_len:
             h = np.tanh(U_t[word] + W @ h)

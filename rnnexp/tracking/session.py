@@ -23,20 +23,23 @@ from rnnexp.errors import UserError
 from rnnexp.training import checkpoint
 from rnnexp.training.diagnostics import EvalHook
 from rnnexp.training.loop import CHECKPOINT_ARTIFACTS, StopSignals, fit
-from rnnexp.tracking import trained
-from rnnexp.tracking.describe import describe
+from rnnexp.tracking import pyfunc_model, trained
+from rnnexp.tracking.describe import command_overrides, describe, readable_name
 from rnnexp.tracking.logger import create_run, get_run, reopen_run, run_status
 from rnnexp.tracking.store import connect, resolve_tracking_uri
+from rnnexp.tracking.system_metrics import system_metrics
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_name: str | None = None,
-          tags: Mapping[str, str] | None = None, eval_hooks: Sequence[EvalHook] = ()) -> float:
+          tags: Mapping[str, str] | None = None, eval_hooks: Sequence[EvalHook] = (),
+          stop: StopSignals | None = None) -> float:
     """Train one run as `cfg` says (or continue the one `cfg.resume` names); return the best validation loss.
 
     A resumed run continues from its last checkpoint, or, killed before its first, starts again
     from step 0 in the same run; a run whose process still runs is refused (logger.reopen_run).
+    `stop` is how a caller other than a signal asks training to stop after its current step.
     """
     run_cfg = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     run_cfg.train.checkpoint_dir = str(Path(run_cfg.train.checkpoint_dir).resolve())
@@ -51,10 +54,12 @@ def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_nam
         run = reopen_run(client, run_id)
         log.info("resuming run %s at step %d", run_id, start.meta["progress"]["step"] if start else 0)
     else:
-        run = create_run(client, run_cfg.experiment_name, run_name or run_cfg.run_name, parent_run_id, tags or {})
+        title = run_name or run_cfg.run_name or readable_name(command_overrides(), run_cfg)
+        run = create_run(client, run_cfg.experiment_name, title, parent_run_id, tags or {})
     run.flush_every_s = run_cfg.train.flush_every_s
     blas = threadpool_limits(run_cfg.blas_threads, user_api="blas") if run_cfg.blas_threads else nullcontext()
-    with run_status(run), blas, StopSignals() as stop:
+    monitor = system_metrics(client.tracking_uri, run.run_id, resumed=bool(run_cfg.resume))
+    with run_status(run), blas, (stop or StopSignals()) as stop, monitor:
         checkpoint_dir = Path(run_cfg.train.checkpoint_dir) / run.run_id
         checkpoint.check_writable(checkpoint_dir)
         corpus = load_corpus(run_cfg.dataset, seed=run_cfg.seed)
@@ -65,7 +70,9 @@ def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_nam
             for name in ("last.npz", "best.npz"):  # the server may have missed them (it was away)
                 if (checkpoint_dir / name).is_file():
                     run.log_artifact(checkpoint_dir / name, CHECKPOINT_ARTIFACTS)
-        return fit(run_cfg, corpus, run, checkpoint_dir, run.run_id, start, stop, eval_hooks)
+        best = fit(run_cfg, corpus, run, checkpoint_dir, run.run_id, start, stop, eval_hooks)
+        pyfunc_model.log_model(client, run.run_id, checkpoint_dir / "best.npz", corpus)
+        return best
 
 
 def find_checkpoint(resume: str, client: MlflowClient,

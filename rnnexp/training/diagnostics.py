@@ -31,6 +31,7 @@ from rnnexp.training.recorder import Recorder
 DECAY_FIGURE = "gradient_decay.png"
 PREFIX = "diagnostics/"
 SATURATION = 0.99
+LEGEND_EPOCHS = 10
 
 
 @dataclass
@@ -192,23 +193,34 @@ def gradient_norms(grads: dict) -> dict[str, float]:
 
 
 def plot_gradient_decay(history: dict[int, np.ndarray], truncate: int | None = None) -> Any:
-    """A matplotlib Figure: gradient norm against steps back, one line per epoch, log scale."""
+    """A matplotlib Figure: gradient norm against steps back (log scale), one line per evaluation.
+
+    Up to LEGEND_EPOCHS lines are named in a legend beside the axes; more are told apart by a
+    colour bar of epochs.
+    """
     from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.5, 4))
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.subplots()
-    cmap = colormaps["viridis"]
     epochs = sorted(history)
-    for i, epoch in enumerate(epochs):
+    colors = ScalarMappable(Normalize(epochs[0], max(epochs[-1], epochs[0] + 1)), colormaps["viridis"])
+    for epoch in epochs:
         decay = np.asarray(history[epoch])
-        ax.semilogy(np.arange(len(decay)), decay, marker=".", color=cmap(i / max(1, len(epochs) - 1)), label=f"epoch {epoch}")
+        label = "untrained" if epoch == 0 else f"after epoch {epoch}"
+        ax.semilogy(np.arange(len(decay)), decay, marker=".", color=colors.to_rgba(epoch), label=label)
     if truncate is not None:
-        ax.axvline(truncate, color="grey", linestyle="--", label=f"bptt_truncate={truncate}")
-    ax.set_xlabel("k (steps back)")
-    ax.set_ylabel(r"mean $\Vert\partial L_t / \partial s_{t-k}\Vert$")
-    ax.set_title("How far back the error reaches")
+        ax.axvline(truncate, color="grey", linestyle="--", label=f"training truncation ({truncate} steps)")
+    ax.set_xlabel("k: steps back from the output")
+    ax.set_ylabel(r"mean gradient norm $\Vert\partial L_t / \partial s_{t-k}\Vert$")
+    ax.set_title("How far back the error reaches (a fixed held-out batch)")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-    fig.tight_layout()
+    if len(epochs) <= LEGEND_EPOCHS:
+        fig.legend(loc="outside right upper", fontsize="small")
+    else:
+        fig.colorbar(colors, ax=ax, label="epoch")
+        if truncate is not None:
+            ax.legend(handles=ax.lines[-1:], fontsize="small", loc="upper right")
     return fig
