@@ -247,14 +247,17 @@ class RunLogger:
             # (check, then insert); the loser's second try finds the row the winner wrote.
             self.client.log_inputs(self.run_id, inputs)
 
+    def stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.set()
+
     def end(self, status: str, reason: str | None = None) -> None:
         """Flush what is buffered and close the run; a failure's reason becomes a tag.
 
         A server that is away gets FINAL_WAIT_S seconds to answer; after that the run stays RUNNING
         there, its last checkpoint holds what was not sent, and the error says how to finish it.
         """
-        if self._heartbeat is not None:
-            self._heartbeat.set()
+        self.stop_heartbeat()
         deadline = time.monotonic() + FINAL_WAIT_S
         try:
             self.flush()

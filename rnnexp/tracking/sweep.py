@@ -1,15 +1,28 @@
 """Hydra multiruns as MLflow sweeps: one parent run, a child per job, a comparison at the end.
 
-The launching process creates the store, the experiment and the parent run before any job starts
-(concurrent creation of a fresh sqlite store fails), and writes the parent's id into the sweep
-directory, where every job finds it whichever launcher ran it (joblib worker, SLURM node).
+The launching process creates the parent run before any job starts and binds the jobs to it by
+its id: in the environment every launcher hands its jobs (joblib workers, submitit and SLURM
+jobs), and in `mlflow_parent.json` in the sweep directory, which a `${sweep_id:}` in its name
+keeps apart from any other launch, even one started in the same second from the same folder.
+
+A sweep stops as a whole: Ctrl-C or SIGTERM (to the launcher or to a job) leaves a STOP file in
+the sweep directory; running jobs checkpoint and end KILLED, jobs not started yet do not start,
+and the parent ends KILLED with the command that finishes the sweep: `resume=<parent run id>`
+runs again only the jobs without a FINISHED run, each interrupted one from its checkpoint, and
+writes the comparison.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import math
 import os
+import signal
+import sys
+import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,19 +32,31 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow import MlflowClient
-from omegaconf import DictConfig
+from mlflow.entities import Run
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import cli
 from rnnexp.tracking.comparison import JOB_TAG, summarise
-from rnnexp.tracking.logger import OVERRIDES_TAG, RunLogger, create_run
+from rnnexp.tracking.logger import OVERRIDES_TAG, RunLogger, create_run, get_run, is_alive, owner, reopen_run
 from rnnexp.tracking.params import environment_tags
 from rnnexp.tracking.store import connect, resolve_tracking_uri
+from rnnexp.training.loop import StopSignals
 from rnnexp.errors import UserError
 
 log = logging.getLogger(__name__)
 
 PARENT_FILE = "mlflow_parent.json"
 FAILED_DIR = "failed_jobs"  # a job that fails before its MLflow run exists leaves its reason here
+STOP_FILE = "STOP"  # the sweep was interrupted: jobs stop at their next step, and none starts
+SWEEP_ENV = "RNNEXP_SWEEP"  # the launcher's parent run, as JSON, inherited by every job
+ARGS_TAG = "sweep_args"  # the sweep's task and hydra overrides (JSON), what resume= launches again
+KEY_TAG = "sweep_key"  # a job's swept overrides: how a resumed sweep finds the job's run
+STOP_POLL_S = 0.5
+
+# A name part that no other launch shares, resolved once in the launcher: Hydra copies resolver
+# caches into each job's config, so every job sees the launcher's value.
+OmegaConf.register_new_resolver("sweep_id", lambda: uuid.uuid4().hex[:8], use_cache=True, replace=True)
 
 
 @dataclass
@@ -44,6 +69,7 @@ class SweepJob:
     swept: list[str]  # those the sweep chose, for this job's name
     parallel_jobs: int  # jobs the launcher runs at once on this machine (1: one after another)
     sweep_dir: Path
+    resuming: bool = False  # the sweep is resume=<parent>: this job's run may exist already
 
     @property
     def name(self) -> str:
@@ -56,16 +82,95 @@ def current_job() -> SweepJob | None:
         return None
     hydra = HydraConfig.get()
     parent_file = Path(hydra.sweep.dir) / PARENT_FILE
-    if not parent_file.is_file():
+    if SWEEP_ENV in os.environ:
+        info = json.loads(os.environ[SWEEP_ENV])
+    elif parent_file.is_file():  # a launcher that does not hand its environment to the jobs
+        info = json.loads(parent_file.read_text())
+    else:
         raise UserError(
             f"{parent_file} is missing: run sweeps with conf/config.yaml's hydra.callbacks.mlflow_sweep enabled.")
-    info = json.loads(parent_file.read_text())
-    overrides = list(hydra.overrides.task)
+    overrides = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") != "resume"]
     parsed = OverridesParser.create().parse_overrides(overrides)
     swept = [o.input_line for o in parsed if o.key_or_group not in info["common_keys"]]
     n_jobs = hydra.launcher.get("n_jobs", 1)  # joblib's convention: -1 all cores, -2 all but one
     parallel = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return SweepJob(info["parent_run_id"], hydra.job.num, overrides, swept, parallel, Path(hydra.sweep.dir))
+    return SweepJob(info["parent_run_id"], hydra.job.num, overrides, swept, parallel, Path(hydra.sweep.dir),
+                    info.get("resuming", False))
+
+
+def stopping(job: SweepJob) -> bool:
+    return (job.sweep_dir / STOP_FILE).exists()
+
+
+def request_stop(sweep_dir: Path, reason: str) -> None:
+    """Stop the whole sweep: each job stops at its next step (watch_stop), none starts."""
+    (sweep_dir / STOP_FILE).write_text(reason)
+
+
+def watch_stop(job: SweepJob, stop: StopSignals) -> threading.Event:
+    """Until the returned event is set, turn a STOP file into a stop request, which the training loop
+    answers after its current step by checkpointing and ending the run KILLED."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(STOP_POLL_S):
+            if stopping(job):
+                stop.requested = True
+                return
+
+    threading.Thread(target=watch, name="sweep-stop", daemon=True).start()
+    return done
+
+
+def job_run(client: MlflowClient, job: SweepJob) -> Run | None:
+    """The run this job had in an earlier launch of the sweep (a resumed sweep), or None."""
+    parent = client.get_run(job.parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{job.parent_run_id}'")
+    key = " ".join(job.swept)
+    matching = [run for run in children if run.data.tags.get(KEY_TAG) == key]
+    finished = [run for run in matching if run.info.status == "FINISHED"]
+    return (finished or sorted(matching, key=lambda run: run.info.start_time) or [None])[-1]
+
+
+def best_loss(client: MlflowClient, run: Run) -> float:
+    """What a finished job returns to the sweeper when a resumed sweep skips it."""
+    return min((m.value for m in client.get_metric_history(run.info.run_id, "val_loss")), default=math.inf)
+
+
+def sweep_parent(cfg: DictConfig) -> Run | None:
+    """The sweep parent run that `resume=` names, or None for a single run or a checkpoint."""
+    if str(cfg.resume).endswith(".npz"):
+        return None
+    run = get_run(connect(resolve_tracking_uri(cfg.tracking_uri)), str(cfg.resume))
+    return run if run.data.tags.get("sweep") == "true" else None
+
+
+def resume_command(parent: Run, overrides: DictConfig) -> list[str]:
+    """The command line that launches the parent's sweep again: its overrides, this command's
+    (resume=, tracking_uri=, hydra.*), and its sweep directory where it still exists."""
+    if ARGS_TAG not in parent.data.tags:
+        raise UserError(f"sweep {parent.info.run_id} was started by an older rnnexp that did not record its command "
+                        "line: start it again as a new sweep.")
+    started = json.loads(parent.data.tags[ARGS_TAG])
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    now_task, now_hydra = list(overrides.task), list(overrides.hydra)
+    given = {key(o) for o in now_task}
+    task = [o for o in started["task"] if key(o) not in given] + now_task
+    hydra = [o for o in started["hydra"] if key(o) != "hydra.sweep.dir"]
+    sweep_dir = parent.data.tags.get("sweep_dir")
+    if sweep_dir and Path(sweep_dir).is_dir():
+        hydra.append(f"hydra.sweep.dir={sweep_dir}")
+    hydra += [o for o in now_hydra if key(o) not in ("hydra.run.dir", "hydra.mode")]
+    return [sys.executable, "-m", "rnnexp.run", "--multirun", *task, *hydra]
+
+
+def clear_failure(job: SweepJob) -> None:
+    """A job that runs again is no longer the failure an earlier launch recorded."""
+    (job.sweep_dir / FAILED_DIR / f"{job.number}.txt").unlink(missing_ok=True)
 
 
 def record_failure(job: SweepJob, reason: str) -> None:
@@ -81,40 +186,122 @@ class SweepCallback(Callback):
 
     Hydra turns a callback's exceptions into warnings and carries on, so a UserError here ends
     the process itself (one line, exit status 2): before any job when the store is unreachable,
-    after the comparison when jobs failed.
+    after the comparison when jobs failed. A parent still open when the process exits (an
+    exception, a second Ctrl-C) is closed KILLED with the command that finishes the sweep.
     """
 
     def __init__(self) -> None:
         self.client: MlflowClient | None = None
         self.parent_run_id: str | None = None
+        self.parent: RunLogger | None = None
+        self.sweep_dir: Path | None = None
+        self._closed = False
+
+    def __getstate__(self) -> dict:
+        """Launchers pickle the callbacks with each job (joblib): the job needs none of the launcher's state."""
+        return {**self.__dict__, "client": None, "parent": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             self._open_parent(config)
         except UserError as err:
+            if self.parent is not None:
+                self._close("FAILED", str(err))
             cli.exit_with(err)
+        except OSError as err:  # the sweep directory cannot be written
+            reason = (f"cannot write the sweep directory {config.hydra.sweep.dir} ({err.strerror or err}): run from "
+                      "a writable folder or set hydra.sweep.dir to one.")
+            if self.parent is not None:
+                self._close("FAILED", reason)
+            cli.exit_with(UserError(reason))
+        atexit.register(self._close, "KILLED", self._resume_hint("the sweep's process ended before its jobs"))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+        stop = self.sweep_dir / STOP_FILE
+        if stop.exists():
+            reason = self._resume_hint(stop.read_text().strip() or "the sweep was interrupted")
+            self._close("KILLED", reason)
+            print(f"interrupted: {reason}", file=sys.stderr)
+            sys.exit(cli.INTERRUPTED_EXIT)
+        self.parent.stop_heartbeat()
         try:
             self._compare_children()
         except UserError as err:
+            self._closed = True
             cli.exit_with(err)
+        except Exception as err:
+            self._close("FAILED", f"internal error while comparing the jobs: {type(err).__name__}: {err}")
+            raise
+        self._closed = True
+
+    def _resume_hint(self, what: str) -> str:
+        return (f"{what}: python -m rnnexp.run resume={self.parent_run_id} runs its unfinished jobs, from their "
+                "checkpoints, and compares them.")
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        """First signal: the sweep stops after each running job's current step. Second: at once."""
+        stop = self.sweep_dir / STOP_FILE
+        if stop.exists():
+            raise KeyboardInterrupt(self._resume_hint("the sweep was stopped at once"))
+        request_stop(self.sweep_dir, f"the sweep was stopped by signal {signum}")
+        log.warning("stopping the sweep: running jobs checkpoint and stop, no other starts; signal again to stop "
+                    "at once")
+
+    def _close(self, status: str, reason: str) -> None:
+        if not self._closed and self.parent is not None:
+            self._closed = True
+            try:
+                self.parent.end(status, reason)
+            except Exception as err:  # noqa: BLE001 - at exit; `python -m rnnexp.runs` finds a parent left open
+                log.warning("could not close the sweep's parent run %s: %s", self.parent_run_id, err)
 
     def _open_parent(self, config: DictConfig) -> None:
         self.client = connect(resolve_tracking_uri(config.tracking_uri))
-        sweep = " ".join(config.hydra.overrides.task)
-        parent = create_run(self.client, config.experiment_name, f"sweep {sweep}".strip(), None,
-                                     {"sweep": "true", OVERRIDES_TAG: sweep, **environment_tags()})
-        self.parent_run_id = parent.run_id
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        task = list(config.hydra.overrides.task)
+        sweep = " ".join(o for o in task if o.split("=", 1)[0] != "resume")
+        if config.get("resume"):
+            parent = self._reopen_parent(config.resume)
+        else:
+            args = json.dumps({"task": task, "hydra": list(config.hydra.overrides.hydra)})
+            parent = create_run(self.client, config.experiment_name, f"sweep {sweep}".strip(), None,
+                                {"sweep": "true", OVERRIDES_TAG: sweep, ARGS_TAG: args, **environment_tags()})
+        self.parent, self.parent_run_id = parent, parent.run_id
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
         self.sweep_dir = sweep_dir
-        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self._claim(sweep_dir / PARENT_FILE)
+        (sweep_dir / STOP_FILE).unlink(missing_ok=True)
+        overrides = OverridesParser.create().parse_overrides([o for o in task if o.split("=", 1)[0] != "resume"])
         swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
         common = sorted({o.key_or_group for o in overrides} - swept)  # what every job shares
-        (sweep_dir / PARENT_FILE).write_text(json.dumps({"parent_run_id": parent.run_id, "common_keys": common}))
-        parent.set_tags({"sweep_dir": str(sweep_dir.resolve())})
+        info = {"parent_run_id": parent.run_id, "common_keys": common, "resuming": bool(config.get("resume"))}
+        (sweep_dir / PARENT_FILE).write_text(json.dumps(info))
+        os.environ[SWEEP_ENV] = json.dumps(info)
+        parent.set_tags({"sweep_dir": str(sweep_dir)})
         log.info("sweep: MLflow parent run %s in %s", parent.run_id, self.client.tracking_uri)
+
+    def _reopen_parent(self, run_id: str) -> RunLogger:
+        run = get_run(self.client, run_id)
+        if run.data.tags.get("sweep") != "true":
+            raise UserError(f"run {run_id} is not a sweep's parent run: resume a single run without -m.")
+        if run.info.status == "FINISHED" and not run.data.tags.get("failure_reason"):
+            raise UserError(f"sweep {run_id} has finished: there is nothing to resume; start a new sweep instead.")
+        return reopen_run(self.client, run_id)
+
+    def _claim(self, parent_file: Path) -> None:
+        """Refuse a sweep directory that a live sweep of another parent uses (a fixed hydra.sweep.dir)."""
+        if not parent_file.is_file():
+            return
+        other = json.loads(parent_file.read_text()).get("parent_run_id")
+        if other and other != self.parent_run_id:
+            run = self.client.get_run(other)
+            if is_alive(run):
+                raise UserError(f"the sweep directory {parent_file.parent} belongs to sweep {other}, still running "
+                                f"({owner(run)}): give this sweep its own hydra.sweep.dir.")
 
     def _compare_children(self) -> None:
         parent = RunLogger(self.client, self.parent_run_id)
