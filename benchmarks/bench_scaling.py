@@ -1,5 +1,5 @@
-"""How training cost grows: tokens/s and peak memory against vocabulary, hidden size, batch,
-truncation length (window and chunk modes) and sequence length, one knob at a time.
+"""How training cost grows: tokens/s and peak memory against vocabulary (full and class-based
+softmax), hidden size, batch, truncation length (window and chunk modes) and sequence length, one knob at a time.
 
 Every other setting stays at the PyTorch comparison's (V=8000, H=100, B=32, T=35, float32, full
 BPTT, SGD with the sparse U update). The points of one sweep are timed in alternating rounds, so
@@ -29,6 +29,7 @@ class Point:
     seq_len: int = 35
     truncation: str = "full"
     bptt_truncate: int = 4
+    output: str = "softmax"
 
     @property
     def tokens_per_call(self) -> int:
@@ -37,7 +38,10 @@ class Point:
 
 
 SWEEPS = {
-    "vocab_size": {"full": [replace(Point(), vocab_size=v) for v in (1000, 2000, 4000, 8000, 16000, 32000)]},
+    "vocab_size": {
+        output: [replace(Point(), vocab_size=v, output=output) for v in (1000, 2000, 4000, 8000, 16000, 32000, 100000)]
+        for output in ("softmax", "class")
+    },
     "hidden_dim": {"full": [replace(Point(), hidden_dim=h) for h in (50, 100, 200, 400)]},
     "batch": {"full": [replace(Point(), batch=b) for b in (1, 4, 16, 32, 64, 128)]},
     "bptt_truncate": {
@@ -67,6 +71,11 @@ SMOKE_SWEEPS = {
 }
 
 
+def zipf_counts(vocab_size: int) -> np.ndarray:
+    """Word counts ∝ 1/rank, as `zipf_tokens` draws them: what the class output bins its classes by."""
+    return np.round(1e7 / np.arange(1, vocab_size + 1)).astype(np.int64) + 1
+
+
 def training_step(point: Point, seed: int = 0):
     """A callable that trains one batch (one chunk, in chunk mode) of `point`'s shape per call."""
     rng = np.random.default_rng(seed)
@@ -77,6 +86,8 @@ def training_step(point: Point, seed: int = 0):
         truncation=point.truncation,
         dtype="float32",
         seed=seed,
+        output=point.output,
+        counts=zipf_counts(point.vocab_size) if point.output == "class" else None,
     )
     sgd = make_optimizer("sgd")
     length = point.bptt_truncate if point.truncation == "chunk" else point.seq_len

@@ -6,18 +6,29 @@ vector, without building it) feeding `nn.RNN(tanh, bias=False)` whose input weig
 identity, then `nn.Linear(bias=False)` holding V and cross-entropy. Training is exact full BPTT
 (the engine's truncation="full") with one SGD step per batch on both sides; evaluation is the
 forward pass and the loss. Losses and gradients are checked equal before anything is timed.
+
+PyTorch is timed twice: with its default allocator in this process, and with transparent huge
+pages (`THP_MEM_ALLOC_ENABLE=1`, read when torch starts) in a second process that runs the same
+contest, the engine beside it there too: `python -m benchmarks.bench_torch --thp` prints it as JSON.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 
-from benchmarks.common import THREADS, fixed_threads, interleaved, try_import_torch, zipf_tokens
+from benchmarks.common import ROOT, THREADS, fixed_threads, interleaved, try_import_torch, zipf_tokens
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.engine.optim import make_optimizer
 
 LEARNING_RATE = 0.1
-TARGET_RATIO = 1.5
+TARGET_RATIO = 2.0  # training, against PyTorch's default allocator
+TARGET_THP_RATIO = 1.5  # training, against PyTorch with transparent huge pages
+TARGET_EVAL_RATIO = 2.0  # evaluation, against PyTorch's no-grad forward (default allocator)
 N_BATCHES = 4  # cycled through, so neither side trains on one batch alone
 
 
@@ -122,17 +133,35 @@ def _contest(threads: int, batches: list, vocab: int, hidden: int, options: dict
     return {"agreement": agreement, **{part: summary(t) for part, t in timings.items()}}
 
 
+def _shapes(smoke: bool) -> tuple[int, int, int, int, int]:
+    return (300, 16, 4, 6, 2) if smoke else (8000, 100, 32, 35, 7)
+
+
+def _batches(vocab: int, batch: int, length: int) -> list:
+    streams = zipf_tokens(np.random.default_rng(0), vocab, (N_BATCHES, batch, length + 1))
+    return [(s[:, :-1].copy(), s[:, 1:].copy()) for s in streams]
+
+
+def _thp_contest(smoke: bool) -> dict:
+    """The 2-thread contest in a process where PyTorch allocates with transparent huge pages."""
+    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "benchmarks.bench_torch", "--thp", *(["--smoke"] if smoke else [])]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=True)
+    return json.loads(done.stdout)
+
+
 def run(smoke: bool = False) -> dict:
     """Tokens per second of training and evaluation on both sides and the engine's ratio, on 2 threads
-    (the target) and on one thread, where CPU time measures each side's work whatever the machine's load."""
+    (the target; again with PyTorch on huge pages) and on one thread, where CPU time measures each
+    side's work whatever the machine's load."""
     if try_import_torch() is None:
         return {"skipped": "torch is not installed: pip install -e '.[bench]' (torch==2.13.0) to compare"}
-    vocab, hidden, batch, length, repeats = (300, 16, 4, 6, 2) if smoke else (8000, 100, 32, 35, 7)
-    rng = np.random.default_rng(0)
-    streams = zipf_tokens(rng, vocab, (N_BATCHES, batch, length + 1))
-    batches = [(s[:, :-1].copy(), s[:, 1:].copy()) for s in streams]
+    vocab, hidden, batch, length, repeats = _shapes(smoke)
+    batches = _batches(vocab, batch, length)
     options = {"repeats": repeats, "min_seconds": 0.0 if smoke else 0.2}
     two = _contest(THREADS, batches, vocab, hidden, options)
+    thp = _thp_contest(smoke)
     one = _contest(1, batches, vocab, hidden, {**options, "repeats": max(1, repeats // 2)})
     return {
         "setting": {
@@ -148,6 +177,20 @@ def run(smoke: bool = False) -> dict:
         "agreement": two.pop("agreement"),
         **two,
         "one_thread": {part: one[part] for part in ("training", "evaluation")},
+        "thp": {part: thp[part] for part in ("training", "evaluation")},
         "target_ratio": TARGET_RATIO,
         "target_met": two["training"]["ratio"] >= TARGET_RATIO,
+        "target_thp_ratio": TARGET_THP_RATIO,
+        "target_thp_met": thp["training"]["ratio"] >= TARGET_THP_RATIO,
+        "target_eval_ratio": TARGET_EVAL_RATIO,
+        "target_eval_met": two["evaluation"]["ratio"] >= TARGET_EVAL_RATIO,
     }
+
+
+if __name__ == "__main__":
+    if "--thp" not in sys.argv:
+        raise SystemExit("usage: THP_MEM_ALLOC_ENABLE=1 python -m benchmarks.bench_torch --thp [--smoke]")
+    is_smoke = "--smoke" in sys.argv
+    v, h, b, t, r = _shapes(is_smoke)
+    contest = _contest(THREADS, _batches(v, b, t), v, h, {"repeats": r, "min_seconds": 0.0 if is_smoke else 0.2})
+    print(json.dumps(contest))

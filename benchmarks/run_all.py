@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks import (
+    bench_class_output,
     bench_peak,
     bench_scaling,
     bench_sweep,
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "scaling": bench_scaling.run,
     "tracking": bench_tracking.run,
     "sweep": bench_sweep.run,
+    "class_output": bench_class_output.run,
 }
 HERE = Path(__file__).resolve().parent
 

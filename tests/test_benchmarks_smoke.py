@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import bench_peak, bench_scaling, bench_torch, bench_tutorial_step
+from benchmarks import bench_class_output, bench_peak, bench_scaling, bench_torch, bench_tutorial_step
 from benchmarks.common import interleaved, machine_info, peak_bytes
 
 
@@ -47,6 +47,7 @@ def test_pytorch_twin_computes_the_engines_function():
     assert max(result["agreement"]["grad_max_rel_err"].values()) < 1e-3
     assert result["training"]["ratio"] > 0 and result["evaluation"]["ratio"] > 0
     assert result["one_thread"]["training"]["cpu_ratio"] > 0
+    assert result["thp"]["training"]["ratio"] > 0 and result["thp"]["evaluation"]["ratio"] > 0  # its own process
 
 
 def test_pytorch_comparison_is_skipped_with_a_message_without_torch(monkeypatch):
@@ -63,14 +64,22 @@ def test_peak_fraction_and_profile():
     assert result["fraction_of_bound"] > 0
     assert result["training_gflops"] > 0 and all(g > 0 for g in result["gemm_gflops"].values())
     assert "softmax: exp" in result["one_thread_profile_cpu_seconds_per_batch"]
+    assert set(result["thread_scaling"]["tokens_per_sec"]) == {"1", "2"} and result["thread_scaling"]["speedup"] > 0
 
 
 def test_scaling_sweeps_every_knob_and_memory_grows_with_the_vocabulary():
     result = bench_scaling.run(smoke=True)
     assert set(result["sweeps"]) == {"vocab_size", "hidden_dim", "batch", "bptt_truncate", "seq_len"}
     assert set(result["sweeps"]["bptt_truncate"]) == {"window", "chunk"}
-    vocab = result["sweeps"]["vocab_size"]["full"]
+    assert set(result["sweeps"]["vocab_size"]) == {"softmax", "class"}
+    vocab = result["sweeps"]["vocab_size"]["softmax"]
     assert vocab["x"] == [20, 40] and vocab["peak_mib"][1] > vocab["peak_mib"][0]
+
+
+def test_class_output_against_the_full_softmax_at_each_vocabulary():
+    result = bench_class_output.run(smoke=True)
+    assert list(result["by_vocab"]) == ["300", "1200"]
+    assert all(r["speedup"] > 0 and set(r["tokens_per_sec"]) == {"softmax", "class"} for r in result["by_vocab"].values())
 
 
 @pytest.mark.slow
@@ -79,10 +88,10 @@ def test_run_all_writes_results_markdown_and_plots(tmp_path):
 
     run_all(tmp_path, smoke=True)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert {"tutorial_step", "torch", "peak", "scaling", "tracking", "sweep"} <= set(results)
+    assert {"tutorial_step", "torch", "peak", "scaling", "tracking", "sweep", "class_output"} <= set(results)
     assert results["tracking"]["cpu_seconds_per_run"]["with MLflow tracking"] > 0
     assert results["sweep"]["speedup"] > 0
     text = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## Machine", "## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## Notes"):
+    for heading in ("## Machine", "## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## Notes"):
         assert heading in text
     assert len(list(tmp_path.glob("scaling_*.png"))) == 5

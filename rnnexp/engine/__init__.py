@@ -8,18 +8,33 @@ diagnostics use and nothing else:
 - `backprop(x, y, mask, h0, reduction, sparse_u) -> Step`: loss, gradients, the carried state;
 - `token_nll(x, y, mask, h0) -> (nll, h_last)`: per-token scores, for any protocol;
 - `hidden_states(x, h0)` and `gradient_decay(x, y, mask, max_depth)`: for the diagnostics;
-- `sample(...)` and `predict(x)`.
+- `sample(...)` and `predict(x)`;
+- `buffers`: arrays that are not trained but that a checkpoint must keep (output=class: `word_class`).
+
+Output layers (`output.SoftmaxOutput`, `class_output.ClassOutput`, both built by
+`class_output.make_output`) share one contract, and a cell uses nothing else: `nll_grads(S, y,
+weights, need_grads) -> (nll, dS, grads)` with `grads` a dict of the layer's parameter gradients
+(softmax: {'V'}; class: {'V', 'Vc'}), `logits(s)`, `buffers`. `SoftmaxOutput.__call__` still
+returns (nll, dS, dV), for code written against it before.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from rnnexp.config.schema import ModelConfig
 from rnnexp.engine.rnn import RNNLM, Step
 
 
-def build_model(cfg: ModelConfig, vocab_size: int, seed: int) -> RNNLM:
-    """The model `cfg` describes over `vocab_size` words, initialised from `seed`."""
-    return RNNLM(vocab_size, cfg.hidden_dim, cfg.bptt_truncate, cfg.truncation, cfg.dtype, seed)
+def build_model(cfg: ModelConfig, vocab_size: int, seed: int, counts: np.ndarray | None = None,
+                word_class: np.ndarray | None = None) -> RNNLM:
+    """The model `cfg` describes over `vocab_size` words, initialised from `seed`.
+
+    output=class forms its classes from the training split's word `counts`, or takes a
+    checkpoint's `word_class` (its `buffers`) as they were.
+    """
+    return RNNLM(vocab_size, cfg.hidden_dim, cfg.bptt_truncate, cfg.truncation, cfg.dtype, seed,
+                 output=cfg.output, classes=cfg.classes, counts=counts, word_class=word_class)
 
 
 __all__ = ["RNNLM", "Step", "build_model"]

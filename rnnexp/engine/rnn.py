@@ -24,7 +24,7 @@ import numpy as np
 
 from rnnexp.config.schema import DTYPES, TRUNCATIONS
 from rnnexp.engine.grads import ColumnGrad
-from rnnexp.engine.output import SoftmaxOutput
+from rnnexp.engine.class_output import make_output
 from rnnexp.engine.threads import blas_single_threaded, default_threads
 from rnnexp.errors import DivergedError, UserError
 
@@ -36,7 +36,7 @@ class Step:
 
     loss: float  # mean negative log-likelihood per real token
     n_tokens: int
-    grads: dict  # 'U' (array or ColumnGrad), 'W', 'V'
+    grads: dict  # 'U' (array or ColumnGrad), 'W', and the output layer's: 'V' ('V' and 'Vc' for output=class)
     h_last: np.ndarray  # (B, H) hidden state after each sequence's last real token
 
 
@@ -61,6 +61,10 @@ class RNNLM:
         dtype: str = "float64",
         seed: int | None = None,
         threads: int | None = None,
+        output: str = "softmax",
+        classes: int | None = None,
+        counts: np.ndarray | None = None,
+        word_class: np.ndarray | None = None,
     ):
         if int(vocab_size) < 2 or int(hidden_dim) < 1:
             raise UserError(f"vocab_size must be >= 2 and hidden_dim >= 1, got {vocab_size} and {hidden_dim}.")
@@ -85,7 +89,13 @@ class RNNLM:
             "W": uniform((self.H, self.H), self.H),
             "V": uniform((self.V, self.H), self.H),
         }
-        self.output = SoftmaxOutput(self.params, "V", self.threads)
+        # softmax, or the class-based one (from the training `counts`, or a checkpoint's `word_class`)
+        self.output = make_output(output, self.params, "V", self.threads, rng, classes, counts, word_class)
+
+    @property
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Arrays that are not trained but that a checkpoint must keep to rebuild the model (the word classes)."""
+        return self.output.buffers
 
     # ------------------------------------------------------------------ checks
     def _check(self, x, y=None, mask=None, h0=None):
@@ -139,11 +149,10 @@ class RNNLM:
         return S
 
     # --------------------------------------------------------------- backward
-    def _backprop_time(self, dA: np.ndarray, S: np.ndarray) -> np.ndarray:
+    def _backprop_time(self, dA: np.ndarray, dtanh: np.ndarray) -> np.ndarray:
         """Total gradient at each pre-activation, (T, B, H), from dL/da_t of each output's own step."""
         W = self.params["W"]
-        T = S.shape[0]
-        dtanh = 1.0 - S * S
+        T = dtanh.shape[0]
         depth = T - 1 if self.truncation != "window" else min(self.bptt_truncate, T - 1)
         if depth == T - 1:  # full recurrence: T small products
             G = dA
@@ -172,13 +181,14 @@ class RNNLM:
 
         S = self._states(x, h0)
         Sf = S.reshape(T * B, self.H)
-        nll, dS, dV = self.output(Sf, y.T.reshape(-1), weights, need_grads=True)
+        nll, dS, output_grads = self.output.nll_grads(Sf, y.T.reshape(-1), weights, need_grads=True)
         loss = float(nll @ m.reshape(-1)) / n_tokens
         if not np.isfinite(loss):
             raise DivergedError(f"the loss became {loss}: lower the learning rate or clip gradients.")
         dA = dS.reshape(T, B, self.H)
-        dA *= 1.0 - S * S
-        G = self._backprop_time(dA, S)
+        dtanh = 1.0 - S * S
+        dA *= dtanh
+        G = self._backprop_time(dA, dtanh)
 
         S_prev = np.empty_like(S)
         S_prev[0] = 0.0 if h0 is None else h0
@@ -186,7 +196,7 @@ class RNNLM:
         Gf = G.reshape(T * B, self.H)
         dW = Gf.T @ S_prev.reshape(T * B, self.H)
         dU = self._column_grad(x.T.reshape(-1), Gf, m.reshape(-1) > 0)
-        grads = {"U": dU if sparse_u else dU.toarray(self.V), "W": dW, "V": dV}
+        grads = {"U": dU if sparse_u else dU.toarray(self.V), "W": dW, **output_grads}
         h_last = S[m.sum(axis=0).astype(int) - 1, np.arange(B)]
         return Step(loss, n_tokens, grads, h_last)
 
@@ -223,7 +233,7 @@ class RNNLM:
         real = np.ones((T, B), bool) if mask is None else mask.T
         S = self._states(x, None)
         weights = real.reshape(-1).astype(self.dtype)  # unscaled: each output's own loss
-        _, dS, _ = self.output(S.reshape(T * B, self.H), y.T.reshape(-1), weights, need_grads=True)
+        _, dS, _ = self.output.nll_grads(S.reshape(T * B, self.H), y.T.reshape(-1), weights, need_grads=True)
         dtanh = 1.0 - S * S
         Q = dS.reshape(T, B, self.H)  # Q[i] = ∂L_{i+k}/∂s_i at depth k
         W = self.params["W"]
@@ -242,7 +252,7 @@ class RNNLM:
         x, y, mask, h0 = self._check(x, y, mask, h0)
         B, T = x.shape
         S = self._states(x, h0)
-        nll, _, _ = self.output(S.reshape(T * B, self.H), y.T.reshape(-1), None, need_grads=False)
+        nll, _, _ = self.output.nll_grads(S.reshape(T * B, self.H), y.T.reshape(-1), None, need_grads=False)
         nll = nll.reshape(T, B).T
         lengths = np.full(B, T) if mask is None else mask.sum(axis=1)
         if mask is not None:
@@ -261,7 +271,7 @@ class RNNLM:
         squeeze = np.asarray(x).ndim == 1
         x, _, _, _ = self._check(x)
         S = self._states(x, None)
-        ids = np.argmax(S @ self.params["V"].T, axis=2).T
+        ids = np.argmax(self.output.logits(S), axis=2).T
         return ids[0] if squeeze else ids
 
     def sample(
@@ -282,7 +292,7 @@ class RNNLM:
         """
         if temperature <= 0:
             raise UserError(f"temperature must be > 0, got {temperature}.")
-        U_t, W, Vm = self.params["U"].T, self.params["W"], self.params["V"]
+        U_t, W = self.params["U"].T, self.params["W"]
         h = np.zeros(self.H, self.dtype)
         word, out = int(start_id), []
         for given in prefix:
@@ -291,7 +301,7 @@ class RNNLM:
         banned = [i for i in (unknown_id, start_id) if i is not None]
         while len(out) < max_len:
             h = np.tanh(U_t[word] + W @ h)
-            logits = (Vm @ h).astype(np.float64) / temperature
+            logits = self.output.logits(h).astype(np.float64) / temperature
             logits[banned] = -np.inf
             if top_k is not None and top_k < self.V:
                 logits[np.argpartition(logits, -top_k)[:-top_k]] = -np.inf

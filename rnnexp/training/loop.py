@@ -154,15 +154,23 @@ def prepare_data(cfg: RunConfig, corpus: Corpus) -> Data:
     return Data(corpus, train_sentences, chunks, corpus.splits[name], name, n_batches)
 
 
+def train_counts(cfg: RunConfig, corpus: Corpus) -> np.ndarray | None:
+    """The training split's word counts, which the class-based output bins its classes by (None otherwise)."""
+    if cfg.model.output != "class":
+        return None
+    return np.bincount(corpus.splits["train"].stream(), minlength=len(corpus.vocab))
+
+
 def new_state(cfg: RunConfig, corpus: Corpus) -> TrainState:
-    model = build_model(cfg.model, len(corpus.vocab), cfg.seed)
+    model = build_model(cfg.model, len(corpus.vocab), cfg.seed, counts=train_counts(cfg, corpus))
     order = np.arange(len(batches.usable(corpus.splits["train"].sentences)))
     return TrainState(Progress(), model, make_optimizer(cfg.optim), np.random.default_rng(cfg.seed), order, None,
                       copy_params(model.params))
 
 
 def restore_state(cfg: RunConfig, corpus: Corpus, start: checkpoint.Checkpoint, checkpoint_dir: Path) -> TrainState:
-    model = build_model(cfg.model, len(corpus.vocab), cfg.seed)
+    model = build_model(cfg.model, len(corpus.vocab), cfg.seed, counts=train_counts(cfg, corpus),
+                        word_class=start.arrays.get("word_class"))
     if set(start.params) != set(model.params):
         raise UserError(f"the checkpoint holds parameters {sorted(start.params)}, but a {cfg.model.cell} model has "
                         f"{sorted(model.params)}: resume it with the cell it was trained with.")
@@ -360,7 +368,7 @@ def finish(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder) ->
 # ---------------------------------------------------------------------- checkpoints
 def save(state: TrainState, path: Path, run_id: str, cfg: RunConfig, recorder: Recorder,
          params: dict[str, np.ndarray] | None = None) -> None:
-    arrays = {"order": state.order}
+    arrays = {"order": state.order, **state.model.output.buffers}  # buffers: the class output's word classes
     if state.hidden is not None:
         arrays["hidden"] = state.hidden
     meta = {
