@@ -1,4 +1,4 @@
-"""`python -m rnnexp.gradcheck [truncation=chunk] [hidden_dim=6]`: the engine against central differences.
+"""`python -m rnnexp.gradcheck [model=lstm] [truncation=chunk] [hidden_dim=6]`: the engine against central differences.
 
 A tiny float64 model and a random sequence; exits 1 when any parameter's relative error reaches
 `tolerance`, 2 on bad input. The objective each truncation mode differentiates is in
@@ -7,14 +7,16 @@ A tiny float64 model and a random sequence; exits 1 when any parameter's relativ
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import hydra
 import numpy as np
 from omegaconf import OmegaConf
 
 from rnnexp import cli, config
 from rnnexp.config.resolve import validate_model
+from rnnexp.engine import build_model
 from rnnexp.engine.gradcheck import relative_errors
-from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import UserError
 
 
@@ -25,7 +27,7 @@ def main(cfg: config.GradcheckConfig) -> None:
     validate_model(m)
     if cfg.seq_len < 1:
         raise UserError(f"seq_len must be >= 1, got {cfg.seq_len}.")
-    model = RNNLM(cfg.vocab_size, m.hidden_dim, m.bptt_truncate, m.truncation, "float64", cfg.seed)
+    model = build_model(replace(OmegaConf.to_object(m), dtype="float64"), cfg.vocab_size, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     x, y = rng.integers(0, cfg.vocab_size, (2, cfg.seq_len))
     errors = relative_errors(model, x, y, cfg.eps)

@@ -5,13 +5,19 @@ objective it really differentiates, written plainly as a forward pass:
 - full: the loss;
 - window: output t sees only steps t-k..t; the state before them is a constant of the base model;
 - chunk: each chunk starts from the carried state of the base model, a constant.
-`python -m rnnexp.gradcheck` runs it from the command line.
+For the gated cells the forward pass is the gate-by-gate reference of `rnnexp.engine.gates` and
+the state is the whole carried state (every layer's h and c). `python -m rnnexp.gradcheck` runs
+it from the command line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
+from rnnexp.engine.gated import GatedLM
+from rnnexp.engine.gates import GateLM
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import UserError
 
@@ -28,38 +34,48 @@ def _run(params: dict, h: np.ndarray, words) -> np.ndarray:
     return h
 
 
-def truncated_objective(model: RNNLM, params: dict, x: np.ndarray, y: np.ndarray) -> float:
+def _forward(model: RNNLM | GatedLM, params: dict) -> tuple[Callable, Callable]:
+    """(run(state, words) -> state, nll(state, target)) of the model's function with `params`."""
+    if isinstance(model, GatedLM):
+        reference = GateLM.like(model, params)
+        return reference.run, reference.nll
+    return (lambda h, words: _run(params, h, words)), (lambda s, y: _nll(params, s, y))
+
+
+def truncated_objective(model: RNNLM | GatedLM, params: dict, x: np.ndarray, y: np.ndarray) -> float:
     """Mean NLL of one sequence as the model's truncation mode defines it (see module doc)."""
-    base, H, k, T = model.params, model.H, model.bptt_truncate, len(x)
-    zero = np.zeros(H)
+    k, T = model.bptt_truncate, len(x)
+    run, nll = _forward(model, params)
+    run_base, _ = _forward(model, model.params)
+    zero = np.zeros(getattr(model, "state_size", model.H))
     if model.truncation == "full":
         states = []
         h = zero
         for w in x:
-            h = _run(params, h, [w])
+            h = run(h, [w])
             states.append(h)
-        return sum(_nll(params, s, t) for s, t in zip(states, y)) / T
+        return sum(nll(s, t) for s, t in zip(states, y)) / T
     if model.truncation == "chunk":
         total, h_base = 0.0, zero
         for c0 in range(0, T, k):
             h = h_base
             for w, target in zip(x[c0 : c0 + k], y[c0 : c0 + k]):
-                h = _run(params, h, [w])
-                total += _nll(params, h, target)
-            h_base = _run(base, h_base, x[c0 : c0 + k])
+                h = run(h, [w])
+                total += nll(h, target)
+            h_base = run_base(h_base, x[c0 : c0 + k])
         return total / T
     base_states = [zero]
     for w in x:
-        base_states.append(_run(base, base_states[-1], [w]))
+        base_states.append(run_base(base_states[-1], [w]))
     total = 0.0
     for t in range(T):
         first = max(0, t - k)
-        h = _run(params, base_states[first], x[first : t + 1])
-        total += _nll(params, h, y[t])
+        h = run(base_states[first], x[first : t + 1])
+        total += nll(h, y[t])
     return total / T
 
 
-def engine_gradients(model: RNNLM, x: np.ndarray, y: np.ndarray) -> dict:
+def engine_gradients(model: RNNLM | GatedLM, x: np.ndarray, y: np.ndarray) -> dict:
     """The engine's gradient of the same objective; chunk mode feeds chunks with the carried state."""
     if model.truncation != "chunk":
         return model.loss_and_grads(x, y)[1]
@@ -73,10 +89,12 @@ def engine_gradients(model: RNNLM, x: np.ndarray, y: np.ndarray) -> dict:
     return total
 
 
-def relative_errors(model: RNNLM, x, y, eps: float = 1e-5) -> dict[str, float]:
+def relative_errors(model: RNNLM | GatedLM, x, y, eps: float = 1e-5) -> dict[str, float]:
     """max |analytic - numeric| / max(|analytic|, |numeric|) over the entries of each parameter."""
     if model.dtype != np.float64:
         raise UserError("the gradient check needs dtype=float64: float32 cannot resolve central differences.")
+    if getattr(model, "dropout", 0.0):
+        raise UserError("the gradient check needs model.dropout=0: central differences cannot follow random masks.")
     x, y = np.asarray(x), np.asarray(y)
     analytic = engine_gradients(model, x, y)
     errors = {}

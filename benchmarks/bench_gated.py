@@ -1,0 +1,272 @@
+"""The gated cells against PyTorch on the CPU: an LSTM and a GRU language model's training step, tokens per second.
+
+Both sides hold the same weights and compute the same function: `nn.Embedding` (U's columns) →
+`nn.LSTM` / `nn.GRU` (the engine's gate rows permuted into PyTorch's order; the GRU is PyTorch's
+variant, the reset gate after the hidden product, so `bias_hh` holds only the engine's `bhn`) →
+`nn.Linear(bias=False)` holding V → cross-entropy. A training step is exact full BPTT and one SGD
+update on both sides. Losses and gradients are checked equal before anything is timed. Beside the
+ratio, where the engine's step spends its time, on one thread by CPU time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from benchmarks.common import THREADS, fixed_threads, interleaved, try_import_torch, zipf_tokens
+from rnnexp.engine.gated import GatedLM
+from rnnexp.engine.optim import make_optimizer
+
+LEARNING_RATE = 0.1
+TARGET_RATIO = 1.3
+N_BATCHES = 4  # cycled through, so neither side trains on one batch alone
+CELLS = ("lstm", "gru")
+
+
+def _torch_order(model: GatedLM, W: np.ndarray) -> np.ndarray:
+    """Gate rows from the engine's order (LSTM i, f, o, g) into PyTorch's (i, f, g, o); the GRU's agree."""
+    if model.cell == "gru":
+        return W
+    H = model.H
+    return np.concatenate([W[: 2 * H], W[3 * H :], W[2 * H : 3 * H]])
+
+
+def torch_twin(model: GatedLM):
+    """A PyTorch module computing exactly `model`'s function (one layer, untied), with copies of its weights."""
+    torch = try_import_torch()
+    nn = torch.nn
+
+    def tensor(a: np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    class TorchGatedLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(model.V, model.E)
+            self.rnn = (nn.LSTM if model.cell == "lstm" else nn.GRU)(model.E, model.H, batch_first=True)
+            self.out = nn.Linear(model.H, model.V, bias=False)
+            p, prefix = model.params, model.prefixes[0]
+            bias_hh = np.zeros_like(p[f"{prefix}_b"])
+            if model.cell == "gru":
+                bias_hh[2 * model.H :] = p[f"{prefix}_bhn"]
+            with torch.no_grad():
+                self.embed.weight.copy_(tensor(p["U"].T))
+                self.rnn.weight_ih_l0.copy_(tensor(_torch_order(model, p[f"{prefix}_Wx"])))
+                self.rnn.weight_hh_l0.copy_(tensor(_torch_order(model, p[f"{prefix}_Wh"])))
+                self.rnn.bias_ih_l0.copy_(tensor(_torch_order(model, p[f"{prefix}_b"])))
+                self.rnn.bias_hh_l0.copy_(tensor(_torch_order(model, bias_hh)))
+                self.out.weight.copy_(tensor(p["V"]))
+
+        def forward(self, x, y):
+            states, _ = self.rnn(self.embed(x))
+            return nn.functional.cross_entropy(self.out(states).reshape(-1, model.V), y.reshape(-1))
+
+    return TorchGatedLM()
+
+
+def _check_same_function(model: GatedLM, net, x: np.ndarray, y: np.ndarray) -> dict:
+    """Loss and gradients of both sides on one batch, before training: they must agree."""
+    torch = try_import_torch()
+    step = model.backprop(x, y)
+    loss = net(torch.from_numpy(x), torch.from_numpy(y))
+    net.zero_grad()
+    loss.backward()
+    prefix, rnn = model.prefixes[0], net.rnn
+    pairs = {
+        "U": (step.grads["U"].T, net.embed.weight.grad.numpy()),
+        "Wx": (_torch_order(model, step.grads[f"{prefix}_Wx"]), rnn.weight_ih_l0.grad.numpy()),
+        "Wh": (_torch_order(model, step.grads[f"{prefix}_Wh"]), rnn.weight_hh_l0.grad.numpy()),
+        "b": (_torch_order(model, step.grads[f"{prefix}_b"]), rnn.bias_ih_l0.grad.numpy()),
+        "V": (step.grads["V"], net.out.weight.grad.numpy()),
+    }
+    if model.cell == "gru":
+        pairs["bhn"] = (step.grads[f"{prefix}_bhn"], rnn.bias_hh_l0.grad.numpy()[2 * model.H :])
+    errors = {name: float(np.abs(a - b).max() / np.abs(a).max()) for name, (a, b) in pairs.items()}
+    loss_err = abs(step.loss - loss.item()) / step.loss
+    if loss_err > 1e-5 or max(errors.values()) > 1e-3:
+        raise AssertionError(f"PyTorch and the engine disagree for the {model.cell}: loss {loss_err:.1e}, "
+                             f"gradients {errors}")
+    return {"loss_rel_err": loss_err, "grad_max_rel_err": errors}
+
+
+def _contest(cell: str, threads: int, batches: list, vocab: int, hidden: int, options: dict) -> dict:
+    """Both sides built and timed with `threads` threads (the engine picks its worker count from BLAS's)."""
+    torch = try_import_torch()
+    with fixed_threads(threads):
+        model = GatedLM(vocab, hidden, cell=cell, truncation="full", dtype="float32", seed=10)
+        net = torch_twin(model)
+        agreement = _check_same_function(model, net, *batches[0])
+        torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+        sgd = make_optimizer("sgd")
+        torch_sgd = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
+        turn = {"engine": 0, "torch": 0}
+
+        def next_batch(side: str, pool: list):
+            turn[side] += 1
+            return pool[turn[side] % N_BATCHES]
+
+        def engine_train():
+            x, y = next_batch("engine", batches)
+            step = model.backprop(x, y, sparse_u=True)
+            sgd.step(model.params, step.grads, LEARNING_RATE)
+
+        def torch_train():
+            x, y = next_batch("torch", torch_batches)
+            torch_sgd.zero_grad(set_to_none=True)
+            net(x, y).backward()
+            torch_sgd.step()
+
+        timings = interleaved({"rnnexp engine": engine_train, "PyTorch": torch_train}, **options)
+    tokens = batches[0][0].size
+    rates = {name: tokens / t.median for name, t in timings.items()}
+    cpu_rates = {name: tokens / t.cpu_median for name, t in timings.items()}
+    return {
+        "agreement": agreement,
+        "tokens_per_sec": rates,
+        "tokens_per_cpu_sec": cpu_rates,
+        "spread": {name: t.spread for name, t in timings.items()},
+        "ratio": rates["rnnexp engine"] / rates["PyTorch"],
+        "cpu_ratio": cpu_rates["rnnexp engine"] / cpu_rates["PyTorch"],
+    }
+
+
+def _cpu_median(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        samples.append(time.process_time() - start)
+    return float(np.median(samples))
+
+
+def breakdown(cell: str, x: np.ndarray, y: np.ndarray, vocab: int, hidden: int, repeats: int) -> dict:
+    """CPU seconds per training step on one thread: the whole step and its parts.
+
+    The output layer is the softmax with its three products; the batched products are the input
+    projections of all steps, the weight gradients and the embeddings' gradients; the recurrence
+    is the T small (B×H)·(H×kH) products each way; the gates are everything else in the two time
+    loops (nonlinearities, elementwise products, the backward pass's coefficients).
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = GatedLM(vocab, hidden, cell=cell, truncation="full", dtype="float32", seed=10, threads=1)
+        sgd = make_optimizer("sgd")
+        B, T = x.shape
+        H, k = model.H, model._cell.k
+        rng = np.random.default_rng(0)
+        layers, top = model._forward(x, None, None, backward=True)
+        S = top.reshape(T * B, H)
+        ids, weights = y.T.reshape(-1), np.full(T * B, 1.0 / (T * B), model.dtype)
+        _, dS, _ = model.output(S, ids, weights, need_grads=True)
+        ext = dS.reshape(T, B, H)
+        accs = model._backward_full(layers, ext, None)
+        layer, p = layers[0], model._layer_params(0)
+        X = layer.inputs.reshape(T * B, -1)
+        WxT = np.ascontiguousarray(p["Wx"].T)
+        h = rng.uniform(-1, 1, (B, H)).astype(model.dtype)
+        WhT = np.ascontiguousarray(p["Wh"].T)
+        gates, dA = np.empty((B, k * H), model.dtype), rng.uniform(-1, 1, (B, k * H)).astype(model.dtype)
+        dh = np.empty((B, H), model.dtype)
+
+        def step() -> None:
+            result = model.backprop(x, y, sparse_u=True)
+            sgd.step(model.params, result.grads, LEARNING_RATE)
+
+        def batched() -> None:
+            np.matmul(X, WxT)
+            model._threads.run(model._cell.weight_tasks(layer, accs[0], model.prefixes[0], {}))
+            model._input_grad(0, accs[0])
+
+        def recurrence() -> None:
+            for _ in range(T):
+                np.matmul(h, WhT, out=gates)
+                np.matmul(dA, p["Wh"], out=dh)
+
+        parts = {
+            "step": _cpu_median(step, repeats),
+            "output layer": _cpu_median(lambda: model.output(S, ids, weights, need_grads=True), repeats),
+            "forward pass": _cpu_median(lambda: model._forward(x, None, None, backward=True), repeats),
+            "backward time loop": _cpu_median(lambda: model._backward_full(layers, ext, None), repeats),
+            "batched products": _cpu_median(batched, repeats),
+            "recurrence products": _cpu_median(recurrence, repeats),
+        }
+    projection = _cpu_median(lambda: np.matmul(X, WxT), repeats)
+    loops = parts.pop("forward pass") + parts.pop("backward time loop")
+    parts["gates"] = max(0.0, loops - projection - parts["recurrence products"])
+    parts["rest"] = max(0.0, parts["step"] - sum(v for name, v in parts.items() if name != "step"))
+    return parts
+
+
+def run(smoke: bool = False) -> dict:
+    """Tokens per second of training on both sides, per cell, on 2 threads (the target) and per CPU second
+    on one thread; and where the engine's step spends its time."""
+    if try_import_torch() is None:
+        return {"skipped": "torch is not installed: pip install -e '.[bench]' (torch==2.13.0) to compare"}
+    vocab, hidden, batch, length, repeats = (300, 16, 4, 6, 2) if smoke else (10_000, 200, 20, 35, 9)
+    rng = np.random.default_rng(0)
+    streams = zipf_tokens(rng, vocab, (N_BATCHES, batch, length + 1))
+    batches = [(s[:, :-1].copy(), s[:, 1:].copy()) for s in streams]
+    options = {"repeats": repeats, "min_seconds": 0.0 if smoke else 0.2}
+    cells = {}
+    for cell in CELLS:
+        two = _contest(cell, THREADS, batches, vocab, hidden, options)
+        one = _contest(cell, 1, batches, vocab, hidden, {**options, "repeats": max(1, repeats // 2)})
+        cells[cell] = {
+            "agreement": two.pop("agreement"),
+            "training": two,
+            "one_thread": {key: one[key] for key in ("tokens_per_cpu_sec", "cpu_ratio")},
+            "cpu_seconds_per_step": breakdown(cell, *batches[0], vocab, hidden, repeats),
+            "target_met": two["ratio"] >= TARGET_RATIO,
+        }
+    return {
+        "setting": {"vocab_size": vocab, "hidden_dim": hidden, "batch": batch, "seq_len": length, "layers": 1,
+                    "dtype": "float32", "truncation": "full", "optimizer": "sgd", "repeats": repeats},
+        "cells": cells,
+        "target_ratio": TARGET_RATIO,
+        "command": "python -m benchmarks.bench_gated",
+    }
+
+
+def markdown(result: dict) -> list[str]:
+    """The section of RESULTS.md: the ratios, and where the time goes."""
+    title = "## 7. Gated cells (LSTM, GRU) against PyTorch CPU"
+    if "skipped" in result:
+        return [title, "", f"Skipped: {result['skipped']}", ""]
+    s = result["setting"]
+    lines = [
+        title,
+        "",
+        f"B={s['batch']} sequences of T={s['seq_len']}, V={s['vocab_size']:,}, H=E={s['hidden_dim']}, one layer, "
+        f"float32, exact full BPTT and one SGD step per batch on both sides. PyTorch: `nn.Embedding` → `nn.LSTM` / "
+        "`nn.GRU` → `nn.Linear(bias=False)` → cross-entropy, holding the engine's weights. Medians of "
+        f"{s['repeats']} interleaved rounds in one process on {THREADS} threads (the target, goal ≥ "
+        f"{result['target_ratio']}×), then both sides on one thread per CPU second. The machine is shared: the "
+        "ratios, taken side by side, are the figures to read, not the absolute rates.",
+        "",
+        "| cell | rnnexp tokens/s | PyTorch tokens/s | ratio | met | 1 thread: rnnexp tokens/CPU-s | PyTorch | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cell, r in result["cells"].items():
+        rates, one = r["training"]["tokens_per_sec"], r["one_thread"]
+        lines.append(
+            f"| {cell} | {rates['rnnexp engine']:,.0f} | {rates['PyTorch']:,.0f} | **{r['training']['ratio']:.2f}×** | "
+            f"{'**yes**' if r['target_met'] else '**no**'} | {one['tokens_per_cpu_sec']['rnnexp engine']:,.0f} | "
+            f"{one['tokens_per_cpu_sec']['PyTorch']:,.0f} | {one['cpu_ratio']:.2f}× |")
+    lines += ["", "Where the engine's training step spends its time (one thread, CPU ms per step):", "",
+              "| part | " + " | ".join(result["cells"]) + " |", "|---|" + "---|" * len(result["cells"])]
+    names = list(next(iter(result["cells"].values()))["cpu_seconds_per_step"])
+    for name in names:
+        cells = [r["cpu_seconds_per_step"] for r in result["cells"].values()]
+        lines.append(f"| {name} | " + " | ".join(f"{c[name] * 1e3:.1f} ({c[name] / c['step']:.0%})" for c in cells)
+                     + " |")
+    agreement = "; ".join(f"{cell} loss {r['agreement']['loss_rel_err']:.1e}, gradients ≤ "
+                          f"{max(r['agreement']['grad_max_rel_err'].values()):.1e}" for cell, r in result["cells"].items())
+    lines += ["", f"Before timing, PyTorch and the engine agree (relative): {agreement}.", ""]
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(markdown(run())))
