@@ -57,12 +57,14 @@ class WorkerPool:
         return buf[: shape[0]]
 
     def map(self, fn, n: int) -> list:
-        """fn(0), ..., fn(n-1): in this thread when n is 1, else on the worker threads."""
+        """[fn(0), ..., fn(n-1)]: fn(0) in this thread, the others on worker threads meanwhile."""
         if n == 1:
             return [fn(0)]
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="rnnexp-output")
-        return list(self._executor.map(fn, range(n)))
+            self._executor = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="rnnexp-output")
+        others = [self._executor.submit(fn, i) for i in range(1, n)]
+        first = fn(0)
+        return [first, *(f.result() for f in others)]
 
 
 class SoftmaxOutput:
