@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -88,9 +89,9 @@ def readable_name(overrides: Sequence[str] | None, cfg: RunConfig) -> str:
     words = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if override.is_delete() or key.split(".")[0] in NOT_IN_NAME or key in NOT_IN_NAME:
+        if override.is_delete() or re.split(r"[./]", key)[0] in NOT_IN_NAME or key in NOT_IN_NAME:
             continue
-        words.append(short_form(key, override.get_value_element_as_str()))
+        words.append(short_form(key, override.input_line.split("=", 1)[1]))  # as typed: `32,64` in a sweep
     name = " ".join(words) or "default"
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
@@ -100,7 +101,7 @@ def short_form(key: str, value: str) -> str:
     if key in BY_VALUE:
         return value
     leaf = key.rsplit(".", 1)[-1]
-    if leaf in PREFIXES:
+    if leaf in PREFIXES and re.match(r"[-.\d]", value):  # numbers, and a sweep's lists of them
         return f"{PREFIXES[leaf]}{value}"
     if value.lower() == "true":
         return leaf

@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import cli
 from rnnexp.tracking.comparison import JOB_TAG, summarise
+from rnnexp.tracking.describe import readable_name
 from rnnexp.tracking.logger import OVERRIDES_TAG, RunLogger, create_run, get_run, is_alive, owner, reopen_run
 from rnnexp.tracking.params import environment_tags
 from rnnexp.tracking.store import connect, resolve_tracking_uri
@@ -214,6 +215,11 @@ class SweepCallback(Callback):
             if self.parent is not None:
                 self._close("FAILED", reason)
             cli.exit_with(UserError(reason))
+        except Exception as err:  # Hydra would turn it into a warning and run the jobs without their parent
+            if self.parent is not None:
+                self._close("FAILED", f"internal error: {type(err).__name__}: {err}")
+            log.exception("the sweep could not start")
+            cli.exit_with(UserError(f"the sweep could not start ({type(err).__name__}: {str(err)[:300]}); no job ran."))
         atexit.register(self._close, "KILLED", self._resume_hint("the sweep's process ended before its jobs"))
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
@@ -267,7 +273,8 @@ class SweepCallback(Callback):
             parent = self._reopen_parent(config.resume)
         else:
             args = json.dumps({"task": task, "hydra": list(config.hydra.overrides.hydra)})
-            parent = create_run(self.client, config.experiment_name, f"sweep {sweep}".strip(), None,
+            name = f"sweep {readable_name([o for o in task if o.split('=', 1)[0] != 'resume'], None)}"
+            parent = create_run(self.client, config.experiment_name, name, None,
                                 {"sweep": "true", OVERRIDES_TAG: sweep, ARGS_TAG: args, **environment_tags()})
         self.parent, self.parent_run_id = parent, parent.run_id
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
