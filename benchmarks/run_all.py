@@ -15,6 +15,7 @@ from pathlib import Path
 
 from benchmarks import (
     bench_class_output,
+    bench_gated,
     bench_peak,
     bench_scaling,
     bench_sweep,
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "tracking": bench_tracking.run,
     "sweep": bench_sweep.run,
     "class_output": bench_class_output.run,
+    "gated": bench_gated.run,
 }
 HERE = Path(__file__).resolve().parent
 
@@ -83,6 +85,7 @@ def notes(results: dict) -> list[str]:
             f"{breakdown}. From one thread to two, numpy's GEMMs at these shapes speed up {gemm_gain:.1f}× but "
             f"the training step only {step_gain:.1f}×: the second core is where the shortfall is."
         )
+    out += bench_gated.notes(results["gated"])
     load = results["machine"]["load_average_1min_start"], results["machine"]["load_average_1min"]
     out.append(
         f"Load average at start and end: {load[0]} and {load[1]} on {results['machine']['usable_cores']} cores. "
@@ -112,7 +115,15 @@ def run_all(out_dir: Path = HERE, smoke: bool = False) -> dict:
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     plots = report.plot_scaling(results["scaling"], out_dir)
     report.write_markdown(results, plots, out_dir / "RESULTS.md", notes(results))
+    with_section(out_dir / "RESULTS.md", bench_gated.markdown(results["gated"]))
     return results
+
+
+def with_section(path: Path, lines: list[str]) -> None:
+    """A benchmark's own section of RESULTS.md, put before the notes."""
+    text = path.read_text()
+    head, notes_heading, tail = text.partition("## Notes")
+    path.write_text(head + "\n".join(lines) + "\n" + notes_heading + tail)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import numpy as np
 from rnnexp.config.schema import ModelConfig
 from rnnexp.engine.gated import GatedLM
 from rnnexp.engine.rnn import RNNLM, Step
-from rnnexp.errors import UserError
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int, counts: np.ndarray | None = None,
@@ -38,12 +37,10 @@ def build_model(cfg: ModelConfig, vocab_size: int, seed: int, counts: np.ndarray
     if cfg.cell == "rnn":
         return RNNLM(vocab_size, cfg.hidden_dim, cfg.bptt_truncate, cfg.truncation, cfg.dtype, seed,
                      output=cfg.output, classes=cfg.classes, counts=counts, word_class=word_class)
-    if cfg.output != "softmax":
-        raise UserError(f"model.output={cfg.output} is not available for the {cfg.cell} cell yet: "
-                        "use model.output=softmax.")
     return GatedLM(vocab_size, cfg.hidden_dim, cell=cfg.cell, layers=cfg.layers, embedding_dim=cfg.embedding_dim,
                    bptt_truncate=cfg.bptt_truncate, truncation=cfg.truncation, dtype=cfg.dtype,
-                   forget_bias=cfg.forget_bias, dropout=cfg.dropout, tie_weights=cfg.tie_weights, seed=seed)
+                   forget_bias=cfg.forget_bias, dropout=cfg.dropout, tie_weights=cfg.tie_weights, seed=seed,
+                   output=cfg.output, classes=cfg.classes, counts=counts, word_class=word_class)
 
 
 __all__ = ["GatedLM", "RNNLM", "Step", "build_model"]

@@ -27,7 +27,7 @@ exactly, into the weights); the weight gradients are one product each after the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from rnnexp.config.schema import DTYPES, TRUNCATIONS
 from rnnexp.engine.grads import ColumnGrad
-from rnnexp.engine.output import SoftmaxOutput
+from rnnexp.engine.class_output import make_output
 from rnnexp.engine.rnn import Step
 from rnnexp.engine.threads import blas_single_threaded, default_threads
 from rnnexp.errors import DivergedError, UserError
@@ -345,22 +345,35 @@ class _GRU:
         return [wx, wh]
 
 
-class _TiedOutput(Mapping):
-    """The output layer's view of the parameters under tied weights: its (V, H) matrix is Uᵀ."""
+class _TiedOutput(MutableMapping):
+    """The output layer's view of the parameters under tied weights: its (V, H) matrix is Uᵀ; parameters
+    of its own (the class output's `Vc`) are the model's, added to `params`."""
+
+    OWN = ("Vc",)
 
     def __init__(self, params: dict):
         self.params = params
 
     def __getitem__(self, key: str) -> np.ndarray:
-        if key != "V":
+        if key == "V":
+            return self.params["U"].T
+        if key not in self.OWN:
             raise KeyError(key)
-        return self.params["U"].T
+        return self.params[key]
+
+    def __setitem__(self, key: str, value: np.ndarray) -> None:
+        if key not in self.OWN:
+            raise KeyError(key)
+        self.params[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(("V",))
+        return iter(["V", *(key for key in self.OWN if key in self.params)])
 
     def __len__(self) -> int:
-        return 1
+        return len(list(iter(self)))
 
 
 def _as_batch(a, name: str) -> np.ndarray:
@@ -396,6 +409,10 @@ class GatedLM:
         tie_weights: bool = False,
         seed: int | None = None,
         threads: int | None = None,
+        output: str = "softmax",
+        classes: int | None = None,
+        counts: np.ndarray | None = None,
+        word_class: np.ndarray | None = None,
     ):
         if cell not in GATED_CELLS:
             raise UserError(f"cell must be one of {', '.join(GATED_CELLS)}, got {cell!r}.")
@@ -442,7 +459,8 @@ class GatedLM:
         if not self.tie_weights:
             self.params["V"] = uniform((self.V, H), EMBEDDING_INIT)
         weights = _TiedOutput(self.params) if self.tie_weights else self.params
-        self.output = SoftmaxOutput(weights, "V", self.threads)
+        # softmax, or the class-based one (from the training `counts`, or a checkpoint's `word_class`)
+        self.output = make_output(output, weights, "V", self.threads, rng, classes, counts, word_class)
         self._threads = _Threads(self.threads)
 
     @property
@@ -600,37 +618,39 @@ class GatedLM:
         return out
 
     def _push(self, layers: list[_Layer], ext: np.ndarray, depth: int, masks: DropoutMasks | None,
-              accs: list[tuple] | None, visit=None) -> None:
+              accs: list[tuple] | None, visit=None, rows: slice = slice(None)) -> None:
         """Every output's error pushed back `depth` steps, one depth at a time for all steps at once.
 
         At depth j the error of output t sits at step t - j (steps 0..T-1-j). With `accs`, each
         layer's pre-activation gradients are summed into them; `visit(j, rec)` sees, for j >= 1,
         each layer's (dL/dh, dL/dc) of the state at step t - j before that step's own gates.
+        Only the sequences `rows` of the batch are pushed.
         """
         cell, T = self._cell, ext.shape[0]
         rec: list[tuple] = [(None, None)] * self.layers
         for j in range(depth + 1):
             n = T - j
+            at = (slice(0, n), rows)
             if visit is not None and j:
                 visit(j, rec)
             if j == depth and accs is None:
                 return
-            above = ext[:n] if j == 0 else None
+            above = ext[at] if j == 0 else None
             pushed: list[tuple] = [(None, None)] * self.layers
             for l in reversed(range(self.layers)):
                 p, layer = self._layer_params(l), layers[l]
                 dh_rec, dc_rec = rec[l]
                 dh = above if dh_rec is None else (dh_rec if above is None else dh_rec + above)
-                grads, dc = cell.back(layer, slice(0, n), dh, dc_rec)
+                grads, dc = cell.back(layer, at, dh, dc_rec)
                 if accs is not None:
                     for acc, g in zip(accs[l], grads):
-                        acc[:n] += g
+                        acc[at] += g
                 if j < depth:
-                    pushed[l] = (cell.recurrent(p, layer, slice(0, n), dh, grads)[1:], None if dc is None else dc[1:])
+                    pushed[l] = (cell.recurrent(p, layer, at, dh, grads)[1:], None if dc is None else dc[1:])
                 if l:
                     above = cell.input_grad(p, grads)
                     if masks is not None:
-                        above *= masks.inputs[l][:n]
+                        above *= masks.inputs[l][at]
             rec = pushed
 
     @blas_single_threaded
@@ -656,7 +676,8 @@ class GatedLM:
             self._check_masks(masks, T, B)
 
         layers, top = self._forward(x, h0, masks, backward=True)
-        nll, dS, dV = self.output(top.reshape(T * B, self.H), y.T.reshape(-1), weights, need_grads=True)
+        nll, dS, output_grads = self.output.nll_grads(top.reshape(T * B, self.H), y.T.reshape(-1), weights, True)
+        dV = output_grads.pop("V")
         loss = float(nll @ m.reshape(-1)) / n_tokens
         if not np.isfinite(loss):
             raise DivergedError(f"the loss became {loss}: lower the learning rate or clip gradients.")
@@ -668,9 +689,10 @@ class GatedLM:
             accs = self._backward_full(layers, ext, masks)
         else:
             accs = [self._cell.new_acc(T, B, self.dtype, zero=True) for _ in range(self.layers)]
-            self._push(layers, ext, depth, masks, accs)
+            self._threads.run([lambda rows=rows: self._push(layers, ext, depth, masks, accs, rows=rows)
+                               for rows in self._threads.batch_blocks(B)])
 
-        grads: dict = {}
+        grads: dict = output_grads  # the output layer's own besides V (the class output's Vc)
         tasks = [task for l, prefix in enumerate(self.prefixes)
                  for task in self._cell.weight_tasks(layers[l], accs[l], prefix, grads)]
         self._threads.run(tasks)
@@ -711,8 +733,8 @@ class GatedLM:
         B, T = x.shape
         real = np.ones((T, B), bool) if mask is None else mask.T
         layers, top = self._forward(x, None, None, backward=True)
-        _, dS, _ = self.output(top.reshape(T * B, self.H), y.T.reshape(-1), real.reshape(-1).astype(self.dtype),
-                               need_grads=True)
+        _, dS, _ = self.output.nll_grads(top.reshape(T * B, self.H), y.T.reshape(-1),
+                                         real.reshape(-1).astype(self.dtype), need_grads=True)
         ext = dS.reshape(T, B, self.H)
         decay = np.full(max_depth + 1, np.nan)
         if real.any():
@@ -733,7 +755,7 @@ class GatedLM:
         x, y, mask, h0 = self._check(x, y, mask, h0)
         B, T = x.shape
         layers, top = self._forward(x, h0, None, backward=False)
-        nll, _, _ = self.output(top.reshape(T * B, self.H), y.T.reshape(-1), None, need_grads=False)
+        nll, _, _ = self.output.nll_grads(top.reshape(T * B, self.H), y.T.reshape(-1), None, need_grads=False)
         nll = nll.reshape(T, B).T
         lengths = np.full(B, T) if mask is None else mask.sum(axis=1)
         if mask is not None:
@@ -764,12 +786,21 @@ class GatedLM:
         max_len: int = 50,
         temperature: float = 1.0,
         top_k: int | None = None,
+        prefix: Sequence[int] = (),
     ) -> list[int]:
-        """Sample a sentence word by word, never the unknown token, until `end_id` or `max_len`."""
+        """Sample a sentence word by word, never the unknown token, until `end_id` or `max_len`.
+
+        With a `prefix` (the words after the start token), the model reads it first and samples its
+        continuation, which is what is returned.
+        """
         if temperature <= 0:
             raise UserError(f"temperature must be > 0, got {temperature}.")
         state = np.zeros((1, self.state_size), self.dtype)
         word, out = int(start_id), []
+        if len(prefix):
+            read = np.array([[word, *prefix[:-1]]])
+            state = self._last_state(self._forward(read, state, None, backward=False)[0], np.array([read.shape[1]]))
+            word = int(prefix[-1])
         banned = [i for i in (unknown_id, start_id) if i is not None]
         while len(out) < max_len:
             layers, top = self._forward(np.array([[word]]), state, None, backward=False)
