@@ -11,6 +11,8 @@ from runner_setup import client, compose_run
 from rnnexp.config import resolve
 from rnnexp.data import load_corpus
 from rnnexp.engine.class_output import ClassOutput, default_classes, frequency_classes, make_output
+from rnnexp.engine.gated import GatedLM
+from rnnexp.engine.gates import GateLM
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import UserError
 from rnnexp.tracking import train
@@ -105,28 +107,43 @@ def test_output_layer_equals_the_literal_reference_row_by_row(threads):
 
 
 def truncated_objective(model, params, x, y):
-    """Mean NLL as the truncation mode defines it (see rnnexp.engine.gradcheck), with the literal class NLL."""
+    """Mean NLL as the truncation mode defines it (see rnnexp.engine.gradcheck), with the literal class NLL;
+    the gated cells' states come from their gate-by-gate reference."""
     wc, k, T = model.buffers["word_class"], model.bptt_truncate, len(x)
+    if isinstance(model, GatedLM):
+        gates = {id(p): GateLM.like(model, p) for p in (params, model.params)}
+        zero = np.zeros(model.state_size)
 
-    def run(p, h, words):
-        for w in words:
-            h = np.tanh(p["U"][:, w] + p["W"] @ h)
-        return h
+        def run(p, h, words):
+            return gates[id(p)].run(h, words)
 
-    zero = np.zeros(model.H)
+        def nll(h, target):
+            top = gates[id(params)].split_state(h)[-1][0]
+            return literal_nll({**params, "V": params["U"].T} if model.tie_weights else params, wc, top, target)
+    else:
+        zero = np.zeros(model.H)
+
+        def run(p, h, words):
+            for w in words:
+                h = np.tanh(p["U"][:, w] + p["W"] @ h)
+            return h
+
+        def nll(h, target):
+            return literal_nll(params, wc, h, target)
+
     if model.truncation == "full":
-        return sum(literal_nll(params, wc, run(params, zero, x[: t + 1]), y[t]) for t in range(T)) / T
+        return sum(nll(run(params, zero, x[: t + 1]), y[t]) for t in range(T)) / T
     if model.truncation == "chunk":
         total, h_base = 0.0, zero
         for c0 in range(0, T, k):
             for t in range(c0, min(T, c0 + k)):
-                total += literal_nll(params, wc, run(params, h_base, x[c0 : t + 1]), y[t])
+                total += nll(run(params, h_base, x[c0 : t + 1]), y[t])
             h_base = run(model.params, h_base, x[c0 : c0 + k])
         return total / T
     total = 0.0
     for t in range(T):
         first = max(0, t - k)
-        total += literal_nll(params, wc, run(params, run(model.params, zero, x[:first]), x[first : t + 1]), y[t])
+        total += nll(run(params, run(model.params, zero, x[:first]), x[first : t + 1]), y[t])
     return total / T
 
 
@@ -142,27 +159,35 @@ def engine_gradients(model, x, y):
     return total
 
 
+def cell_model(cell, truncation, tie=False):
+    """A tiny model of `cell` with the class output: the tanh RNN, or a gated cell (GRU: 2 layers)."""
+    if cell == "rnn":
+        return class_model(V=12, H=4, truncation=truncation, k=2, seed=5, classes=3)
+    return GatedLM(12, 3, cell=cell, layers=2 if cell == "gru" else 1, bptt_truncate=2, truncation=truncation,
+                   dtype="float64", seed=5, tie_weights=tie, output="class", classes=3, counts=zipf_counts(12, 5))
+
+
 @pytest.mark.parametrize("truncation", ["window", "chunk", "full"])
-def test_gradients_equal_central_differences_in_every_truncation_mode(truncation):
-    model = class_model(V=12, H=4, truncation=truncation, k=2, seed=5, classes=3)
+@pytest.mark.parametrize(("cell", "tie"), [("rnn", False), ("gru", False), ("lstm", False), ("lstm", True)])
+def test_gradients_equal_central_differences_in_every_truncation_mode_and_cell(cell, tie, truncation):
+    model = cell_model(cell, truncation, tie)
     rng = np.random.default_rng(6)
     x, y = rng.integers(0, 12, (2, 7))
     analytic = engine_gradients(model, x, y)
-    assert set(analytic) == {"U", "W", "V", "Vc"}
-    eps = 1e-6
+    assert {"U", "Vc"} <= set(analytic) and ("V" in analytic) != tie
+    eps, errors = 1e-4, {}  # the five-point stencil: error O(eps⁴), so tiny gradients resolve too
     for name, p in model.params.items():
         numeric = np.zeros(p.shape)
         trial = {n: q.copy() for n, q in model.params.items()}
         for idx in np.ndindex(p.shape):
-            old = trial[name][idx]
-            trial[name][idx] = old + eps
-            up = truncated_objective(model, trial, x, y)
-            trial[name][idx] = old - eps
-            down = truncated_objective(model, trial, x, y)
+            old, f = trial[name][idx], []
+            for step in (2, 1, -1, -2):
+                trial[name][idx] = old + step * eps
+                f.append(truncated_objective(model, trial, x, y))
             trial[name][idx] = old
-            numeric[idx] = (up - down) / (2 * eps)
-        scale = max(np.abs(numeric).max(), 1e-12)
-        assert np.abs(analytic[name] - numeric).max() / scale < 1e-7, name
+            numeric[idx] = (-f[0] + 8 * f[1] - 8 * f[2] + f[3]) / (12 * eps)
+        errors[name] = np.abs(analytic[name] - numeric).max() / max(np.abs(numeric).max(), 1e-12)
+    assert max(errors.values()) < 1e-7, errors
 
 
 def test_threads_give_bitwise_the_same_result_and_it_repeats():
@@ -251,3 +276,17 @@ def test_a_class_output_run_trains_checkpoints_resumes_generates_and_evaluates(t
                             capture_output=True, text=True, timeout=120)
     assert scored.returncode == 0, scored.stderr
     assert f"{run.data.metrics['test_ppl']:.2f}" in scored.stdout
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_gated_cells_score_sample_and_predict_through_the_class_output(cell):
+    model = cell_model(cell, "window")
+    x, y = np.array([[1, 4, 9, 2, 7]]), np.array([[4, 9, 2, 7, 3]])
+    logp = model.output.logits(model.hidden_states(x)[0])
+    np.testing.assert_allclose(np.exp(logp).sum(axis=1), 1.0, rtol=1e-12)
+    nll, _ = model.token_nll(x, y)
+    np.testing.assert_allclose(nll[0], -logp[np.arange(5), y[0]], rtol=1e-12)
+    assert np.array_equal(model.predict(x[0]), logp.argmax(axis=1))
+    words = model.sample(np.random.default_rng(0), start_id=0, end_id=1, unknown_id=2, max_len=20)
+    assert 2 not in words and len(words) <= 20
+    assert set(model.buffers) == {"word_class"}

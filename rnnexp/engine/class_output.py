@@ -1,6 +1,7 @@
 """Mikolov's class-based softmax, exact and normalised, and `make_output`, which builds any output layer.
 
-    P(w | s) = P(c(w) | s) · P(w | c(w), s),   P(c | s) = softmax(Vc s)_c,   P(w | c, s) = softmax over c's words of V s
+    P(w | s) = P(c(w) | s) · P(w | c(w), s)
+    P(c | s) = softmax(Vc s)_c,   P(w | c, s) = softmax of V s over the words of class c
 
 Words are binned into classes by unigram frequency of the training data as in Mikolov's rnnlm
 (words by descending count, each class taking about 1/C of the total mass), so a token costs
@@ -56,7 +57,7 @@ def frequency_classes(counts: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 class ClassOutput:
-    """NLL of the class-based softmax for many rows; params[key] is V (V, H), params[key + "c"] the class weights (C, H)."""
+    """Class-based softmax NLL of many rows: params[key] is V (V, H), params[key + "c"] the class weights (C, H)."""
 
     def __init__(self, params: Mapping[str, np.ndarray], key: str, threads: int, word_class: np.ndarray):
         self.params, self.key, self.class_key, self.threads = params, key, key + "c", threads
@@ -129,7 +130,7 @@ class ClassOutput:
         return nll, dS, grads
 
     def _word_part(self, c, R, S, y, weights, nll, dS, dV) -> None:
-        """The softmax over class c's words for the rows R whose target is in c; writes only rows R and c's rows of dV."""
+        """Softmax over class c's words for the rows R whose target is in c; writes rows R and c's rows of dV only."""
         words = self.members(c)
         Vw = self.params[self.key][words]
         Sr = S[R]
