@@ -191,6 +191,10 @@ def test_the_gradient_under_fixed_dropout_masks_equals_the_reference_with_them(c
     assert max(rel_err(step.grads[n], expected[n]) for n in expected) < 1e-10
     unmasked = reference_sum(m, x, y, truncate if truncation == "window" else None)
     assert rel_err(step.grads["V"], unmasked["V"]) > 1e-2  # the masks did change the gradient
+    ref = GateLM.like(m)  # the carried state is the training pass's, dropout included (as PyTorch carries it)
+    for b in range(3):
+        steps = ref.forward_propagation(x[b], None, ([mk[:, b] for mk in masks.inputs], masks.output[:, b]))
+        np.testing.assert_allclose(step.h_last[b], ref.join_state(steps[-1].states()), rtol=1e-12)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -231,6 +235,11 @@ def test_untrained_loss_is_uniform_guessing_and_prediction_and_sampling_work(cel
     small.params["V"][5] = 5.0  # token 5 (unknown) dominates every softmax
     words = small.sample(np.random.default_rng(0), start_id=0, end_id=1, unknown_id=5, max_len=200)
     assert 5 not in words and 0 not in words and len(words) < 200
+    fresh = model(cell, vocab=20)  # greedy after reading a prefix: the argmax after start + prefix
+    logits = GateLM.like(fresh).forward_propagation([0, 7, 3, 8])[-1].mulv
+    logits[0] = -np.inf  # the start token is never sampled
+    greedy = fresh.sample(np.random.default_rng(1), 0, None, None, max_len=1, top_k=1, prefix=[7, 3, 8])
+    assert greedy == [int(np.argmax(logits))]
 
 
 def test_the_state_is_every_layers_h_then_c():
@@ -291,3 +300,19 @@ def test_bad_input_is_one_clear_error():
     m.params["gru0_Wh"][0, 0] = np.nan
     with pytest.raises(DivergedError, match="lower the learning rate"):
         m.backprop([1, 2, 3], [2, 3, 4])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("truncation", ["window", "full"])
+def test_the_batch_split_among_threads_gives_the_one_thread_gradients(cell, truncation):
+    """16 sequences and 140 rows: the time loops and the batched products each run in two blocks."""
+    x, y = np.random.default_rng(8).integers(0, 30, (2, 16, 9))
+    one = model(cell, vocab=30, layers=2, bptt_truncate=3, truncation=truncation, seed=8, threads=1)
+    two = model(cell, vocab=30, layers=2, bptt_truncate=3, truncation=truncation, seed=8, threads=2)
+    assert len(two._threads.batch_blocks(16)) == 2 and len(two._threads.row_blocks(16 * 9)) == 2
+    a, b = one.backprop(x, y), two.backprop(x, y)
+    assert b.loss == pytest.approx(a.loss, rel=1e-14)
+    for name, g in a.grads.items():
+        np.testing.assert_allclose(b.grads[name], g, rtol=1e-12, atol=1e-16)
+    np.testing.assert_allclose(two.token_nll(x, y)[0], one.token_nll(x, y)[0], rtol=1e-13)
+    assert b.loss == two.backprop(x, y).loss  # and it repeats bitwise

@@ -27,7 +27,7 @@ exactly, into the weights); the weight gradients are one product each after the 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -618,37 +618,39 @@ class GatedLM:
         return out
 
     def _push(self, layers: list[_Layer], ext: np.ndarray, depth: int, masks: DropoutMasks | None,
-              accs: list[tuple] | None, visit=None) -> None:
+              accs: list[tuple] | None, visit=None, rows: slice = slice(None)) -> None:
         """Every output's error pushed back `depth` steps, one depth at a time for all steps at once.
 
         At depth j the error of output t sits at step t - j (steps 0..T-1-j). With `accs`, each
         layer's pre-activation gradients are summed into them; `visit(j, rec)` sees, for j >= 1,
         each layer's (dL/dh, dL/dc) of the state at step t - j before that step's own gates.
+        Only the sequences `rows` of the batch are pushed.
         """
         cell, T = self._cell, ext.shape[0]
         rec: list[tuple] = [(None, None)] * self.layers
         for j in range(depth + 1):
             n = T - j
+            at = (slice(0, n), rows)
             if visit is not None and j:
                 visit(j, rec)
             if j == depth and accs is None:
                 return
-            above = ext[:n] if j == 0 else None
+            above = ext[at] if j == 0 else None
             pushed: list[tuple] = [(None, None)] * self.layers
             for l in reversed(range(self.layers)):
                 p, layer = self._layer_params(l), layers[l]
                 dh_rec, dc_rec = rec[l]
                 dh = above if dh_rec is None else (dh_rec if above is None else dh_rec + above)
-                grads, dc = cell.back(layer, slice(0, n), dh, dc_rec)
+                grads, dc = cell.back(layer, at, dh, dc_rec)
                 if accs is not None:
                     for acc, g in zip(accs[l], grads):
-                        acc[:n] += g
+                        acc[at] += g
                 if j < depth:
-                    pushed[l] = (cell.recurrent(p, layer, slice(0, n), dh, grads)[1:], None if dc is None else dc[1:])
+                    pushed[l] = (cell.recurrent(p, layer, at, dh, grads)[1:], None if dc is None else dc[1:])
                 if l:
                     above = cell.input_grad(p, grads)
                     if masks is not None:
-                        above *= masks.inputs[l][:n]
+                        above *= masks.inputs[l][at]
             rec = pushed
 
     @blas_single_threaded
@@ -687,7 +689,8 @@ class GatedLM:
             accs = self._backward_full(layers, ext, masks)
         else:
             accs = [self._cell.new_acc(T, B, self.dtype, zero=True) for _ in range(self.layers)]
-            self._push(layers, ext, depth, masks, accs)
+            self._threads.run([lambda rows=rows: self._push(layers, ext, depth, masks, accs, rows=rows)
+                               for rows in self._threads.batch_blocks(B)])
 
         grads: dict = output_grads  # the output layer's own besides V (the class output's Vc)
         tasks = [task for l, prefix in enumerate(self.prefixes)
@@ -783,12 +786,21 @@ class GatedLM:
         max_len: int = 50,
         temperature: float = 1.0,
         top_k: int | None = None,
+        prefix: Sequence[int] = (),
     ) -> list[int]:
-        """Sample a sentence word by word, never the unknown token, until `end_id` or `max_len`."""
+        """Sample a sentence word by word, never the unknown token, until `end_id` or `max_len`.
+
+        With a `prefix` (the words after the start token), the model reads it first and samples its
+        continuation, which is what is returned.
+        """
         if temperature <= 0:
             raise UserError(f"temperature must be > 0, got {temperature}.")
         state = np.zeros((1, self.state_size), self.dtype)
         word, out = int(start_id), []
+        if len(prefix):
+            read = np.array([[word, *prefix[:-1]]])
+            state = self._last_state(self._forward(read, state, None, backward=False)[0], np.array([read.shape[1]]))
+            word = int(prefix[-1])
         banned = [i for i in (unknown_id, start_id) if i is not None]
         while len(out) < max_len:
             layers, top = self._forward(np.array([[word]]), state, None, backward=False)
