@@ -20,6 +20,7 @@ from rnnexp.config.schema import (
     ModelConfig,
     OptimConfig,
     RunConfig,
+    RunsConfig,
     ScheduleConfig,
     TrainConfig,
 )
@@ -32,6 +33,7 @@ _store.store(name="generate_schema", node=GenerateConfig)
 _store.store(name="evaluate_schema", node=EvaluateConfig)
 _store.store(name="gradcheck_schema", node=GradcheckConfig)
 _store.store(name="baseline_schema", node=BaselineConfig)
+_store.store(name="runs_schema", node=RunsConfig)
 
 __all__ = [
     "BaselineConfig",
@@ -45,6 +47,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
+    "RunsConfig",
     "ScheduleConfig",
     "SyntheticConfig",
     "TrainConfig",

@@ -214,3 +214,16 @@ class BaselineConfig:
     seed: int = 0
     vocab_size: int = 10_000  # what the dataset group interpolates
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+
+
+RUNS_ACTIONS = ("list", "mark_killed", "repair_store")
+
+
+@dataclass
+class RunsConfig:
+    """`python -m rnnexp.runs action=list|mark_killed|repair_store`: runs left RUNNING by a process that is gone."""
+
+    action: str = "list"
+    tracking_uri: str | None = None
+    experiment_name: str | None = None  # null: every experiment of the store
+    run_ids: list[str] = field(default_factory=list)  # mark_killed: only these (each must be stale); empty: all

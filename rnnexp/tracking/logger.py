@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -26,7 +27,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import requests
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
@@ -34,27 +34,17 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from rnnexp.errors import UserError
-from rnnexp.tracking.store import experiment_id
+from rnnexp.tracking.store import answers, experiment_id, server_unreachable
 
 FAILURE_TAG = "failure_reason"
 OVERRIDES_TAG = "overrides"
 HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = "owner.host", "owner.pid", "owner.pid_start", "owner.heartbeat"
 HEARTBEAT_EVERY_S = 30.0
 STALE_AFTER_S = 180.0  # a run on another host without a heartbeat for this long has lost its process
-RETRY_EVERY_S = 5.0  # while the server is away: seconds between attempts to reach it again
+RETRY_EVERY_S = 5.0  # while the server is away: seconds between health checks
 FINAL_WAIT_S = 15.0  # at the end of a run: how long to wait for a server that is away
 
 log = logging.getLogger(__name__)
-
-
-def server_unreachable(err: BaseException) -> bool:
-    """Whether an MLflow error means the tracking server did not answer (not that it refused the request)."""
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class RunLogger:
@@ -74,6 +64,8 @@ class RunLogger:
         self._buffer: list[Metric] = []
         self._last_flush = time.monotonic()
         self._remote = client.tracking_uri.startswith(("http://", "https://"))
+        if self._remote:  # one warning line of ours, not one of urllib3's per retry
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         self._away_since: float | None = None  # wall time the server stopped answering
         self._last_try = 0.0
         self._deferred: dict[str, Callable[[], None]] = {}  # what waits for the server, by destination
@@ -103,9 +95,12 @@ class RunLogger:
         """Send the buffered metrics and whatever waited for the server; while it is away, try again
         at most every RETRY_EVERY_S seconds, so that training never waits on it for long."""
         self._last_flush = time.monotonic()
-        if self._away_since is not None and time.monotonic() - self._last_try < RETRY_EVERY_S:
-            return
-        self._last_try = time.monotonic()
+        if self._away_since is not None:
+            if time.monotonic() - self._last_try < RETRY_EVERY_S:
+                return
+            self._last_try = time.monotonic()
+            if not answers(self.client.tracking_uri):  # a second at most, where a request may take a minute
+                return
         try:
             while self._buffer:
                 self.client.log_batch(self.run_id, metrics=self._buffer[:MAX_METRICS_PER_BATCH])
@@ -128,9 +123,11 @@ class RunLogger:
         return self._away_since is not None
 
     def _went_away(self, err: BaseException) -> None:
+        self._last_try = time.monotonic()
         if self._away_since is None:
             self._away_since = time.time()
-            reason = str(err).strip().splitlines()[0][:200]
+            errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(err))
+            reason = errno.group(1).strip() if errno else "no answer in time"
             log.warning("the tracking server at %s stopped answering (%s): training goes on; metrics are kept, also in "
                         "each checkpoint, and sent when it answers again", self.client.tracking_uri, reason)
 

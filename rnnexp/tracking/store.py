@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import requests
 import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -32,9 +33,12 @@ from rnnexp.errors import UserError
 DEFAULT_DB = "mlflow.db"
 # How long one HTTP request to a tracking server may take, and how often it is retried: MLflow's
 # defaults (120 s, 7 retries with exponential backoff) block training for about 12 minutes when a
-# server dies. A logger that loses its server keeps metrics and tries again later (logger.py).
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+# server dies. A dead server refuses at once, so a request fails in about 2 s; a busy one gets 20 s.
+# A logger that loses its server keeps metrics and asks /health (HEALTH_TIMEOUT_S) before trying
+# again (logger.py). Each can be set in the environment.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2"}
+HEALTH_TIMEOUT_S = 1.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
 _PG_LOCK_KEY = 0x726E6E657870  # "rnnexp": one advisory lock for table creation and upgrades
 
@@ -87,6 +91,26 @@ def check_reachable(uri: str) -> None:
             ) from None
 
 
+def answers(uri: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+    """Whether a tracking server answers its health check now."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            response.read()
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def server_unreachable(err: BaseException) -> bool:
+    """Whether an MLflow error means the tracking server did not answer (not that it refused the request)."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def is_postgres(uri: str) -> bool:
     return uri.split("://", 1)[0].split("+", 1)[0] == "postgresql"
 
@@ -125,11 +149,14 @@ def connect(uri: str) -> MlflowClient:
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
     with store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
         try:
+            client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # creates or upgrades the tables
         except Exception as err:  # alembic's and SQLAlchemy's errors too: the store cannot be opened
             if uri.startswith(("http://", "https://")):
+                if server_unreachable(err):
+                    raise UserError(f"the MLflow tracking server at {uri} does not answer in time: check that it "
+                                    "runs and is not overloaded, or set MLFLOW_HTTP_REQUEST_TIMEOUT higher.") from None
                 raise
             raise UserError(diagnose(uri, err)) from None
     return client
@@ -203,10 +230,13 @@ def repair_store(uri: str) -> list[str]:
 
     An alembic batch migration on sqlite copies a table into `_alembic_tmp_<table>`, drops the
     original and renames the copy. A leftover copy beside its original is dropped; a copy whose
-    original is gone becomes the table again. Then MLflow's own upgrade runs to the current schema.
+    original is gone becomes the table again. A store whose tables and columns are already those
+    of this MLflow but whose recorded version lags (two upgrades at once) gets the current version
+    recorded; any other store gets MLflow's own upgrade.
     """
-    from mlflow.store.db.utils import (_all_tables_exist, _get_latest_schema_revision, _get_schema_version,
-                                       _initialize_tables)
+    from alembic import command
+    from mlflow.store.db.utils import (Base, _get_alembic_config, _get_latest_schema_revision,
+                                       _get_schema_version, _initialize_tables)
 
     done = []
     with store_lock(uri):
@@ -222,10 +252,23 @@ def repair_store(uri: str) -> list[str]:
                     else:
                         connection.execute(sqlalchemy.text(f'ALTER TABLE "{leftover}" RENAME TO "{original}"'))
                         done.append(f"renamed {leftover} back to {original}")
-            before = _get_schema_version(engine)
-            if before != _get_latest_schema_revision() or not _all_tables_exist(engine):
-                _initialize_tables(engine)  # what MLflow runs on first use: missing tables, then the upgrade
-                done.append(f"upgraded the schema from {before} to {_get_schema_version(engine)}")
+            before, head = _get_schema_version(engine), _get_latest_schema_revision()
+            if before != head:
+                inspector = sqlalchemy.inspect(engine)
+                present = set(inspector.get_table_names())
+                current = all(name in present and {c.name for c in table.columns}
+                              <= {c["name"] for c in inspector.get_columns(name)}
+                              for name, table in Base.metadata.tables.items())
+                if current:
+                    command.stamp(_get_alembic_config(str(engine.url.render_as_string(hide_password=False))), head)
+                    done.append(f"recorded schema version {head} (was {before}): the tables were upgraded already")
+                else:
+                    _initialize_tables(engine)  # what MLflow runs on first use: missing tables, then the upgrade
+                    done.append(f"upgraded the schema from {before} to {_get_schema_version(engine)}")
+        except Exception as err:  # noqa: BLE001 - alembic's and the driver's errors: one sentence
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"the repair of {redacted(uri)} stopped ({first[:300]}): restore the store from its "
+                            "backup.") from None
         finally:
             engine.dispose()
     return done
