@@ -10,6 +10,7 @@ Returns the best validation loss, which Hydra's Optuna sweeper minimises.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # Optuna study does not end the study, and far worse than any real loss.
 FAILED_JOB_LOSS = 1e9
 RESUME_KEEPS = ("resume", "tracking_uri", "train.checkpoint_dir")
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -87,5 +89,20 @@ def reject_overrides_on_resume(overrides: list[str]) -> None:
                         "drop those overrides, or start a new run.")
 
 
+def entry() -> None:
+    """`cli.guard(main)`, and one sentence for what Hydra itself trips on before any of ours runs."""
+    try:
+        cli.guard(main)
+    except OSError as err:  # Hydra creates the run's output folder (outputs/...) first
+        if err.errno not in UNWRITABLE:
+            raise
+        cli.exit_with(UserError(f"cannot write {os.path.abspath(err.filename or 'outputs')} ({err.strerror}): run from a "
+                                "writable folder, or set hydra.run.dir (hydra.sweep.dir for a sweep) to one."))
+    except ValueError as err:  # Hydra's own check of its flags, e.g. --cfg job with -m
+        if "can be specified" not in str(err):
+            raise
+        cli.exit_with(UserError(f"{err}: give one of them per command (--cfg job shows one run's config)."))
+
+
 if __name__ == "__main__":
-    cli.guard(main)
+    entry()
