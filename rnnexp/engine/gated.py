@@ -21,7 +21,11 @@ depth at a time, as one product over every time step at once.
 
 Speed: the input projections of all steps are one product per layer; a step is one (B×H)·(H×kH)
 product and one tanh over all k gates (σ(a) = (1 + tanh(a/2)) / 2, with the halving folded,
-exactly, into the weights); the weight gradients are one product each after the time loop.
+exactly, into the weights), and the forward step also writes the backward pass's coefficients
+while its values are in cache; the weight gradients are one product each after the time loop.
+With two threads or more, each thread runs the time loops of its own block of sequences and a
+share of the batched products (BLAS single-threaded in each); the output layer has its own
+workers. The split depends only on the shapes and the thread count: results repeat bitwise.
 """
 
 from __future__ import annotations
