@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test test-all lint gradcheck data ui sweep search reproduce reproduce-full \
-        truncation-study ptb bench bench-smoke clean
+        truncation-study truncation-study-quick reports ptb bench bench-smoke clean
 
 help:  ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -58,9 +58,18 @@ ptb: $(STAMP)  ## the word-LM recipe on PTB beside Kneser–Ney, and parity with
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(PY) -m experiments.ptb.report
 
-truncation-study: $(STAMP)  ## how far back the RNN learns, per truncation (<30 min): experiments/truncation/REPORT.md
+truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell (<60 min): experiments/truncation/REPORT.md
 	$(PY) -m rnnexp.run -m experiment=truncation_study hydra/launcher=joblib
-	$(PY) -m experiments.truncation.report
+	$(PY) -m experiments.truncation.report experiment_name=truncation_study
+
+truncation-study-quick: $(STAMP)  ## the same on fewer cells (<10 min): experiments/truncation/REPORT.md
+	$(PY) -m rnnexp.run -m experiment=truncation_study_quick hydra/launcher=joblib
+	$(PY) -m experiments.truncation.report experiment_name=truncation_study_quick
+
+reports: $(STAMP)  ## regenerate the three reports at the code as it is (truncation quick, tutorial quick, bench; ~40 min)
+	$(MAKE) truncation-study-quick
+	$(MAKE) reproduce
+	$(MAKE) bench
 
 bench: $(STAMP)  ## throughput against the tutorial's code and PyTorch, and scaling: benchmarks/RESULTS.md (~10 min)
 	$(VENV)/bin/pip install -q -e '.[test,bench]'

@@ -1,11 +1,10 @@
-"""The truncation study: its reading of the cells, and a tiny sweep end to end through MLflow."""
+"""The truncation study: intervals and verdicts over seeds, the stateful scoring, and a tiny sweep end to end."""
 
 from __future__ import annotations
 
 import math
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,90 +12,129 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.truncation import figures, report
-from experiments.truncation.measure import Cell
-from rnnexp.tracking import trained
-from rnnexp.training import batches
-from rnnexp.data import load_corpus
+from experiments.truncation.measure import (
+    LEARNT_EXCESS,
+    Job,
+    cells_of,
+    describe_setting,
+    reach_possible,
+    score,
+    t_interval,
+)
+from rnnexp.config import resolve
 from rnnexp.config.dataset import DatasetConfig, SyntheticConfig
+from rnnexp.data import load_corpus
 from rnnexp.engine.rnn import RNNLM
+from rnnexp.tracking import trained
 
 ROOT = Path(__file__).resolve().parents[1]
+PLACED = SyntheticConfig(n_sentences=60, distance=3, key_positions=2, min_words=6, mean_words=7.0, max_words=10)
 
 
-def cell(distance: int, truncation: str, k: int, excess: float, full: bool = False) -> Cell:
-    """A scored job: echo accuracy 1 when learnt, else 0.5 at d = 5 and chance (0.25) elsewhere; k minutes."""
-    accuracy = 1.0 if excess < report.LEARNT_EXCESS else 0.5 if distance == 5 else 0.25
-    return Cell(distance, truncation, k, full, f"run-{distance}-{truncation}-{k}", "FINISHED",
-                dependent_excess=excess, echo_accuracy=accuracy, other_excess=0.1,
-                decay=tuple(0.5 ** k for k in range(25)),
-                tokens_per_sec=1000.0, minutes=float(k))
+def job(distance: int, setting: str, seed: int, excess: float, order=(0, 0, 0), reach: bool = True) -> Job:
+    return Job(distance, setting, order, seed, f"run-{distance}-{setting}-{seed}", "FINISHED", "sentence", reach,
+               dependent_excess=excess, echo_accuracy=1.0 - excess, other_excess=0.1, decay=(1.0, 0.5, 0.25),
+               minutes=1.0, updates=100, tokens_per_update=400.0)
 
 
-def test_window_mode_reaching_past_every_sentence_is_exactly_full_bptt() -> None:
-    """What lets the study's `window 64` column stand for full BPTT."""
-    corpus = load_corpus(DatasetConfig(vocab_size=64, synthetic=SyntheticConfig(n_sentences=200, distance=5, max_words=24)))
-    x, y, mask = batches.pad(corpus.splits["train"].sentences[:16])
-    assert x.shape[1] <= 24 + 1
-    window, full = (RNNLM(64, 16, bptt_truncate=24, truncation=mode, seed=1) for mode in ("window", "full"))
-    window_grads, full_grads = window.backprop(x, y, mask).grads, full.backprop(x, y, mask).grads
-    for name in ("U", "W", "V"):
-        np.testing.assert_array_equal(window_grads[name], full_grads[name])
-    shorter = RNNLM(64, 16, bptt_truncate=4, truncation="window", seed=1).backprop(x, y, mask).grads
-    assert not np.array_equal(shorter["W"], full_grads["W"])
+def config(**overrides: object):
+    base = {"seed": 1, "model": {"hidden_dim": 8, "bptt_truncate": 4, "truncation": "window"},
+            "optim": {"lr": 0.5}, "train": {"epochs": 1, "batch_size": 4},
+            "dataset": {"vocab_size": 30, "synthetic": {"distance": 5, "max_words": 24}}}
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        base[section][name] = value  # type: ignore[index]
+    return resolve(base)
+
+
+def test_the_interval_is_students_t_and_decides_the_verdict() -> None:
+    values = [0.02, 0.04, 0.03, 0.05, 0.01]
+    interval = t_interval(values)
+    half = 2.7764451051977987 * np.std(values, ddof=1) / math.sqrt(5)  # t_{0.975, 4}
+    assert interval.mean == pytest.approx(0.03) and interval.high == pytest.approx(0.03 + half)
+    assert interval.low == pytest.approx(0.03 - half) and interval.verdict == "learnt"
+    assert t_interval([1.3, 1.4, 1.5, 1.35, 1.45]).verdict == "not learnt"
+    assert t_interval([0.01, 0.02, 1.4, 0.03, 0.02]).verdict == "undecided"  # one seed failing leaves it open
+    assert t_interval([0.01]).verdict == "too few seeds" and math.isnan(t_interval([0.01]).high)
+
+
+def test_cells_group_the_seeds_and_count_the_seeds_learnt() -> None:
+    jobs = [job(5, "full", seed, excess, (0, 1, 1)) for seed, excess in enumerate([0.01, 0.02, 1.4, 0.03, 0.02])]
+    jobs += [job(5, "window 2", seed, 1.4, (0, 0, 2), reach=False) for seed in range(5)]
+    jobs += [job(10, "full", seed, 0.01 * seed, (0, 1, 1)) for seed in range(5)]
+    cells = cells_of(jobs)
+    assert [(c.distance, c.setting) for c in cells] == [(5, "window 2"), (5, "full"), (10, "full")]
+    assert [c.verdict for c in cells] == ["not learnt", "undecided", "learnt"]
+    assert cells[1].seeds_learnt == 4 and len(cells[1].finished) == 5
+    assert cells[0].mean("echo_accuracy") == pytest.approx(-0.4)
+    distances, settings, at = figures.grid(cells)
+    assert distances == [5, 10] and settings == ["window 2", "full"] and at[(10, "full")] is cells[2]
+
+
+def test_settings_are_named_and_ordered_from_the_saved_config() -> None:
+    assert describe_setting(config()) == ("window 4", (0, 0, 4))
+    assert describe_setting(config(model__truncation="full")) == ("full", (0, 1, 4))
+    assert describe_setting(config(model__truncation="window", model__bptt_truncate=30))[0] == "full"  # > max_words
+    assert describe_setting(config(model__truncation="chunk", model__bptt_truncate=8)) == ("chunk 8", (0, 2, 8))
+    assert describe_setting(config(model__cell="lstm", model__truncation="full"))[0] == "LSTM full"
+    assert config(model__truncation="chunk").eval.protocol == "stateful"  # what the report scores chunk jobs with
 
 
 def test_the_gradient_reaches_the_key_when_the_truncation_spans_the_distance() -> None:
-    assert figures.gradient_can_reach(cell(5, "window", 4, 0.0))  # echo output back to the key: 4 steps
-    assert not figures.gradient_can_reach(cell(5, "window", 2, 0.0))
-    assert figures.gradient_can_reach(cell(20, "window", 64, 0.0, full=True))
-    assert figures.gradient_can_reach(cell(5, "chunk", 8, 0.0))  # key and echo in one chunk of 5+ steps
-    assert not figures.gradient_can_reach(cell(5, "chunk", 4, 0.0))
+    assert reach_possible(config(model__bptt_truncate=4))  # d = 5: echo output back to the key is 4 steps
+    assert not reach_possible(config(model__bptt_truncate=3))
+    assert reach_possible(config(model__truncation="full", model__bptt_truncate=1))
+    assert reach_possible(config(model__truncation="chunk", model__bptt_truncate=5))  # key and echo in one chunk
+    assert not reach_possible(config(model__truncation="chunk", model__bptt_truncate=4))
 
 
-def test_cells_are_laid_out_by_distance_and_by_window_full_chunk_settings() -> None:
-    cells = [cell(d, mode, k, 0.01 * d + k) for d in (5, 2) for mode, k in (("chunk", 8), ("window", 4), ("window", 1))]
-    cells += [cell(d, "window", 64, 0.5, full=True) for d in (2, 5)]
-    distances, settings, table = figures.grid(cells, "dependent_excess")
-    assert distances == [2, 5] and settings == ["window 1", "window 4", "full", "chunk 8"]
-    np.testing.assert_allclose(table, [[1.02, 4.02, 0.5, 8.02], [1.05, 4.05, 0.5, 8.05]])
-    assert math.isnan(figures.grid(cells[:-1], "dependent_excess")[2][1, 2])  # a missing job stays empty
-    assert figures.grid(cells, "gradient_reach")[2][1, 0] == 0.5 ** 4  # d = 5: the decay 4 steps back
+def test_stateful_scores_match_a_literal_loop_over_the_stream() -> None:
+    corpus = load_corpus(DatasetConfig(vocab_size=30, synthetic=PLACED))
+    test = corpus.splits["test"]
+    model = RNNLM(30, 8, 3, "chunk", seed=2)
+    dependent, accuracy, other = score(model, test, "stateful")
+    stream = test.stream()
+    nll, guesses, h = [], [], None
+    for t in range(len(stream) - 1):  # one token at a time, the state carried across sentences
+        step, h = model.token_nll(stream[None, t : t + 1], stream[None, t + 1 : t + 2], h0=h)
+        nll.append(float(step[0, 0]))
+    guesses = model.predict(stream[:-1])
+    at, targets, offset = [], [], 0
+    for sentence, marks in zip(test.sentences, test.dependent):
+        at += [offset + j for j in np.flatnonzero(marks)]
+        targets += [offset + j for j in range(len(sentence) - 1)]
+        offset += len(sentence)
+    oracle = np.concatenate(test.oracle_token_nll)
+    assert dependent == pytest.approx(np.mean([nll[j] for j in at]), rel=1e-5)  # the echo's oracle NLL is 0
+    assert accuracy == pytest.approx(np.mean([guesses[j] == stream[j + 1] for j in at]))
+    others = [j for j in targets if j not in set(at)]
+    assert other == pytest.approx(np.mean([nll[j] for j in others]) - oracle.sum() / len(others), rel=1e-5)
+    sentence_dependent = score(model, test, "sentence")[0]
+    assert sentence_dependent != pytest.approx(dependent)  # the carried state changes the scores
 
 
-def test_the_answer_names_what_full_bptt_learns_and_what_truncation_loses() -> None:
-    cells = [cell(2, "window", 64, 0.02, full=True), cell(5, "window", 64, 0.05, full=True),
-             cell(10, "window", 64, 1.39, full=True), cell(2, "window", 1, 0.03), cell(5, "window", 1, 1.2),
-             cell(5, "window", 4, 0.3), cell(2, "chunk", 4, 0.04), cell(5, "chunk", 4, 0.09), cell(10, "chunk", 16, 0.08)]
-    text = report.answer(cells, n_keys=4, vocab_size=64)
-    assert "learns the dependency at d = 2, 5 and not at d = 10" in text
-    assert "the excess is 1.39 (echo accuracy 0.25) at d = 10, against ln 4 = 1.39 and accuracy 1/4" in text
-    assert ("Window truncation** loses 2 of the 3 cells that full BPTT learns. With a gradient path to the key it "
-            "learns 1 of 2, without one 0 of 1. Lost: window 1 at d = 5 (1.20), window 4 at d = 5 (0.30).") in text
-    assert ("Chunk truncation** loses 0 of the 2 cells that full BPTT learns. With a gradient path to the key it learns "
-            "1 of 1, without one 1 of 1; learnt where full BPTT fails: chunk 16 at d = 10.") in text
-    assert "above chance (1/4): best 1.00 (chunk 4) at d = 5." in text  # window 1 and chunk 4 reach no key at d = 5
-    assert ("full-BPTT jobs trained in 192.0 minutes in all, window settings 2.0 to 4.0, chunk settings 8.0 to 16.0 "
-            "(wall-clock") in text
-    wobbly = report.answer([replace(cells[1], val_excess=(4.2, 9.0, 0.04, 0.8))], 4, 64)
-    assert ("**Learnt, not held**: d = 5 (best checkpoint 0.05 on test; validation by epoch 4.2 9.0 0.0 0.8; "
-            "W's spectral radius —). The skill comes and goes between epochs, the loss on the echo spiking above "
-            "ln V = 4.16") in wobbly
-    assert "trained in 64.0 minutes in all (wall-clock" in wobbly
-    slow_window = [replace(cell(2, "window", 64, 0.0, full=True), minutes=1.0), cell(2, "window", 2, 0.0)]
-    assert "in 1.0 minutes in all, window settings 2.0 to 2.0 (none faster) (wall-clock" in report.answer(slow_window, 4, 64)
-    rows = {row[0]: row[1:3] for row in report.longest_learnt(cells)}
-    assert rows == {"window 1": ["2", "2"], "window 4": ["none", "—"], "full": ["2, 5", "5"], "chunk 4": ["2, 5", "5"],
-                    "chunk 16": ["10", "10"]}
+def test_changed_verdicts_compare_with_the_single_seed_study() -> None:
+    old = report.single_seed_verdicts()
+    assert old[(10, "full")] == 0.08 and old[(5, "chunk 8")] == 0.23  # its window 64 was full BPTT
+    cells = cells_of([job(10, "full", s, 1.4 + 0.01 * s) for s in range(5)]
+                     + [job(2, "full", s, 0.0) for s in range(5)])
+    rows, compared = report.changed_verdicts(cells)
+    assert compared == 2 and [row[:3] for row in rows] == [["d = 10", "full", "0.08 (learnt)"]]
+    assert "(not learnt, 0/5 seeds)" in rows[0][3]
+    assert LEARNT_EXCESS == 0.1
 
 
 @pytest.mark.slow
-def test_a_tiny_study_runs_as_one_sweep_and_reports_its_measured_cells(tmp_path: Path) -> None:
+def test_a_tiny_study_runs_as_one_sweep_and_reports_its_intervals(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tiny = ["vocab_size=30", "hidden_dim=8", "epochs=1", "dataset.synthetic.n_sentences=200",
-            "dataset.synthetic.max_words=10", "dataset.synthetic.distance=2,3", "truncation=window,chunk",
-            "bptt_truncate=1,10", f"tracking_uri={uri}", f"train.checkpoint_dir={tmp_path}/checkpoints"]
+            "dataset.synthetic.key_positions=2", "dataset.synthetic.min_words=6", "dataset.synthetic.mean_words=7",
+            "dataset.synthetic.max_words=10", "dataset.synthetic.distance=2,3",
+            "experiment/truncation_cell=window2,full,chunk4", "seed=1,2", f"tracking_uri={uri}",
+            f"train.checkpoint_dir={tmp_path}/checkpoints"]
     sweep = subprocess.run([sys.executable, "-m", "rnnexp.run", "experiment=truncation_study", *tiny,
-                            f"hydra.sweep.dir={tmp_path}/sweep", "-m"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                            f"hydra.sweep.dir={tmp_path}/sweep", "-m"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600)
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     written = subprocess.run([sys.executable, "-m", "experiments.truncation.report", f"tracking_uri={uri}",
                               f"checkpoint_dir={tmp_path}/checkpoints", f"report_dir={tmp_path}/report"],
@@ -105,23 +143,22 @@ def test_a_tiny_study_runs_as_one_sweep_and_reports_its_measured_cells(tmp_path:
 
     client = MlflowClient(uri)
     parent = report.find_sweep(client, "truncation_study", None)
+    assert parent.info.status == "FINISHED"
     jobs = report.children(client, parent)
-    assert len(jobs) == 8 and {job.info.status for job in jobs} == {"FINISHED"}
+    assert len(jobs) == 12 and {job.info.status for job in jobs} == {"FINISHED"}
     text = (tmp_path / "report" / "REPORT.md").read_text()
-    assert "| distance | window 1 | full | chunk 1 | chunk 10 |" in text  # window 10 >= max_words: full
-    assert text.count("| d = 2 |") == 3 and text.count("| d = 3 |") == 3  # one row in each of the three grids
+    assert "| distance | window 2 | full | chunk 4 |" in text
+    assert "2 seeds per cell (1, 2)" in text and "code hash `" in text
     assert (tmp_path / "report" / report.HEATMAP).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id, "truncation_study")}
     assert logged == {f"truncation_study/{name}" for name in ("REPORT.md", report.HEATMAP, report.DECAY)}
 
-    job = next(j for j in jobs if (j.data.params["dataset.synthetic.distance"], j.data.params["model.truncation"]) == ("3", "chunk"))
-    loaded = trained.load(client, job.info.run_id, "best", tmp_path / "checkpoints")
+    chunk = [j for j in jobs if j.data.params["model.truncation"] == "chunk"
+             and j.data.params["dataset.synthetic.distance"] == "3"]
+    loaded = trained.load(client, chunk[0].info.run_id, "best", tmp_path / "checkpoints")
     test = load_corpus(loaded.config.dataset, seed=loaded.config.seed).splits["test"]
-    echoes = [loaded.model.token_nll(s[:-1], s[1:])[0][0, 3] for s in test.sentences]  # whole sentences, one by one
-    scored = client.get_run(job.info.run_id).data.metrics
-    assert scored["test_dependent_excess_loss"] == pytest.approx(np.mean(echoes), rel=1e-5)  # the oracle's is 0
-    assert 0.0 < scored["test_dependent_excess_loss"] < math.log(30) + 1.0
-    hits = [loaded.model.predict(s[:-1])[3] == s[4] for s in test.sentences]  # the echo is token 4, target 3
-    assert scored["test_echo_accuracy"] == pytest.approx(np.mean(hits))
-    assert {"grad_decay_k0", "dependent_excess_loss", "w_spectral_radius"} <= set(scored)  # the jobs' own diagnostics
-    assert f"| {scored['test_dependent_excess_loss']:.2f} |" in text
+    scored = client.get_run(chunk[0].info.run_id).data.metrics
+    assert scored["test_dependent_excess_loss"] == pytest.approx(score(loaded.model, test, "stateful")[0], rel=1e-6)
+    excesses = [client.get_run(j.info.run_id).data.metrics["test_dependent_excess_loss"] for j in chunk]
+    interval = t_interval(excesses)
+    assert f"{interval.mean:.2f} [{interval.low:.2f}, {interval.high:.2f}]" in text

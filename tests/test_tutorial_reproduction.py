@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from experiments.tutorial import literal, published, report
+from experiments.tutorial import extra_claims, literal, published, report, samples
 from experiments.tutorial.epoch_time import quantile_sentences
 from experiments.tutorial.gradient_check import check_engine, wildml_relative_errors
 from experiments.tutorial.result import NEEDS_FULL_DATA, REPRODUCED, ClaimResult
@@ -86,12 +86,13 @@ def test_the_report_has_a_row_and_a_section_per_claim():
     results = [ClaimResult(n, f"claim {n}", "pub", f"rep {n}", REPRODUCED if n % 2 else NEEDS_FULL_DATA, "why",
                            f"cmd {n}", details=["| a |"]) for n in (3, 1, 2)]
     info = report.RunInfo("quick", "python -m experiments.tutorial.reproduce", "data.csv", "note", "sqlite:///x",
-                          "run1", "abc", "today", "load 1.0", 2.5)
+                          "run1", "commit `abc` (uncommitted changes: no), code hash `def`", "today", "load 1.0", 2.5)
     text = report.render(results, info)
     assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "rep " in line] \
         == ["3", "1", "2"]
     assert text.index("## 1. claim 1") < text.index("## 2. claim 2") < text.index("## 3. claim 3")
     assert "**needs the full file**" in text and "`cmd 2`" in text
+    assert "at\ncommit `abc` (uncommitted changes: no), code hash `def`." in text
 
 
 @pytest.mark.slow
@@ -107,7 +108,7 @@ def test_make_reproduce_on_a_tiny_configuration(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     text = (tmp_path / "report" / "REPORT.md").read_text()
-    for number in range(1, 8):
+    for number in range(1, 11):
         assert f"\n## {number}. " in text and f"\n| {number} | " in text
     assert {p.name for p in (tmp_path / "report").glob("*.png")} == {"step_time.png", "sgd_curve.png", "epoch_time.png"}
 
@@ -115,7 +116,7 @@ def test_make_reproduce_on_a_tiny_configuration(tmp_path):
     experiment = client.get_experiment_by_name("tutorial").experiment_id
     claims = {run.info.run_name: run for run in client.search_runs([experiment])
               if run.info.run_name.startswith("claim-")}
-    assert len(claims) == 7 and all(run.info.status == "FINISHED" for run in claims.values())
+    assert len(claims) == 10 and all(run.info.status == "FINISHED" for run in claims.values())
     untrained = claims["claim-untrained_loss"].data.metrics
     assert untrained["max_abs_gap"] < 0.01 and abs(untrained["loss_engine"] - math.log(300)) < 0.01
     assert claims["claim-gradient_check"].data.metrics["max_rel_error_wildml_check"] < published.GRADCHECK_THRESHOLD
@@ -124,3 +125,21 @@ def test_make_reproduce_on_a_tiny_configuration(tmp_path):
     sampled = claims["claim-samples"].data.metrics
     assert sampled["samples"] == 3 and sampled["samples_with_unknown"] == 0 and sampled["unknown_probability"] > 0.01
     assert claims["claim-data"].data.params["verdict"] == NEEDS_FULL_DATA
+
+
+def test_the_engine_halves_its_rate_where_wildmls_loop_does():
+    sentences = [np.random.default_rng(i).integers(0, 30, 10) for i in range(12)]
+    losses, rates = extra_claims.engine_with_halving(sentences, 30, lr=1.0, hidden_dim=8)
+    wildml = literal.train_with_sgd(literal.tutorial_model(30, 8), sentences, 1.0, extra_claims.HALVING_EPOCHS, 1)
+    assert max(abs(a - b) for a, b in zip(losses, wildml)) < 1e-6
+    rises = [b > a for a, b in zip(losses, losses[1:])]
+    assert any(rises)  # the rate is high enough that the loss rises, so the halving is exercised
+    assert rates == [0.5 ** sum(rises[:i]) for i in range(len(losses))] == extra_claims.wildml_rates(losses, 1.0)
+
+
+def test_the_seen_bigram_share_tells_a_trained_writer_from_noise():
+    training = [np.array([0, 5, 6, 7, 1]), np.array([0, 5, 7, 1])]
+    bigrams = samples.training_bigrams(training)
+    assert samples.seen_bigram_share([[5, 6, 7, 1]], bigrams, 0) == 1.0
+    assert samples.seen_bigram_share([[6, 5, 9, 1]], bigrams, 0) == 0.0
+    assert samples.seen_bigram_share([[5, 9]], bigrams, 0) == 0.5

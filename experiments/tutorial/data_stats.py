@@ -58,6 +58,7 @@ def data_statistics(corpus: Corpus, source: Path, command: str) -> ClaimResult:
         )
     return ClaimResult(
         number=1,
+        source=published.WILDML,
         title="Data: sentences, distinct words, the rarest vocabulary word (vocabulary 8000)",
         published=(f"{published.SENTENCES_PARSED:,} sentences, {published.UNIQUE_WORD_TOKENS:,} unique tokens, "
                    f"'{published.LEAST_FREQUENT_WORD}' {published.LEAST_FREQUENT_COUNT}×"),

@@ -16,8 +16,8 @@ import numpy as np
 from experiments.tutorial import literal, published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
 from rnnexp.engine.gradcheck import relative_errors
-from rnnexp.engine.rnn import RNNLM
 from rnnexp.engine.reference import GateRNN
+from rnnexp.engine.rnn import RNNLM
 
 EXACT_TOLERANCE = 1e-6  # rnnexp.gradcheck's threshold, at eps 1e-5
 EXACT_LENGTH = 12  # long enough that a 4-step truncation cuts the gradient
@@ -104,6 +104,7 @@ def gradient_check(seed: int, command: str) -> ClaimResult:
     worst_exact = max(max(e.values()) for _, e in exact_rows)
     return ClaimResult(
         number=3,
+        source=published.WILDML,
         title="Backpropagation through time passes the gradient check",
         published=f"passes (V={published.GRADCHECK_VOCAB}, H={published.GRADCHECK_HIDDEN}, h={published.GRADCHECK_H}, "
                   f"threshold {published.GRADCHECK_THRESHOLD})",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.tutorial import published
-from rnnexp.engine.rnn import RNNLM
 from rnnexp.engine.reference import WildMLRNN
+from rnnexp.engine.rnn import RNNLM
 
 
 def tutorial_model(vocab_size: int, hidden_dim: int, bptt_truncate: int = 4) -> WildMLRNN:

@@ -11,6 +11,7 @@ import math
 
 WILDML = "WildML part 2"
 GATE_BASED = "RNN from scratch (gate-based)"
+TUTORIAL = "the tutorial (rnn-from-scratch)"  # a claim's source: the gate-based tutorial's own text or code
 
 # 1. Data: the notebook's printout for the full CSV (vocabulary 8000).
 FULL_CSV_BYTES = 7_603_068
@@ -22,6 +23,7 @@ VOCABULARY_SIZE = 8000
 # The notebook's example pair (X_train[17]): the same words must come out of our pipeline.
 EXAMPLE_INDEX = 17
 EXAMPLE_SENTENCE = "SENTENCE_START what are n't you understanding about this ? !"
+EXAMPLE_TARGET = "what are n't you understanding about this ? ! SENTENCE_END"
 # The notebook's X_train[10], on which the step is timed, has 45 words ("45 above").
 TIMED_SENTENCE_INDEX = 10
 TIMED_SENTENCE_LENGTH = 45
@@ -58,7 +60,7 @@ SGD_LOSSES = (8.987425, 8.976270, 8.960212, 8.930430, 8.862264, 6.913570, 6.3024
 
 # 6. "About 80,000 examples ... one epoch would take several hours"; the pretrained Theano model
 # (H=50, V=8000, 50 epochs) "in about 20 hours".
-EPOCH_TEXT = "several hours per epoch (NumPy, 350 ms per step)"
+EPOCH_TEXT = "several hours per epoch (NumPy, 350 ms per step); days or even weeks to train with the plain loop"
 PRETRAINED_HIDDEN = 50
 PRETRAINED_EPOCHS = 50
 PRETRAINED_HOURS = 20.0

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import hydra
@@ -24,9 +24,11 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+from experiments import provenance
 from experiments.tutorial import published, report, runs
 from experiments.tutorial.data_stats import data_statistics, is_full_file
 from experiments.tutorial.epoch_time import epoch_time
+from experiments.tutorial.extra_claims import encoding_claim, halving_claim, total_loss_claim
 from experiments.tutorial.gradient_check import gradient_check
 from experiments.tutorial.result import ClaimResult
 from experiments.tutorial.samples import samples_claim
@@ -34,9 +36,9 @@ from experiments.tutorial.sgd_curve import sgd_curve
 from experiments.tutorial.step_time import step_time
 from experiments.tutorial.untrained_loss import untrained_loss
 from rnnexp import cli, config, tracking
-from rnnexp.tracking import trained
 from rnnexp.data import Corpus, load_corpus
 from rnnexp.errors import UserError
+from rnnexp.tracking import trained
 
 log = logging.getLogger(__name__)
 MODULE = "experiments.tutorial.reproduce"
@@ -139,7 +141,7 @@ def claim_samples(r: Reproduction) -> ClaimResult:
                   f"H={run_cfg.model.hidden_dim})")
     result = samples_claim(model.model, model.vocab, r.cfg.seed, mode.samples, mode.sample_min_words,
                            mode.sample_max_words, trained_on, corpus.stats["train.unknown_fraction"],
-                           r.command("samples"))
+                           corpus.splits["train"].sentences, r.command("samples"))
     result.run_id = run_id
     return result
 
@@ -152,6 +154,9 @@ MEASURE: dict[str, Callable[[Reproduction], ClaimResult]] = {
     "sgd_curve": claim_sgd_curve,
     "epoch_time": claim_epoch_time,
     "samples": claim_samples,
+    "encoding": lambda r: encoding_claim(r.corpus, r.command("encoding")),
+    "lr_halving": lambda r: halving_claim(r.corpus, r.command("lr_halving")),
+    "total_loss": lambda r: total_loss_claim(r.corpus, r.command("total_loss")),
 }
 
 
@@ -183,6 +188,12 @@ def data_note(corpus: Corpus) -> str:
             "instead of measured); claims 2 and 5 run at the smaller V, which the report accounts for.")
 
 
+def relative_uri(uri: str) -> str:
+    """A sqlite store named relative to the project (the report must not record this machine's paths)."""
+    prefix = "sqlite:///"
+    return prefix + provenance.relative(uri[len(prefix):]) if uri.startswith(prefix) else uri
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="reproduce")
 def main(cfg: DictConfig) -> None:
     unknown = [name for name in cfg.claims if name not in MEASURE]
@@ -206,10 +217,10 @@ def main(cfg: DictConfig) -> None:
             command=runs.command_line(MODULE, list(task)),
             data_file=os.path.relpath(os.path.normpath(corpus.source), runs.PROJECT_ROOT),
             data_note=data_note(corpus),
-            tracking_uri=uri,
+            tracking_uri=relative_uri(uri),
             parent_run_id=parent.run_id,
-            git_commit=tracking.git_state()[0],
-            date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            provenance=provenance.provenance(["experiments/tutorial", "experiments/provenance.py"]).markdown(),
+            date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             load=f"load average (1 min) {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end",
             minutes=(time.monotonic() - started) / 60,
         )

@@ -18,6 +18,7 @@ from experiments.tutorial.result import CONSISTENT, NOT_REPRODUCED, REPRODUCED, 
 
 FIGURE = "sgd_curve.png"
 START_TOLERANCE = 0.05  # nats between the untrained loss and ln V
+END_TOLERANCE = 0.1  # nats between the final loss and the published 5.711 (V = 8000 only)
 MONITORED_LOSS = "schedule_train_loss"  # the runner's loss over the training set at each schedule check
 
 
@@ -31,10 +32,6 @@ def run_curve(client: MlflowClient, run_id: str) -> tuple[list[float], list[int]
     return [losses[s] for s in steps], [int(epochs[s]) for s in steps], [int(halvings.get(s, 0)) for s in steps]
 
 
-def rises(losses: list[float]) -> int:
-    return sum(1 for before, after in zip(losses, losses[1:]) if after > before)
-
-
 def sgd_curve(client: MlflowClient, run_id: str, sentences: list[np.ndarray], vocab_size: int, hidden_dim: int,
               bptt_truncate: int, lr: float, evaluate_loss_after: int, halving_factor: float, report_dir: Path,
               training_command: str, command: str) -> ClaimResult:
@@ -44,13 +41,15 @@ def sgd_curve(client: MlflowClient, run_id: str, sentences: list[np.ndarray], vo
     ln_v = math.log(vocab_size)
     starts_at_ln_v = abs(losses[0] - ln_v) < START_TOLERANCE
     falls = losses[-1] < losses[0] - 0.1 and wildml[-1] < wildml[0] - 0.1
-    verdict = (REPRODUCED if starts_at_ln_v and falls and rises(losses) == 0
+    # The published figure is the curve at V = 8000: only there can it be reproduced, within END_TOLERANCE.
+    same_figure = vocab_size == published.VOCABULARY_SIZE and abs(losses[-1] - published.SGD_LOSSES[-1]) < END_TOLERANCE
+    verdict = (REPRODUCED if starts_at_ln_v and falls and same_figure
                else CONSISTENT if starts_at_ln_v and falls else NOT_REPRODUCED)
     figures.loss_curves(
-        {f"published (WildML, V={published.VOCABULARY_SIZE:,})": list(published.SGD_LOSSES),
-         f"runner, engine (V={vocab_size:,})": losses,
-         f"WildML's literal loop (V={vocab_size:,})": wildml},
-        {f"ln {published.VOCABULARY_SIZE:,}": published.EXPECTED_LOSS, f"ln {vocab_size:,}": ln_v},
+        {f"published (WildML part 2), V={published.VOCABULARY_SIZE:,}":
+             ({"published (WildML's notebook)": list(published.SGD_LOSSES)}, published.EXPECTED_LOSS),
+         f"reproduced here, V={vocab_size:,}":
+             ({"runner (engine)": losses, "WildML's literal loop": wildml}, ln_v)},
         report_dir / FIGURE,
     )
     rows = []
@@ -61,6 +60,7 @@ def sgd_curve(client: MlflowClient, run_id: str, sentences: list[np.ndarray], vo
     published_drop = published.SGD_LOSSES[0] - published.SGD_LOSSES[-1]
     return ClaimResult(
         number=5,
+        source=published.WILDML,
         title=f"SGD on the first {len(sentences)} sentences, lr {lr}, {epochs[-1]} epochs: the loss decreases",
         published=(f"{published.SGD_LOSSES[0]:.3f} → {published.SGD_LOSSES[-1]:.3f} after 9 epochs "
                    "(ln 8000 = 8.987), no halving"),
@@ -72,7 +72,9 @@ def sgd_curve(client: MlflowClient, run_id: str, sentences: list[np.ndarray], vo
                 f"does: the loader builds the vocabulary from the {len(sentences)} sentences it keeps "
                 f"(dataset.max_sentences), {vocab_size:,} words, where the tutorial used the whole file's 8,000; "
                 "the runner also visits the sentences in a new random order each epoch and draws its initial weights "
-                "with numpy's Generator, where WildML's loop goes in file order from np.random.seed(10)."),
+                "with numpy's Generator, where WildML's loop goes in file order from np.random.seed(10). With another "
+                "V the published figure itself is out of reach, so the verdict is at most consistent; the rate was "
+                f"halved {halvings[-1]} time(s) here (claim 9 exercises the halving)."),
         command=command,
         details=[
             f"The training is the runner's run `{run_id}`: `{training_command}`. The literal loop runs in the "

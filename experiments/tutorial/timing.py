@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_info
 
-from rnnexp.engine.rnn import RNNLM
 from rnnexp.engine.optim import make_optimizer
 from rnnexp.engine.reference import GateRNN, WildMLRNN
+from rnnexp.engine.rnn import RNNLM
 
 Step = Callable[[np.ndarray, np.ndarray], None]
 GATE = "gate-based NumPy (GateRNN.sgd_step)"

@@ -7,8 +7,8 @@ import math
 from experiments.tutorial import literal, published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
 from rnnexp.data import Corpus
-from rnnexp.training.evaluation import sentence_loss
 from rnnexp.engine.rnn import RNNLM
+from rnnexp.training.evaluation import sentence_loss
 
 TOLERANCE = 0.01  # nats: the published measurement is 0.0002 above ln V
 LITERAL_SENTENCES = 100  # WildML's own forward pass is slow at V=8000: cross-check it on these
@@ -43,6 +43,7 @@ def untrained_loss(corpus: Corpus, hidden_dim: int, bptt_truncate: int, command:
     engine_loss, headline = measured[0][2], measured[2][2]
     return ClaimResult(
         number=2,
+        source=published.WILDML,
         title="The untrained model's loss is that of random predictions, ln V",
         published=f"{published.MEASURED_UNTRAINED_LOSS:.6f} measured vs ln 8000 = {published.EXPECTED_LOSS:.6f}",
         reproduced=(f"{headline:.6f} vs ln 8000 (tutorial init); {engine_loss:.6f} vs ln {vocab_size:,} = "

@@ -32,6 +32,9 @@ class SyntheticConfig:
     zipf_exponent: float = 1.0  # skew of word frequencies inside a class
     distance: int = 0  # 0 = off; else the sentence's first word fixes the word `distance` later
     n_keys: int = 4  # distinct first words (each with its own echo word) when distance > 0
+    # null: the key is the first word, and sentences are stretched to hold its echo (min_words >= distance + 1);
+    # n: the key is word 1..n, uniformly, and sentence lengths follow min/mean/max_words whatever the distance
+    key_positions: int | None = None
     seed: int | None = 0  # the language and its sample; None = the run's seed
 
 
@@ -134,6 +137,13 @@ def validate_synthetic(cfg: SyntheticConfig) -> None:
         raise UserError(
             f"dataset.synthetic.distance={cfg.distance} needs sentences of at least "
             f"{cfg.distance + 1} words, but max_words={cfg.max_words}; raise max_words."
+        )
+    if cfg.key_positions is not None and cfg.key_positions < 1:
+        raise UserError(f"dataset.synthetic.key_positions={cfg.key_positions} must be at least 1 (or null).")
+    if cfg.distance and cfg.key_positions is not None and cfg.key_positions + cfg.distance > cfg.min_words:
+        raise UserError(
+            f"dataset.synthetic.key_positions={cfg.key_positions} with distance={cfg.distance} needs sentences of "
+            f"at least {cfg.key_positions + cfg.distance} words, but min_words={cfg.min_words}; raise min_words."
         )
     if cfg.distance and cfg.n_keys < 2:
         raise UserError(f"dataset.synthetic.n_keys={cfg.n_keys} must be at least 2.")

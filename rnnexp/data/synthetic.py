@@ -6,7 +6,9 @@ next classes) and emits a Zipf-distributed word of each class. After `min_words`
 sentence ends with a fixed probability per step (giving `mean_words` on average), and always at
 `max_words`. With `distance` > 0 the first word is one of `n_keys` keys, and the word `distance`
 positions later is that key's echo word: a long-range dependency that a model only predicts if it
-remembers the key.
+remembers the key. With `key_positions` = n the key is instead word 1..n (uniformly, in place of
+a grammar word) and sentence lengths keep their configured distribution whatever the distance, so
+neither the key's position nor the sentence's length tells the distance.
 
 Since a word's class is visible and the end probability depends only on the position, the
 probability of every next token given the full history is known exactly: `next_token_probs`.
@@ -67,6 +69,7 @@ class Sample:
     sentences: np.ndarray  # (N, max_words + 2) token ids, -1 after SENTENCE_END
     lengths: np.ndarray  # (N,) tokens per sentence, boundaries included
     token_nll: np.ndarray  # (N, max_words + 1) exact NLL of target j (= token j + 1)
+    key_word: np.ndarray  # (N,) the key's word index (its echo is target key_word + distance); -1: no key
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class SyntheticLanguage:
     keys: np.ndarray  # key ids (empty when distance == 0)
     echo_of: np.ndarray  # (V,) the echo id of a key id, -1 elsewhere
     distance: int
+    key_positions: int | None = None  # None: the key is the first word; n: uniformly word 1..n
 
     @property
     def max_words(self) -> int:
@@ -95,7 +99,9 @@ class SyntheticLanguage:
         words_so_far = len(prefix) - 1
         hazard = self.end_hazard[words_so_far]
         probs = np.zeros(len(self.words))
-        if self.distance and words_so_far == 0:
+        if self.distance and self.key_positions is not None:
+            probs = self._placed_key_probs(prefix)
+        elif self.distance and words_so_far == 0:
             probs[self.keys] = 1.0 / len(self.keys)
         elif self.distance and words_so_far == self.distance:
             probs[self.echo_of[prefix[1]]] = 1.0
@@ -105,8 +111,30 @@ class SyntheticLanguage:
         probs[END_ID] = hazard
         return probs
 
+    def _placed_key_probs(self, prefix: Sequence[int]) -> np.ndarray:
+        """Next-word probabilities (before the end hazard) when the key's position is uniform over `key_positions`.
+
+        With no key among the k words so far, the key comes next with P(p = k | p >= k) = 1 / (n - k).
+        """
+        words = np.asarray(prefix[1:], dtype=np.int64)
+        seen = np.flatnonzero(np.isin(words, self.keys))
+        grammar = self.transition[self.state_of[prefix[-1]]] @ self.emission
+        if seen.size:
+            if len(words) != seen[0] + self.distance:
+                return grammar
+            probs = np.zeros(len(self.words))
+            probs[self.echo_of[words[seen[0]]]] = 1.0
+            return probs
+        assert self.key_positions is not None
+        chance = 1.0 / (self.key_positions - len(words)) if len(words) < self.key_positions else 0.0
+        probs = (1.0 - chance) * grammar
+        probs[self.keys] += chance / len(self.keys)
+        return probs
+
     def sample(self, n_sentences: int, rng: np.random.Generator) -> Sample:
         """`n_sentences` sentences and the exact NLL of each target, all sentences in lock-step."""
+        if self.distance and self.key_positions is not None:
+            return self._sample_placed(n_sentences, rng)
         steps = self.max_words + 1
         tokens = np.full((n_sentences, steps + 1), -1, dtype=np.int64)
         tokens[:, 0] = START_ID
@@ -138,7 +166,46 @@ class SyntheticLanguage:
             tokens[alive, k + 1] = words
             token_nll[alive, k] = -(math.log1p(-hazard) + log_prob)
             state[alive] = self.state_of[words]
-        return Sample(tokens, lengths, token_nll)
+        key_word = np.zeros(n_sentences, dtype=np.int64) if self.distance else np.full(n_sentences, -1)
+        return Sample(tokens, lengths, token_nll, key_word)
+
+    def _sample_placed(self, n_sentences: int, rng: np.random.Generator) -> Sample:
+        """`sample` with the key at a uniform word position < key_positions, in place of a grammar word."""
+        assert self.key_positions is not None
+        n, steps = self.key_positions, self.max_words + 1
+        tokens = np.full((n_sentences, steps + 1), -1, dtype=np.int64)
+        tokens[:, 0] = START_ID
+        token_nll = np.zeros((n_sentences, steps))
+        lengths = np.zeros(n_sentences, dtype=np.int64)
+        state = np.full(n_sentences, self.transition.shape[1])
+        transition_cdf, emission_cdf = normalised_cumsum(self.transition), normalised_cumsum(self.emission)
+        key_word = rng.integers(n, size=n_sentences)
+        alive = np.arange(n_sentences)
+        for k in range(steps):
+            hazard = self.end_hazard[k]
+            ends = rng.random(len(alive)) < hazard
+            done = alive[ends]
+            tokens[done, k + 1] = END_ID
+            token_nll[done, k] = -math.log(hazard) if done.size else 0.0
+            lengths[done] = k + 2
+            alive = alive[~ends]
+            if not alive.size:
+                break
+            classes = pick(transition_cdf[state[alive]], rng)
+            words = pick(emission_cdf[classes], rng)
+            log_prob = np.log(self.transition[state[alive], classes]) + np.log(self.emission[classes, words])
+            place = key_word[alive]
+            before, is_key, is_echo = k < place, k == place, k == place + self.distance
+            if k < n:  # the key could come at word k: P = 1 / (n - k) that it does, given it has not yet
+                log_prob[before] += math.log1p(-1.0 / (n - k)) if k < n - 1 else 0.0
+                words[is_key] = self.keys[rng.integers(len(self.keys), size=int(is_key.sum()))]
+                log_prob[is_key] = -math.log(len(self.keys)) - math.log(n - k)
+            words[is_echo] = self.echo_of[tokens[alive[is_echo], place[is_echo] + 1]]
+            log_prob[is_echo] = 0.0
+            tokens[alive, k + 1] = words
+            token_nll[alive, k] = -(math.log1p(-hazard) + log_prob)
+            state[alive] = self.state_of[words]
+        return Sample(tokens, lengths, token_nll, key_word)
 
 
 def make_language(vocab_size: int, cfg: SyntheticConfig, rng: np.random.Generator) -> SyntheticLanguage:
@@ -179,12 +246,14 @@ def make_language(vocab_size: int, cfg: SyntheticConfig, rng: np.random.Generato
     state_of[keys] = n_classes + 1
     state_of[keys + n_keys] = n_classes + 2
 
-    min_words = max(cfg.min_words, cfg.distance + 1 if cfg.distance else 0)
+    stretch = cfg.distance + 1 if cfg.distance and cfg.key_positions is None else 0
+    min_words = max(cfg.min_words, stretch)
     mean_words = max(cfg.mean_words, min_words)
     end_hazard = np.zeros(cfg.max_words + 1)
     end_hazard[min_words:] = 1.0 / (mean_words - min_words + 1.0)
     end_hazard[cfg.max_words] = 1.0
-    return SyntheticLanguage(words, state_of, transition, emission, end_hazard, keys, echo_of, cfg.distance)
+    return SyntheticLanguage(words, state_of, transition, emission, end_hazard, keys, echo_of, cfg.distance,
+                             cfg.key_positions if cfg.distance else None)
 
 
 def language_seed(cfg: DatasetConfig, seed: int) -> int:
@@ -196,11 +265,11 @@ def key_extras(cfg: DatasetConfig, seed: int) -> dict[str, Any]:
     return {"language_seed": language_seed(cfg, seed), "generator": GENERATOR_VERSION}
 
 
-def dependency_marks(n_targets: int, distance: int) -> np.ndarray:
-    """True at the target the key fixes (target `distance`, the echo); all False with the knob off."""
+def dependency_marks(n_targets: int, distance: int, key_word: int = 0) -> np.ndarray:
+    """True at the target the key fixes (target `key_word + distance`, the echo); all False with the knob off."""
     marks = np.zeros(n_targets, dtype=bool)
     if distance:
-        marks[distance] = True
+        marks[key_word + distance] = True
     return marks
 
 
@@ -216,7 +285,8 @@ def prepare(cfg: DatasetConfig, seed: int) -> Prepared:
         rows = np.flatnonzero(labels == label)
         sentences = [sample.sentences[i, : sample.lengths[i]].astype(np.int32) for i in rows]
         nll = [sample.token_nll[i, : sample.lengths[i] - 1] for i in rows]
-        dependent = [dependency_marks(len(target), syn.distance) for target in nll]
+        dependent = [dependency_marks(len(target), syn.distance, int(sample.key_word[i]))
+                     for target, i in zip(nll, rows)]
         splits[name] = Split(sentences, oracle_token_nll=nll, dependent=dependent)
     vocab = Vocabulary(language.words, start=SENTENCE_START, end=SENTENCE_END)
     stats: dict[str, Any] = {"language_seed": chosen_seed}
