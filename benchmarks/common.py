@@ -22,6 +22,8 @@ import numpy as np
 import scipy
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from experiments import provenance
+
 THREADS = 2
 ROOT = Path(__file__).resolve().parent.parent
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
@@ -141,6 +143,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _ram_gib() -> float | None:
+    """Physical memory the machine reports (MemTotal), in GiB."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(
@@ -187,6 +200,9 @@ def machine_info() -> dict:
         "thread_pools": blas,
         "environment": {name: os.environ.get(name, "unset") for name in BLAS_ENV},
         "rnnexp_commit": _git_commit(),
+        "ram_gib": _ram_gib(),
+        # commit, dirty flag and the hash of the code that produced the numbers (the engine and the benchmarks)
+        "provenance": provenance.provenance(["benchmarks", "experiments/provenance.py"]).markdown(),
     }
 
 

@@ -74,6 +74,7 @@ def _machine(m: dict) -> list[str]:
     rows = [
         ["CPU", m["cpu"]],
         ["cores (logical / usable)", f"{m['logical_cores']} / {m['usable_cores']}"],
+        ["memory", f"{m['ram_gib']} GiB" if m.get("ram_gib") else "not recorded"],
         ["load average (1 min) at start / end", f"{m['load_average_1min_start']} / {m['load_average_1min']}"],
         [
             "Python / numpy / scipy / torch",
@@ -82,7 +83,7 @@ def _machine(m: dict) -> list[str]:
         ["thread pools (threadpoolctl)", pools],
         ["threads used", f"{m['threads']} for numpy's BLAS and for torch, on both sides of every comparison"],
         ["environment", env],
-        ["rnnexp commit", m["rnnexp_commit"] or "-"],
+        ["rnnexp commit", m.get("provenance") or m["rnnexp_commit"] or "-"],
     ]
     return ["## Machine", ""] + _table(["", ""], rows)
 
