@@ -39,10 +39,12 @@ def is_sweep_parent(run: Run) -> bool:
 
 def children(client: MlflowClient, parent: Run) -> list[Run]:
     """The parent's child runs, in job order."""
-    found, token = [], None
+    found: list[Run] = []
+    token = None
     while True:
-        page = client.search_runs([parent.info.experiment_id],
-                                  f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'", page_token=token)
+        page = client.search_runs(
+            [parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'", page_token=token
+        )
         found += page
         token = page.token
         if not token:
@@ -59,14 +61,18 @@ def best_val_ppl(run: Run, curve: Sequence[float] = ()) -> float:
 
 def best(runs: Sequence[Run], curves: Mapping[str, Sequence[float]] | None = None) -> Run | None:
     """The finished run with the lowest best validation perplexity; None if none finished."""
-    scored = [(best_val_ppl(run, (curves or {}).get(run.info.run_id, ())), run) for run in runs
-              if run.info.status == "FINISHED"]
+    scored = [
+        (best_val_ppl(run, (curves or {}).get(run.info.run_id, ())), run)
+        for run in runs
+        if run.info.status == "FINISHED"
+    ]
     scored = [(ppl, run) for ppl, run in scored if math.isfinite(ppl)]
     return min(scored, key=lambda pair: pair[0])[1] if scored else None
 
 
 def ranked(runs: Sequence[Run], curves: Mapping[str, Sequence[float]]) -> list[Run]:
     """Best first: finished runs by best validation perplexity, then the others in job order."""
+
     def key(run: Run) -> tuple[bool, float]:
         ppl = best_val_ppl(run, curves.get(run.info.run_id, ()))
         finished = run.info.status == "FINISHED" and math.isfinite(ppl)
@@ -78,9 +84,13 @@ def ranked(runs: Sequence[Run], curves: Mapping[str, Sequence[float]]) -> list[R
 def swept_values(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, str]]]:
     """The swept axes (overrides whose values differ between runs) under their param names
     (`lr` is `optim.lr`), and each run's values."""
-    values = [{ALIASES.get(key, key): value
-               for key, value in (o.split("=", 1) for o in run.data.tags.get(OVERRIDES_TAG, "").split() if "=" in o)}
-              for run in runs]
+    values = [
+        {
+            ALIASES.get(key, key): value
+            for key, value in (o.split("=", 1) for o in run.data.tags.get(OVERRIDES_TAG, "").split() if "=" in o)
+        }
+        for run in runs
+    ]
     keys = sorted({key for v in values for key in v})
     return [key for key in keys if len({v.get(key) for v in values}) > 1], values
 
@@ -91,13 +101,22 @@ def comparison(runs: Sequence[Run], val_ppl: Mapping[str, Sequence[float]]) -> t
     keys, values = swept_values(runs)
     swept = {run.info.run_id: v for run, v in zip(runs, values)}
     header = ["job", "run", *keys, *RESULT_COLUMNS, "run id", "failure"]
-    rows = [[run.data.tags.get(JOB_TAG, "?"), run.info.run_name, *cells(run, keys, swept, val_ppl), run.info.run_id,
-             run.data.tags.get(FAILURE_TAG, "")] for run in ranked(runs, val_ppl)]
+    rows = [
+        [
+            run.data.tags.get(JOB_TAG, "?"),
+            run.info.run_name,
+            *cells(run, keys, swept, val_ppl),
+            run.info.run_id,
+            run.data.tags.get(FAILURE_TAG, ""),
+        ]
+        for run in ranked(runs, val_ppl)
+    ]
     return header, rows
 
 
-def cells(run: Run, keys: Sequence[str], swept: Mapping[str, Mapping[str, str]],
-          val_ppl: Mapping[str, Sequence[float]]) -> list[str]:
+def cells(
+    run: Run, keys: Sequence[str], swept: Mapping[str, Mapping[str, str]], val_ppl: Mapping[str, Sequence[float]]
+) -> list[str]:
     """A run's swept values and results, as table cells."""
     metrics = run.data.metrics
     return [
@@ -153,8 +172,10 @@ def description(parent: Run, runs: Sequence[Run], val_ppl: Mapping[str, Sequence
         intro += f" Best: {link(winner)}, validation perplexity {score:.3f}" + (f", test {test:.3f}." if test else ".")
     failures = any(FAILURE_TAG in run.data.tags for run in runs)
     header = ["run", *keys, *RESULT_COLUMNS, *(["failure"] if failures else [])]
-    rows = [[link(run), *cells(run, keys, swept, val_ppl), *([run.data.tags.get(FAILURE_TAG, "")] if failures else [])]
-            for run in ranked(runs, val_ppl)]
+    rows = [
+        [link(run), *cells(run, keys, swept, val_ppl), *([run.data.tags.get(FAILURE_TAG, "")] if failures else [])]
+        for run in ranked(runs, val_ppl)
+    ]
     footer = "\nThe table as CSV: `comparison.csv`; every child's validation curve: `val_curves.png` (Artifacts).\n"
     shown, more = len(rows), ""
     while True:  # within MLflow's limit for a tag: the best rows, and a note of the others

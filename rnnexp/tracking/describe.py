@@ -30,14 +30,46 @@ from rnnexp.tracking.params import environment_tags, flat_params
 # Where a run is logged and how it is named, not what it is: MLflow shows these itself.
 NOT_PARAMS = ("tracking_uri", "experiment_name", "run_name", "resume")
 # Overrides that change where or how fast a run works, never its result: left out of its name.
-NOT_IN_NAME = (*NOT_PARAMS, "blas_threads", "train.checkpoint_dir", "train.flush_every_s", "train.log_every",
-               "train.checkpoint_every", "diagnostics.figure_interval_s", "hydra")
+NOT_IN_NAME = (
+    *NOT_PARAMS,
+    "blas_threads",
+    "train.checkpoint_dir",
+    "train.flush_every_s",
+    "train.log_every",
+    "train.checkpoint_every",
+    "diagnostics.figure_interval_s",
+    "hydra",
+)
 # Knobs whose value says it all (`lstm`, `chunk`, `adam`), and short prefixes for numbers (`h200`).
-BY_VALUE = ("model", "dataset", "optim", "schedule", "experiment", "model.cell", "truncation", "model.truncation",
-            "optim.name", "schedule.name", "dataset.name", "dataset.level", "model.dtype", "model.output")
-PREFIXES = {"hidden_dim": "h", "bptt_truncate": "bptt", "vocab_size": "v", "lr": "lr", "epochs": "ep",
-            "batch_size": "b", "seed": "seed", "layers": "L", "embedding_dim": "emb", "dropout": "drop",
-            "clip_norm": "clip"}
+BY_VALUE = (
+    "model",
+    "dataset",
+    "optim",
+    "schedule",
+    "experiment",
+    "model.cell",
+    "truncation",
+    "model.truncation",
+    "optim.name",
+    "schedule.name",
+    "dataset.name",
+    "dataset.level",
+    "model.dtype",
+    "model.output",
+)
+PREFIXES = {
+    "hidden_dim": "h",
+    "bptt_truncate": "bptt",
+    "vocab_size": "v",
+    "lr": "lr",
+    "epochs": "ep",
+    "batch_size": "b",
+    "seed": "seed",
+    "layers": "L",
+    "embedding_dim": "emb",
+    "dropout": "drop",
+    "clip_norm": "clip",
+}
 MAX_NAME = 120
 SPLIT_CONTEXTS = {"train": "training", "valid": "validation", "test": "testing"}
 
@@ -47,8 +79,15 @@ def describe(run: RunLogger, cfg: RunConfig, corpus: Corpus) -> None:
     tree = as_tree(cfg)
     validation = "valid" if any(len(s) >= 2 for s in corpus.splits["valid"].sentences) else "train"
     run.log_params(run_params(cfg, corpus))
-    run.set_tags({**environment_tags(), "dataset_digest": corpus.digest, "dataset": corpus.name,
-                  "validation_split": validation, MLFLOW_RUN_NOTE: description(cfg, corpus, command_line())})
+    run.set_tags(
+        {
+            **environment_tags(),
+            "dataset_digest": corpus.digest,
+            "dataset": corpus.name,
+            "validation_split": validation,
+            MLFLOW_RUN_NOTE: description(cfg, corpus, command_line()),
+        }
+    )
     log_datasets(run, corpus)
     run.log_text(OmegaConf.to_yaml(tree), trained.CONFIG_ARTIFACT)
     run.log_text(corpus.vocab.to_json(), trained.VOCAB_ARTIFACT)
@@ -61,8 +100,11 @@ def run_params(cfg: RunConfig, corpus: Corpus) -> dict[str, str]:
 
 
 def without_none(node: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: without_none(value) if isinstance(value, Mapping) else value
-            for key, value in node.items() if value is not None}
+    return {
+        key: without_none(value) if isinstance(value, Mapping) else value
+        for key, value in node.items()
+        if value is not None
+    }
 
 
 def command_overrides() -> list[str] | None:
@@ -91,7 +133,7 @@ def readable_name(overrides: Sequence[str] | None, cfg: RunConfig) -> str:
         key = override.key_or_group
         if override.is_delete() or re.split(r"[./]", key)[0] in NOT_IN_NAME or key in NOT_IN_NAME:
             continue
-        words.append(short_form(key, override.input_line.split("=", 1)[1]))  # as typed: `32,64` in a sweep
+        words.append(short_form(key, (override.input_line or "").split("=", 1)[-1]))  # as typed: `32,64` in a sweep
     name = " ".join(words) or "default"
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
 
@@ -112,18 +154,21 @@ def description(cfg: RunConfig, corpus: Corpus, command: str) -> str:
     """The run's MLflow description (markdown): how to start it again, on what data, with what model."""
     model, optim, train = cfg.model, cfg.optim, cfg.train
     sizes = ", ".join(f"{name} {len(split)} ({split.n_targets} targets)" for name, split in corpus.splits.items())
-    data = (f"**Data** `{corpus.name}` from {corpus.source or 'its generator'}, digest `{corpus.digest[:12]}`: "
-            f"{len(corpus.vocab)} words; sequences: {sizes}.")
+    data = (
+        f"**Data** `{corpus.name}` from {corpus.source or 'its generator'}, digest `{corpus.digest[:12]}`: "
+        f"{len(corpus.vocab)} words; sequences: {sizes}."
+    )
     oracle = corpus.splits["valid"].oracle_nll
     if oracle is not None:
         data += f" The generator's own perplexity on valid, the floor no model beats: {math.exp(oracle):.2f}."
     truncation = f"{model.truncation} truncation at {model.bptt_truncate}"
     if model.truncation == "full":
         truncation = "full BPTT"
-    setup = (f"**Model** {model.cell}, {model.hidden_dim} hidden units, {truncation}; {optim.name} at lr {optim.lr:g} "
-             f"({cfg.schedule.name} schedule), {train.epochs} epoch{'s' * (train.epochs != 1)} of {train.batch_size}-sequence "
-             "batches; "
-             f"held-out perplexity by the {cfg.eval.protocol} protocol.")
+    setup = (
+        f"**Model** {model.cell}, {model.hidden_dim} hidden units, {truncation}; {optim.name} at lr {optim.lr:g} "
+        f"({cfg.schedule.name} schedule), {train.epochs} epoch{'s' * (train.epochs != 1)} of "
+        f"{train.batch_size}-sequence batches; held-out perplexity by the {cfg.eval.protocol} protocol."
+    )
     return f"```\n{command}\n```\n\n{data}\n\n{setup}\n"
 
 
@@ -133,7 +178,10 @@ def log_datasets(run: RunLogger, corpus: Corpus) -> None:
         split = corpus.splits[split_name]
         if not any(len(s) >= 2 for s in split.sentences):
             continue
-        digest = corpus.digest if split_name == "train" else hashlib.sha256(
-            f"{corpus.digest}/{split_name}".encode()).hexdigest()
+        digest = (
+            corpus.digest
+            if split_name == "train"
+            else hashlib.sha256(f"{corpus.digest}/{split_name}".encode()).hexdigest()
+        )
         profile = json.dumps({"split": split_name, "sentences": len(split), "targets": split.n_targets})
         run.log_dataset(corpus.name, digest, corpus.source or corpus.name, context, profile)

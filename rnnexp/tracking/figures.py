@@ -22,12 +22,17 @@ def validation_curves(runs: Sequence[Run], curves: dict[str, list[Metric]]) -> F
     axes = figure.subplots()
     for run in runs:
         history = sorted(curves[run.info.run_id], key=lambda m: m.step)
-        axes.plot([m.step for m in history], [m.value for m in history], marker="o", markersize=3,
-                  label=run.info.run_name)
+        axes.plot(
+            [m.step for m in history], [m.value for m in history], marker="o", markersize=3, label=run.info.run_name
+        )
     oracle = next((run.data.metrics["oracle_val_ppl"] for run in runs if "oracle_val_ppl" in run.data.metrics), None)
     if oracle is not None:
         axes.axhline(oracle, color="black", linestyle="--", linewidth=1, label="oracle (the generator)")
-    axes.set(xlabel="training step", ylabel="validation perplexity (log scale)", yscale="log",
-             title="Validation perplexity of each run of the sweep, best first")
+    axes.set(
+        xlabel="training step",
+        ylabel="validation perplexity (log scale)",
+        yscale="log",
+        title="Validation perplexity of each run of the sweep, best first",
+    )
     figure.legend(loc="outside right upper", fontsize="small", ncols=1 + len(runs) // LEGEND_COLUMN)
     return figure

@@ -44,13 +44,15 @@ set_model(RNNLanguageModel())
 TASKS = ("score", "generate")
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "text")]),
-    params=ParamSchema([
-        ParamSpec("task", "string", "score"),  # score | generate
-        ParamSpec("max_len", "long", 30),  # generate: words (or characters) at most
-        ParamSpec("temperature", "double", 1.0),
-        ParamSpec("top_k", "long", 0),  # 0: sample from the whole vocabulary
-        ParamSpec("seed", "long", 0),
-    ]),
+    params=ParamSchema(
+        [
+            ParamSpec("task", "string", "score"),  # score | generate
+            ParamSpec("max_len", "long", 30),  # generate: words (or characters) at most
+            ParamSpec("temperature", "double", 1.0),
+            ParamSpec("top_k", "long", 0),  # 0: sample from the whole vocabulary
+            ParamSpec("seed", "long", 0),
+        ]
+    ),
 )
 # What the model needs besides rnnexp itself (installed from its checkout: not on PyPI), pinned as trained.
 REQUIREMENTS = ("mlflow", "numpy", "scipy", "hydra-core", "nltk", "pandas")
@@ -63,33 +65,49 @@ class RNNLanguageModel(PythonModel):
         loaded = trained.from_files(Path(context.artifacts["checkpoint"]), Path(context.artifacts["vocab"]))
         self.model, self.vocab, self.dataset = loaded.model, loaded.vocab, loaded.config.dataset
 
-    def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
-                params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         params = {**{spec.name: spec.default for spec in SIGNATURE.params.params}, **(params or {})}
         # MLflow makes {"text": ["a", "b"]} one row holding the list: each of its texts is scored too
-        texts = [str(text) for cell in model_input["text"]
-                 for text in (cell if isinstance(cell, (list, tuple, np.ndarray)) else [cell])]
+        texts = [
+            str(text)
+            for cell in model_input["text"]
+            for text in (cell if isinstance(cell, (list, tuple, np.ndarray)) else [cell])
+        ]
         if params["task"] == "score":
             return pd.DataFrame([self.score(text) for text in texts])
         if params["task"] == "generate":
             rng = np.random.default_rng(int(params["seed"]))
             top_k = int(params["top_k"]) or None
-            return pd.DataFrame([{"text": text, "continuation": self.continue_text(
-                text, rng, int(params["max_len"]), float(params["temperature"]), top_k)} for text in texts])
+            return pd.DataFrame(
+                [
+                    {
+                        "text": text,
+                        "continuation": self.continue_text(
+                            text, rng, int(params["max_len"]), float(params["temperature"]), top_k
+                        ),
+                    }
+                    for text in texts
+                ]
+            )
         raise MlflowException.invalid_parameter_value(
-            f"task must be one of {', '.join(TASKS)}, got {params['task']!r}.")
+            f"task must be one of {', '.join(TASKS)}, got {params['task']!r}."
+        )
 
     def encode(self, text: str) -> tuple[list[int], int]:
         """The start token and the text's token ids, and how many of its tokens were unknown."""
         if self.vocab.start_id is None:
             raise MlflowException.invalid_parameter_value(
-                "this model's vocabulary has no sentence-start token: it scores and continues sentence data only.")
+                "this model's vocabulary has no sentence-start token: it scores and continues sentence data only."
+            )
         words = tokens(text, self.dataset)
         unknown = [word for word in words if word not in self.vocab]
         if unknown and self.vocab.unknown_id is None:
             raise MlflowException.invalid_parameter_value(
                 f"{unknown[0]!r} is not in the model's vocabulary, which has no unknown token: "
-                "give text made of the words it was trained on.")
+                "give text made of the words it was trained on."
+            )
         return [self.vocab.start_id, *(int(i) for i in self.vocab.encode(words))], len(unknown)
 
     def score(self, text: str) -> dict[str, Any]:
@@ -102,15 +120,30 @@ class RNNLanguageModel(PythonModel):
         nll, _ = self.model.token_nll(np.array([ids[:-1]]), np.array([ids[1:]]))
         token_nll = [float(v) for v in nll[0]]
         mean = float(np.mean(token_nll))
-        return {"text": text, "targets": len(token_nll), "unknown": unknown, "nll": mean, "ppl": math.exp(mean),
-                "token_nll": token_nll}
+        return {
+            "text": text,
+            "targets": len(token_nll),
+            "unknown": unknown,
+            "nll": mean,
+            "ppl": math.exp(mean),
+            "token_nll": token_nll,
+        }
 
-    def continue_text(self, text: str, rng: np.random.Generator, max_len: int, temperature: float,
-                      top_k: int | None) -> str:
+    def continue_text(
+        self, text: str, rng: np.random.Generator, max_len: int, temperature: float, top_k: int | None
+    ) -> str:
         """The words the model samples after `text`, until the end token or `max_len`."""
         ids, _ = self.encode(text)
-        words = self.model.sample(rng, self.vocab.start_id, self.vocab.end_id, self.vocab.unknown_id, max_len,
-                                  temperature, top_k, prefix=ids[1:])
+        words = self.model.sample(
+            rng,
+            self.vocab.start_id,
+            self.vocab.end_id,
+            self.vocab.unknown_id,
+            max_len,
+            temperature,
+            top_k,
+            prefix=ids[1:],
+        )
         return self.vocab.separator.join(self.vocab.decode(words))
 
 
@@ -134,18 +167,29 @@ def tokens(text: str, dataset: DatasetConfig) -> list[str]:
 def log_model(client: MlflowClient, run_id: str, checkpoint_path: Path, corpus: Corpus) -> LoggedModel:
     """Log `checkpoint_path` (the run's best) as the run's MLflow model `model`, linked to the step it was saved at."""
     run = client.get_run(run_id)
-    logged = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id,
-                                        params=dict(run.data.params), model_type="rnnexp language model")
+    logged = client.create_logged_model(
+        run.info.experiment_id,
+        name=MODEL_NAME,
+        source_run_id=run_id,
+        params=dict(run.data.params),
+        model_type="rnnexp language model",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         entry, vocab_path, saved = Path(tmp, "rnnexp_model.py"), Path(tmp, trained.VOCAB_ARTIFACT), Path(tmp, "model")
         entry.write_text(ENTRY_POINT)
         corpus.vocab.save(vocab_path)
-        description = Model(artifact_path=logged.artifact_location, run_id=run_id, model_id=logged.model_id,
-                            model_uuid=logged.model_id)
-        save_model(saved, python_model=str(entry), mlflow_model=description, signature=SIGNATURE,
-                   artifacts={"checkpoint": str(checkpoint_path), "vocab": str(vocab_path)},
-                   input_example=pd.DataFrame({"text": [example_text(corpus)]}),
-                   pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS])
+        description = Model(
+            artifact_path=logged.artifact_location, run_id=run_id, model_id=logged.model_id, model_uuid=logged.model_id
+        )
+        save_model(
+            saved,
+            python_model=str(entry),
+            mlflow_model=description,
+            signature=SIGNATURE,
+            artifacts={"checkpoint": str(checkpoint_path), "vocab": str(vocab_path)},
+            input_example=pd.DataFrame({"text": [example_text(corpus)]}),
+            pip_requirements=[f"{name}=={version(name)}" for name in REQUIREMENTS],
+        )
         client.log_model_artifacts(logged.model_id, str(saved))
     step = checkpoint.load(checkpoint_path).meta["progress"]["step"]
     client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step)])

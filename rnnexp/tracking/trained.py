@@ -16,10 +16,10 @@ from rnnexp.config import RunConfig, resolve
 from rnnexp.data.vocab import Vocabulary
 from rnnexp.engine import build_model
 from rnnexp.errors import UserError
-from rnnexp.training import checkpoint
-from rnnexp.training.loop import CHECKPOINT_ARTIFACTS
 from rnnexp.tracking import comparison
 from rnnexp.tracking.logger import get_run
+from rnnexp.training import checkpoint
+from rnnexp.training.loop import CHECKPOINT_ARTIFACTS
 
 VOCAB_ARTIFACT = "vocab.json"
 CONFIG_ARTIFACT = "config.yaml"

@@ -202,25 +202,26 @@ def plot_gradient_decay(history: dict[int, np.ndarray], truncate: int | None = N
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.subplots()
     epochs = sorted(history)
-    colors = ScalarMappable(Normalize(epochs[0], max(epochs[-1], epochs[0] + 1)), colormaps["viridis"])
+    norm, cmap = Normalize(epochs[0], max(epochs[-1], epochs[0] + 1)), colormaps["viridis"]
     for epoch in epochs:
         decay = np.asarray(history[epoch])
         label = "untrained" if epoch == 0 else f"after epoch {epoch}"
-        ax.semilogy(np.arange(len(decay)), decay, marker=".", color=colors.to_rgba(epoch), label=label)
+        ax.semilogy(np.arange(len(decay)), decay, marker=".", color=cmap(norm(epoch)), label=label)
     if truncate is not None:
         ax.axvline(truncate, color="grey", linestyle="--", label=f"training truncation ({truncate} steps)")
     ax.set_xlabel("k: steps back from the output")
     ax.set_ylabel(r"mean gradient norm $\Vert\partial L_t / \partial s_{t-k}\Vert$")
     ax.set_title("How far back the error reaches (a fixed held-out batch)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(epochs) <= LEGEND_EPOCHS:
         fig.legend(loc="outside right upper", fontsize="small")
     else:
-        fig.colorbar(colors, ax=ax, label="epoch")
+        fig.colorbar(ScalarMappable(norm, cmap), ax=ax, label="epoch")
         if truncate is not None:
             ax.legend(handles=ax.lines[-1:], fontsize="small", loc="upper right")
     return fig
