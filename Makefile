@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-all lint gradcheck data ui sweep search reproduce reproduce-full \
+.PHONY: help setup run test test-all lint gradcheck data ui ui-check sweep search reproduce reproduce-full \
         truncation-study truncation-study-quick reports ptb bench bench-smoke clean
 
 help:  ## list the commands
@@ -40,7 +40,11 @@ data: $(STAMP)  ## download the tutorial's reddit comments into ./data (verified
 	$(PY) -m rnnexp.data
 
 ui: $(STAMP)  ## open the MLflow UI for this project's runs on http://127.0.0.1:5000
+	@echo 'MLflow 3.17 opens experiments on its GenAI overview until "Model training" (top left) is clicked once per browser.'
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+ui-check: $(STAMP)  ## screenshots of the MLflow UI over a fresh run and sweep, in docs/ui/ (needs Debian's chromium)
+	$(PY) docs/ui_check.py
 
 sweep: $(STAMP)  ## hidden sizes in parallel (joblib), compared in one MLflow parent run
 	$(PY) -m rnnexp.run -m experiment=hidden_dim_sweep hydra/launcher=joblib
