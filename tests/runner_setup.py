@@ -68,7 +68,8 @@ def client(tmp_path: Path) -> MlflowClient:
 
 
 def metric_histories(client: MlflowClient, run_id: str, skip: tuple[str, ...] = ("tokens_per_sec", "tokens_per_sec_mean")) -> dict:
-    """Every metric of a run as (step, value) lists, leaving out timings, which no two runs share."""
+    """Every metric of a run as (step, value) lists, leaving out timings and the machine's `system/` metrics
+    (sampled every 10 s), which no two runs share."""
     keys = sorted(client.get_run(run_id).data.metrics)
     return {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-            for key in keys if key not in skip}
+            for key in keys if key not in skip and not key.startswith("system/")}
