@@ -20,6 +20,9 @@ from rnnexp.engine.gradcheck import relative_errors
 from rnnexp.errors import UserError
 
 
+GATED_SPREAD = 0.5
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="gradcheck")
 @cli.reports_user_errors
 def main(cfg: config.GradcheckConfig) -> None:
@@ -29,6 +32,11 @@ def main(cfg: config.GradcheckConfig) -> None:
         raise UserError(f"seq_len must be >= 1, got {cfg.seq_len}.")
     model = build_model(replace(OmegaConf.to_object(m), dtype="float64"), cfg.vocab_size, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    if m.cell != "rnn":
+        # As initialised, a gated cell's biases are 0 and its recurrent gradients so small that central
+        # differences see mostly roundoff: draw every parameter in ±GATED_SPREAD so that each term counts.
+        for p in model.params.values():
+            p[...] = rng.uniform(-GATED_SPREAD, GATED_SPREAD, p.shape)
     x, y = rng.integers(0, cfg.vocab_size, (2, cfg.seq_len))
     errors = relative_errors(model, x, y, cfg.eps)
     print(f"gradient check, {OmegaConf.to_yaml(cfg).strip().replace(chr(10), ', ')}")

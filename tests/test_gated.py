@@ -1,5 +1,8 @@
 """The GRU and LSTM against their gate-by-gate reference and central differences; batching, dropout, inference."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -316,3 +319,17 @@ def test_the_batch_split_among_threads_gives_the_one_thread_gradients(cell, trun
         np.testing.assert_allclose(b.grads[name], g, rtol=1e-12, atol=1e-16)
     np.testing.assert_allclose(two.token_nll(x, y)[0], one.token_nll(x, y)[0], rtol=1e-13)
     assert b.loss == two.backprop(x, y).loss  # and it repeats bitwise
+
+
+def test_the_gradcheck_command_checks_every_parameter_of_a_gated_cell():
+    ok = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "model=lstm", "truncation=chunk", "model.layers=2"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    names = [line.split()[0] for line in ok.stdout.splitlines()[1:]]
+    assert names == ["dU:", *(f"dlstm{l}_{p}:" for l in (0, 1) for p in ("Wx", "Wh", "b")), "dV:"]
+    assert all(line.endswith("ok") for line in ok.stdout.splitlines()[1:])
+    bad = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "model=gru", "model.dropout=0.5"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: the gradient check needs model.dropout=0: central differences cannot follow " \
+                                 "random masks."
