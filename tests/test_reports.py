@@ -47,7 +47,7 @@ def test_every_figure_the_readme_quotes_is_in_the_report_it_names() -> None:
     assert not missing, f"README.md quotes figures its reports do not contain: {', '.join(missing)}"
 
 
-@pytest.mark.parametrize("report", ["experiments/truncation/REPORT.md"])
+@pytest.mark.parametrize("report", ["experiments/truncation/REPORT.md", "experiments/tutorial/REPORT.md"])
 def test_reports_record_their_commit_dirty_flag_and_code_hash(report: str) -> None:
     text = (ROOT / report).read_text()
     assert re.search(r"commit `[0-9a-f]{12}` \(uncommitted changes: (yes|no)\), code hash `[0-9a-f]{12}`", text)
