@@ -70,9 +70,10 @@ truncation-study-quick: $(STAMP)  ## the same on fewer cells (<10 min): experime
 	$(PY) -m rnnexp.run -m experiment=truncation_study_quick hydra/launcher=joblib
 	$(PY) -m experiments.truncation.report experiment_name=truncation_study_quick
 
-reports: $(STAMP)  ## regenerate the three reports at the code as it is (truncation quick, tutorial quick, bench; ~40 min)
+reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation quick, tutorial quick, ptb, bench; ~65 min)
 	$(MAKE) truncation-study-quick
 	$(MAKE) reproduce
+	$(MAKE) ptb
 	$(MAKE) bench
 
 bench: $(STAMP)  ## throughput against the tutorial's code and PyTorch, and scaling: benchmarks/RESULTS.md (~10 min)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks import bench_ptb_parity
+from experiments.provenance import provenance
 from rnnexp import cli, tracking
 from rnnexp.config import compose_run, resolve
 from rnnexp.data import load_corpus
@@ -29,6 +29,7 @@ from rnnexp.training.baseline import timed_table
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
+CODE = ("experiments/ptb", "benchmarks/bench_ptb_parity.py", "benchmarks/bench_torch.py")  # what makes the numbers
 
 
 def row_config(overrides: list[str], tracking_uri: str) -> DictConfig:
@@ -55,14 +56,6 @@ def train_row(label: str, overrides: list[str], uri: str) -> dict:
             "zero_state": zero_state, "overrides": overrides, "protocol": run_cfg.eval.protocol}
 
 
-def git_line() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    return f"{git('rev-parse', '--short', 'HEAD')}{' (dirty)' if dirty else ''}"
-
-
 def verdicts(rows: list[dict], kn: list[dict]) -> list[str]:
     """For each model: does it beat the best Kneser–Ney order on test, on its own and interpolated?"""
     best = min(kn, key=lambda entry: entry["test_ppl"])
@@ -80,7 +73,7 @@ def verdicts(rows: list[dict], kn: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def render(rows: list[dict], kn: list[dict], parity: dict | None, corpus_line: str) -> str:
+def render(rows: list[dict], kn: list[dict], parity: dict | None, corpus_line: str, stamp: str) -> str:
     header = ["model", "valid ppl", "test ppl", "+ KN, interpolated: test ppl (λ)", "epochs", "train s", "run"]
     table = []
     for row in rows:
@@ -97,7 +90,7 @@ def render(rows: list[dict], kn: list[dict], parity: dict | None, corpus_line: s
     lines = [
         "# The word-LM recipe on Penn Treebank",
         "",
-        f"Made by `make ptb` (`python -m experiments.ptb.report`) at commit {git_line()}. {corpus_line}",
+        f"Made by `make ptb` (`python -m experiments.ptb.report`) at {stamp}. {corpus_line}",
         "",
         "Recipe (`experiment=ptb_word_lm`, PyTorch word_language_model's): 20 parallel streams, 35-step chunks with the "
         "hidden state carried across (`truncation=chunk`), gradients clipped to a global norm of 0.25, SGD, "
@@ -152,13 +145,14 @@ def main(cfg: DictConfig) -> None:
     corpus = load_corpus(run_cfg.dataset, seed=run_cfg.seed)
     kn = timed_table(corpus, "stateful", list(cfg.kn_orders), modified=True)
     source = corpus.source or corpus.name
-    corpus_line = (f"Data: {Path(source).name if ',' not in source else 'the full PTB'} "
+    corpus_line = (f"Data: {'the full PTB' if ',' in source else Path(source).name + ' split by lines (90/5/5)'} "
                    f"({corpus.splits['train'].n_targets:,} training, {corpus.splits['valid'].n_targets:,} valid and "
                    f"{corpus.splits['test'].n_targets:,} test targets, {len(corpus.vocab):,} words).")
     parity = bench_ptb_parity.run() if cfg.parity else None
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "REPORT.md").write_text(render(rows, kn, parity, corpus_line))
+    stamp = provenance(CODE).markdown()
+    (report_dir / "REPORT.md").write_text(render(rows, kn, parity, corpus_line, stamp))
     log.info("wrote %s", report_dir / "REPORT.md")
 
 
