@@ -68,7 +68,7 @@ class RunLogger:
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
         self._away_since: float | None = None  # wall time the server stopped answering
         self._last_try = 0.0
-        self._deferred: dict[str, Callable[[], None]] = {}  # what waits for the server, by destination
+        self._deferred: dict[str, Callable[[], object]] = {}  # what waits for the server, by destination
         self._spool: Path | None = None  # local copies of texts and figures that wait
         self._heartbeat: threading.Event | None = None
 
@@ -130,8 +130,15 @@ class RunLogger:
             reason = errno.group(1).strip() if errno else "no answer in time"
             log.warning("the tracking server at %s stopped answering (%s): training goes on; metrics are kept, also in "
                         "each checkpoint, and sent when it answers again", self.client.tracking_uri, reason)
+            # MLflow's system-metrics monitor stops at its first failure and says so in two more lines.
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
 
-    def _send(self, destination: str, call: Callable[[], None]) -> None:
+    def deferrable(self, destination: str, call: Callable[[], object]) -> None:
+        """Make `call` (a few calls to the store) now, or, while the server is away, when it answers again;
+        a later call for the same destination replaces one that waits."""
+        self._send(destination, call)
+
+    def _send(self, destination: str, call: Callable[[], object]) -> None:
         """Make a call to the store now, or, while the server is away, when it answers again."""
         if self._away_since is not None:
             self._deferred[destination] = call

@@ -71,7 +71,7 @@ def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_nam
                 if (checkpoint_dir / name).is_file():
                     run.log_artifact(checkpoint_dir / name, CHECKPOINT_ARTIFACTS)
         best = fit(run_cfg, corpus, run, checkpoint_dir, run.run_id, start, stop, eval_hooks)
-        pyfunc_model.log_model(client, run.run_id, checkpoint_dir / "best.npz", corpus)
+        run.deferrable("model", lambda: pyfunc_model.log_model(client, run.run_id, checkpoint_dir / "best.npz", corpus))
         return best
 
 
