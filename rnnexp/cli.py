@@ -59,6 +59,7 @@ def guard(main: Callable[[], object]) -> None:
     """Run a Hydra main; user errors exit 2 with one line on stderr, Ctrl-C exits 130."""
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when the entry point imports MLflow, later
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "Creating initial MLflow database tables" on stderr
     try:
         main()

@@ -20,12 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from rnnexp import cli
+from rnnexp import config as _schemas  # noqa: F401  (registers the schemas conf/ names, before Hydra composes)
 from rnnexp.errors import UserError
-from rnnexp.tracking import sweep
-from rnnexp.tracking.logger import OVERRIDES_TAG
-from rnnexp.tracking.session import train
-from rnnexp.tracking.store import connect, resolve_tracking_uri
-from rnnexp.training.loop import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +35,13 @@ UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @cli.reports_user_errors
 def main(cfg: DictConfig) -> float:
+    # MLflow and the trainer load here, not at import: --help, --cfg and a mistyped override answer at once
+    from rnnexp.tracking import sweep
+    from rnnexp.tracking.logger import OVERRIDES_TAG
+    from rnnexp.tracking.session import train
+    from rnnexp.tracking.store import connect, resolve_tracking_uri
+    from rnnexp.training.loop import StopSignals
+
     job = sweep.current_job()
     if job is None:
         if cfg.resume:

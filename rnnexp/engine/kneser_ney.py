@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from rnnexp.errors import UserError
 
@@ -164,6 +163,8 @@ def tune_interpolation(model_nll: np.ndarray, baseline_nll: np.ndarray) -> float
     Tune it on validation tokens, then report the test mix with that λ. The bounded search never evaluates
     the ends, so both ends are compared too: a model better on every token gets exactly λ = 1.
     """
+    from scipy.optimize import minimize_scalar  # here, not at import: the CLI starts without it
+
     model_nll, baseline_nll = _paired(model_nll, baseline_nll)
 
     def mean_nll(lam: float) -> float:
