@@ -257,7 +257,9 @@ def markdown(result: dict) -> list[str]:
             f"{'**yes**' if r['target_met'] else '**no**'} | {one['tokens_per_cpu_sec']['rnnexp engine']:,.0f} | "
             f"{one['tokens_per_cpu_sec']['PyTorch']:,.0f} | {one['cpu_ratio']:.2f}× |")
     lines += ["", "Where the engine's training step spends its time (one thread, CPU ms per step, the least of "
-              f"{s['repeats']} repeats; the gates are the time loops less their products, so by difference):", "",
+              f"{s['repeats']} repeats). The gates are the two time loops less their products; the rest is the "
+              "step less its parts: the embedding lookup, U's sparse columns, the SGD update, and the cache misses "
+              "of running the parts one after another rather than each alone:", "",
               "| part | " + " | ".join(result["cells"]) + " |", "|---|" + "---|" * len(result["cells"])]
     names = list(next(iter(result["cells"].values()))["cpu_seconds_per_step"])
     for name in names:
