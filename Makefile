@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test test-all lint gradcheck data ui ui-check sweep search reproduce reproduce-full \
-        truncation-study truncation-study-quick reports ptb bench bench-smoke clean
+        truncation-study truncation-study-quick reports ptb bench bench-smoke server server-stop clean
 
 help:  ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,7 +25,8 @@ run: $(STAMP)  ## train the default experiment (synthetic data), tracked in ./ml
 test: $(STAMP)  ## run the fast test suite
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)  ## run every test, slow ones included (an mlflow server, joblib, Optuna, submitit)
+test-all: $(STAMP)  ## run every test, slow and fault-injection ones included (servers, PostgreSQL, joblib, ...)
+	$(VENV)/bin/pip install -q -e '.[test,postgres]'
 	$(PY) -m pytest -q -m ''
 
 lint: $(STAMP)  ## ruff (lint and format) and mypy over the code
@@ -82,6 +83,35 @@ bench: $(STAMP)  ## throughput against the tutorial's code and PyTorch, and scal
 
 bench-smoke: $(STAMP)  ## a tiny run of every benchmark, as the tests do (no time asserted)
 	$(PY) -m pytest -q -m '' tests/test_benchmarks_smoke.py
+
+# A team tracking server: PostgreSQL 15 (Debian's package) in $(SERVER_DIR)/pg and an mlflow server in front of it
+# with artifacts in $(SERVER_DIR)/artifacts. PostgreSQL refuses to run as root: as root it runs as `postgres`.
+# Others log with tracking_uri=http://<this machine>:$(SERVER_PORT) (HOST=0.0.0.0 to listen beyond this machine).
+SERVER_DIR  ?= $(CURDIR)/.server
+SERVER_PORT ?= 5001
+HOST        ?= 127.0.0.1
+PG_PORT     ?= 5433
+PG_BIN      ?= /usr/lib/postgresql/15/bin
+PG_AS       := $(if $(filter 0,$(shell id -u)),su postgres -s /bin/sh -c,sh -c)
+PG_URI      := postgresql+psycopg://mlflow@127.0.0.1:$(PG_PORT)/mlflow
+
+server: $(STAMP)  ## a team mlflow server on PostgreSQL (.server/), on http://127.0.0.1:5001; make server-stop
+	$(VENV)/bin/pip install -q -e '.[postgres]'
+	mkdir -p $(SERVER_DIR)/pg $(SERVER_DIR)/artifacts
+	if [ "$$(id -u)" = 0 ]; then chown postgres:postgres $(SERVER_DIR)/pg; fi
+	test -f $(SERVER_DIR)/pg/data/PG_VERSION || \
+	  $(PG_AS) '$(PG_BIN)/initdb -D $(SERVER_DIR)/pg/data -U mlflow --auth=trust -E UTF8 >/dev/null'
+	$(PG_AS) '$(PG_BIN)/pg_ctl -D $(SERVER_DIR)/pg/data status >/dev/null' || \
+	  $(PG_AS) '$(PG_BIN)/pg_ctl -D $(SERVER_DIR)/pg/data -l $(SERVER_DIR)/pg/log -w \
+	    -o "-p $(PG_PORT) -k $(SERVER_DIR)/pg -c listen_addresses=127.0.0.1" start'
+	$(PG_AS) '$(PG_BIN)/psql -h 127.0.0.1 -p $(PG_PORT) -U mlflow -d postgres -tAc \
+	  "SELECT 1 FROM pg_database WHERE datname = '"'"'mlflow'"'"'" | grep -q 1 || \
+	  $(PG_BIN)/createdb -h 127.0.0.1 -p $(PG_PORT) -U mlflow mlflow'
+	$(VENV)/bin/mlflow server --backend-store-uri $(PG_URI) --artifacts-destination $(SERVER_DIR)/artifacts \
+	  --host $(HOST) --port $(SERVER_PORT)
+
+server-stop:  ## stop the PostgreSQL that make server started (the mlflow server stops with Ctrl-C)
+	$(PG_AS) '$(PG_BIN)/pg_ctl -D $(SERVER_DIR)/pg/data -m fast -w stop'
 
 clean:  ## remove the virtual environment, caches and local outputs (not mlflow.db)
 	rm -rf $(VENV) .pytest_cache outputs multirun checkpoints *.egg-info

@@ -99,8 +99,9 @@ def entry() -> None:
     except OSError as err:  # Hydra creates the run's output folder (outputs/...) first
         if err.errno not in UNWRITABLE:
             raise
-        cli.exit_with(UserError(f"cannot write {os.path.abspath(err.filename or 'outputs')} ({err.strerror}): run from a "
-                                "writable folder, or set hydra.run.dir (hydra.sweep.dir for a sweep) to one."))
+        folder = os.path.abspath(err.filename or "outputs")
+        cli.exit_with(UserError(f"cannot write {folder} ({err.strerror}): run from a writable folder, or set "
+                                "hydra.run.dir (hydra.sweep.dir for a sweep) to one."))
     except ValueError as err:  # Hydra's own check of its flags, e.g. --cfg job with -m
         if "can be specified" not in str(err):
             raise

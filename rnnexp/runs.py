@@ -53,9 +53,9 @@ def describe_stale(client: MlflowClient, runs: list[Run]) -> str:
     rows = []
     for run in runs:
         beat = run.data.tags.get(HEARTBEAT_TAG)
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
         rows.append([run.info.run_id, names.get(run.info.experiment_id, run.info.experiment_id),
-                     run.info.run_name or "", time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000)),
-                     owner(run) if beat else "no owner recorded"])
+                     run.info.run_name or "", started, owner(run) if beat else "no owner recorded"])
     return markdown_table(["run id", "experiment", "run", "started", "process"], rows)
 
 

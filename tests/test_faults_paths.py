@@ -36,7 +36,8 @@ def run_inside(tmp_path: Path, mounts: str, *args: str, cwd: Path | None = None)
     With `cwd`, the run's Hydra output folder is Hydra's default, inside it."""
     argv = command(tmp_path, *TINY, *args)
     line = shlex.join(argv[:-2] if cwd else argv)
-    script = f"{mounts}\ncd {shlex.quote(str(cwd or tmp_path))}\nset +e\n{line} 2> {tmp_path}/stderr\necho $? > {tmp_path}/rc"
+    folder = shlex.quote(str(cwd or tmp_path))
+    script = f"{mounts}\ncd {folder}\nset +e\n{line} 2> {tmp_path}/stderr\necho $? > {tmp_path}/rc"
     started = time.monotonic()
     result = in_mount_namespace(script, tmp_path)
     elapsed = time.monotonic() - started

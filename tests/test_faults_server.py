@@ -24,7 +24,8 @@ from rnnexp.training import checkpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-SETUP = ["epochs=40", "train.flush_every_s=0", "train.log_every=2", "train.checkpoint_every=3", "experiment_name=served"]
+SETUP = ["epochs=40", "train.flush_every_s=0", "train.log_every=2", "train.checkpoint_every=3",
+         "experiment_name=served"]
 TIMINGS = ("tokens_per_sec", "tokens_per_sec_mean")
 
 

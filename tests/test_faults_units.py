@@ -28,7 +28,8 @@ from runner_setup import CONF_DIR, store
 
 from rnnexp import runs
 from rnnexp.errors import UserError
-from rnnexp.tracking import logger, store as stores, sweep
+from rnnexp.tracking import logger, sweep
+from rnnexp.tracking import store as stores
 from rnnexp.training import checkpoint
 
 
@@ -147,7 +148,7 @@ def test_only_a_silent_server_counts_as_away() -> None:
             try:
                 raise cause
             except Exception as err:
-                raise MlflowException(f"API request failed with exception {err}")
+                raise MlflowException(f"API request failed with exception {err}")  # noqa: B904 - as MLflow does
         except MlflowException as outer:
             return outer
 

@@ -235,8 +235,13 @@ def repair_store(uri: str) -> list[str]:
     recorded; any other store gets MLflow's own upgrade.
     """
     from alembic import command
-    from mlflow.store.db.utils import (Base, _get_alembic_config, _get_latest_schema_revision,
-                                       _get_schema_version, _initialize_tables)
+    from mlflow.store.db.utils import (
+        Base,
+        _get_alembic_config,
+        _get_latest_schema_revision,
+        _get_schema_version,
+        _initialize_tables,
+    )
 
     done = []
     with store_lock(uri):

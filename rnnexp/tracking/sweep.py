@@ -37,13 +37,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import cli
+from rnnexp.errors import UserError
 from rnnexp.tracking.comparison import JOB_TAG, summarise
 from rnnexp.tracking.describe import readable_name
 from rnnexp.tracking.logger import OVERRIDES_TAG, RunLogger, create_run, get_run, is_alive, owner, reopen_run
 from rnnexp.tracking.params import environment_tags
 from rnnexp.tracking.store import connect, resolve_tracking_uri
 from rnnexp.training.loop import StopSignals
-from rnnexp.errors import UserError
 
 log = logging.getLogger(__name__)
 
