@@ -91,7 +91,7 @@ def main(cfg: config.RunsConfig) -> None:
         done = repair_store(uri)
         print("\n".join(done) if done else f"the store {uri} needs no repair.")
         return
-    client = connect(uri)
+    client = connect(uri, writing=cfg.action != "list")
     runs = chosen(client, list(cfg.run_ids)) if cfg.run_ids else stale_runs(client, cfg.experiment_name)
     if not runs:
         print("no run is RUNNING without its process.")

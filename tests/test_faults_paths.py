@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import shlex
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from faults_setup import in_mount_namespace, unshare_missing
+from faults_setup import ROOT, in_mount_namespace, unshare_missing
 from runner_setup import TINY, client, command, store
 
 from rnnexp.training import checkpoint
@@ -69,6 +70,11 @@ def test_a_sqlite_store_in_a_read_only_folder(tmp_path: Path, existing: bool) ->
     assert (status, errors) == (2, [f"error: the MLflow store's folder {folder} is not writable (sqlite writes a "
                                     "journal beside mlflow.db): make it writable or choose another tracking_uri."])
     assert elapsed < PROMPT_S
+    if existing:  # reading it still works
+        listing = in_mount_namespace(f"{read_only(folder)}\n{shlex.quote(sys.executable)} -m rnnexp.runs "
+                                     f"tracking_uri=sqlite:///{folder}/mlflow.db", ROOT)
+        assert listing.returncode == 0, listing.stderr
+        assert listing.stdout.strip() == "no run is RUNNING without its process."
 
 
 def test_a_read_only_artifact_folder_fails_the_run_at_its_start(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_nam
     """
     run_cfg = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     run_cfg.train.checkpoint_dir = str(Path(run_cfg.train.checkpoint_dir).resolve())
-    client = connect(resolve_tracking_uri(run_cfg.tracking_uri))
+    client = connect(resolve_tracking_uri(run_cfg.tracking_uri), writing=True)
     start = None
     if run_cfg.resume:
         run_id, start = find_checkpoint(run_cfg.resume, client, Path(run_cfg.train.checkpoint_dir))

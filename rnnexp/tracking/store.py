@@ -74,9 +74,6 @@ def check_reachable(uri: str) -> None:
     if db is not None and not db.parent.is_dir():
         raise UserError(
             f"the MLflow store's folder {db.parent} does not exist: create it or choose another tracking_uri.")
-    if db is not None and not os.access(db.parent, os.W_OK):
-        raise UserError(f"the MLflow store's folder {db.parent} is not writable (sqlite writes a journal beside "
-                        f"{db.name}): make it writable or choose another tracking_uri.")
     if is_postgres(uri):
         check_postgres(uri)
     if uri.startswith(("http://", "https://")):
@@ -138,13 +135,20 @@ def redacted(uri: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", uri)
 
 
-def connect(uri: str) -> MlflowClient:
+def connect(uri: str, writing: bool = False) -> MlflowClient:
     """A client of a reachable store whose tables exist at MLflow's current schema.
 
     The first call creates or upgrades the tables; it runs under the store's lock, so that any
-    number of processes may start on a new store at once.
+    number of processes may start on a new store at once. A sqlite store in a read-only folder
+    can be read (generate, evaluate), not written (`writing`: a run or a sweep).
     """
     check_reachable(uri)
+    db = sqlite_path(uri)
+    if db is not None and not os.access(db.parent, os.W_OK):
+        if writing or not db.is_file():
+            raise UserError(f"the MLflow store's folder {db.parent} is not writable (sqlite writes a journal beside "
+                            f"{db.name}): make it writable or choose another tracking_uri.")
+        return MlflowClient(tracking_uri=uri)  # an existing store, only read: no tables to create, no lock
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)

@@ -266,7 +266,7 @@ class SweepCallback(Callback):
                 log.warning("could not close the sweep's parent run %s: %s", self.parent_run_id, err)
 
     def _open_parent(self, config: DictConfig) -> None:
-        self.client = connect(resolve_tracking_uri(config.tracking_uri))
+        self.client = connect(resolve_tracking_uri(config.tracking_uri), writing=True)
         task = list(config.hydra.overrides.task)
         sweep = " ".join(o for o in task if o.split("=", 1)[0] != "resume")
         if config.get("resume"):
