@@ -20,6 +20,7 @@ from experiments.truncation.measure import (
     reach_possible,
     score,
     t_interval,
+    unique_jobs,
 )
 from rnnexp.config import resolve
 from rnnexp.config.dataset import DatasetConfig, SyntheticConfig
@@ -69,6 +70,14 @@ def test_cells_group_the_seeds_and_count_the_seeds_learnt() -> None:
     assert cells[0].mean("echo_accuracy") == pytest.approx(-0.4)
     distances, settings, at = figures.grid(cells)
     assert distances == [5, 10] and settings == ["window 2", "full"] and at[(10, "full")] is cells[2]
+
+
+def test_a_cell_and_seed_run_in_two_sweeps_counts_once() -> None:
+    first, again = job(10, "LSTM full", 1, 1.15), job(10, "LSTM full", 1, 1.15 + 1e-7)
+    other = job(10, "LSTM full", 2, 1.2)
+    kept, gaps = unique_jobs([first, again, other])
+    assert kept == [first, other] and gaps == [pytest.approx(1e-7)]
+    assert len(cells_of([first, again, other])[0].finished) == 2
 
 
 def test_settings_are_named_and_ordered_from_the_saved_config() -> None:

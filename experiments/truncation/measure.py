@@ -142,10 +142,24 @@ class Cell:
         return sum(job.minutes for job in self.finished if not math.isnan(job.minutes))
 
 
+def unique_jobs(jobs: Sequence[Job]) -> tuple[list[Job], list[float]]:
+    """One job per (distance, setting, seed), a finished one first; and, for each job that ran twice
+    (the same cell and seed in two sweeps), how far its dependent excess lies from the one kept."""
+    kept: dict[tuple[int, str, int], Job] = {}
+    gaps = []
+    for job in sorted(jobs, key=lambda j: j.status != "FINISHED"):
+        key = (job.distance, job.setting, job.seed)
+        if key not in kept:
+            kept[key] = job
+        elif job.status == "FINISHED":
+            gaps.append(abs(job.dependent_excess - kept[key].dependent_excess))
+    return list(kept.values()), gaps
+
+
 def cells_of(jobs: Sequence[Job]) -> list[Cell]:
-    """The jobs grouped by (distance, setting), in table order."""
+    """The jobs grouped by (distance, setting), one per seed, in table order."""
     groups: dict[tuple[int, str], list[Job]] = {}
-    for job in jobs:
+    for job in unique_jobs(jobs)[0]:
         groups.setdefault((job.distance, job.setting), []).append(job)
     cells = [Cell(d, s, group[0].order, tuple(sorted(group, key=lambda j: j.seed))) for (d, s), group in groups.items()]
     return sorted(cells, key=lambda cell: (cell.distance, cell.order))
