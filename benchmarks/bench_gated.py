@@ -87,8 +87,9 @@ def _check_same_function(model: GatedLM, net, x: np.ndarray, y: np.ndarray) -> d
     errors = {name: float(np.abs(a - b).max() / np.abs(a).max()) for name, (a, b) in pairs.items()}
     loss_err = abs(step.loss - loss.item()) / step.loss
     if loss_err > 1e-5 or max(errors.values()) > 1e-3:
-        raise AssertionError(f"PyTorch and the engine disagree for the {model.cell}: loss {loss_err:.1e}, "
-                             f"gradients {errors}")
+        raise AssertionError(
+            f"PyTorch and the engine disagree for the {model.cell}: loss {loss_err:.1e}, gradients {errors}"
+        )
     return {"loss_rel_err": loss_err, "grad_max_rel_err": errors}
 
 
@@ -223,8 +224,17 @@ def run(smoke: bool = False) -> dict:
             "target_met": two["ratio"] >= TARGET_RATIO,
         }
     return {
-        "setting": {"vocab_size": vocab, "hidden_dim": hidden, "batch": batch, "seq_len": length, "layers": 1,
-                    "dtype": "float32", "truncation": "full", "optimizer": "sgd", "repeats": repeats},
+        "setting": {
+            "vocab_size": vocab,
+            "hidden_dim": hidden,
+            "batch": batch,
+            "seq_len": length,
+            "layers": 1,
+            "dtype": "float32",
+            "truncation": "full",
+            "optimizer": "sgd",
+            "repeats": repeats,
+        },
         "cells": cells,
         "target_ratio": TARGET_RATIO,
         "command": "python -m benchmarks.bench_gated",
@@ -255,19 +265,29 @@ def markdown(result: dict) -> list[str]:
         lines.append(
             f"| {cell} | {rates['rnnexp engine']:,.0f} | {rates['PyTorch']:,.0f} | **{r['training']['ratio']:.2f}×** | "
             f"{'**yes**' if r['target_met'] else '**no**'} | {one['tokens_per_cpu_sec']['rnnexp engine']:,.0f} | "
-            f"{one['tokens_per_cpu_sec']['PyTorch']:,.0f} | {one['cpu_ratio']:.2f}× |")
-    lines += ["", "Where the engine's training step spends its time (one thread, CPU ms per step, the least of "
-              f"{s['repeats']} repeats). The gates are the two time loops less their products; the rest is the "
-              "step less its parts: the embedding lookup, U's sparse columns, the SGD update, and the cache misses "
-              "of running the parts one after another rather than each alone:", "",
-              "| part | " + " | ".join(result["cells"]) + " |", "|---|" + "---|" * len(result["cells"])]
+            f"{one['tokens_per_cpu_sec']['PyTorch']:,.0f} | {one['cpu_ratio']:.2f}× |"
+        )
+    lines += [
+        "",
+        "Where the engine's training step spends its time (one thread, CPU ms per step, the least of "
+        f"{s['repeats']} repeats). The gates are the two time loops less their products; the rest is the "
+        "step less its parts: the embedding lookup, U's sparse columns, the SGD update, and the cache misses "
+        "of running the parts one after another rather than each alone:",
+        "",
+        "| part | " + " | ".join(result["cells"]) + " |",
+        "|---|" + "---|" * len(result["cells"]),
+    ]
     names = list(next(iter(result["cells"].values()))["cpu_seconds_per_step"])
     for name in names:
         cells = [r["cpu_seconds_per_step"] for r in result["cells"].values()]
-        lines.append(f"| {name} | " + " | ".join(f"{c[name] * 1e3:.1f} ({c[name] / c['step']:.0%})" for c in cells)
-                     + " |")
-    agreement = "; ".join(f"{cell} loss {r['agreement']['loss_rel_err']:.1e}, gradients ≤ "
-                          f"{max(r['agreement']['grad_max_rel_err'].values()):.1e}" for cell, r in result["cells"].items())
+        lines.append(
+            f"| {name} | " + " | ".join(f"{c[name] * 1e3:.1f} ({c[name] / c['step']:.0%})" for c in cells) + " |"
+        )
+    agreement = "; ".join(
+        f"{cell} loss {r['agreement']['loss_rel_err']:.1e}, gradients ≤ "
+        f"{max(r['agreement']['grad_max_rel_err'].values()):.1e}"
+        for cell, r in result["cells"].items()
+    )
     lines += ["", f"Before timing, PyTorch and the engine agree (relative): {agreement}.", ""]
     return lines
 

@@ -8,6 +8,7 @@ A tiny float64 model and a random sequence; exits 1 when any parameter's relativ
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 import hydra
 import numpy as np
@@ -15,10 +16,10 @@ from omegaconf import OmegaConf
 
 from rnnexp import cli, config
 from rnnexp.config.resolve import validate_model
+from rnnexp.config.schema import ModelConfig
 from rnnexp.engine import build_model
 from rnnexp.engine.gradcheck import relative_errors
 from rnnexp.errors import UserError
-
 
 GATED_SPREAD = 0.5
 
@@ -30,7 +31,7 @@ def main(cfg: config.GradcheckConfig) -> None:
     validate_model(m)
     if cfg.seq_len < 1:
         raise UserError(f"seq_len must be >= 1, got {cfg.seq_len}.")
-    model = build_model(replace(OmegaConf.to_object(m), dtype="float64"), cfg.vocab_size, cfg.seed)
+    model = build_model(replace(cast(ModelConfig, OmegaConf.to_object(m)), dtype="float64"), cfg.vocab_size, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     if m.cell != "rnn":
         # As initialised, a gated cell's biases are 0 and its recurrent gradients so small that central

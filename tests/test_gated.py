@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rnnexp.config.schema import ModelConfig
-from rnnexp.engine import GatedLM, RNNLM, build_model
+from rnnexp.engine import RNNLM, GatedLM, build_model
 from rnnexp.engine.gates import GateLM
 from rnnexp.engine.gradcheck import relative_errors
 from rnnexp.errors import DivergedError, UserError
@@ -83,8 +83,9 @@ def test_chunks_carry_the_whole_state_and_stop_the_gradient_at_the_border(cell):
 @pytest.mark.parametrize("truncation", ["window", "chunk", "full"])
 @pytest.mark.parametrize(("layers", "tied"), [(1, False), (2, False), (1, True)])
 def test_every_parameter_passes_central_differences(cell, truncation, layers, tied):
-    m = model(cell, vocab=7, hidden=3, layers=layers, tie_weights=tied, bptt_truncate=2, truncation=truncation,
-              seed=layers)
+    m = model(
+        cell, vocab=7, hidden=3, layers=layers, tie_weights=tied, bptt_truncate=2, truncation=truncation, seed=layers
+    )
     x, y = np.random.default_rng(layers).integers(0, 7, (2, 7))
     errors = relative_errors(m, x, y)
     assert set(errors) == set(m.params)
@@ -214,8 +215,10 @@ def test_gradient_decay_is_the_norm_of_the_error_at_the_whole_state(cell):
     for k in range(6):
         norms = []
         for t in range(k, 6):
+
             def loss_t(state, t=t, k=k):
                 return ref.nll(ref.run(state, x[0, t - k + 1 : t + 1]), y[0, t])
+
             base = states[t - k + 1]
             grad = [(loss_t(base + eps * e) - loss_t(base - eps * e)) / (2 * eps) for e in np.eye(m.state_size)]
             norms.append(np.linalg.norm(grad))
@@ -262,13 +265,26 @@ def test_build_model_keeps_the_rnn_and_builds_the_gated_cells_from_the_config():
     assert type(rnn) is RNNLM and set(rnn.params) == {"U", "W", "V"}
     expected = RNNLM(10, 4, 2, "window", "float32", 0)
     assert all(np.array_equal(rnn.params[n], expected.params[n]) for n in "UWV")
-    lstm = build_model(ModelConfig(cell="lstm", hidden_dim=4, bptt_truncate=2, truncation="chunk", layers=2,
-                                   embedding_dim=3, forget_bias=2.5, dropout=0.5), 10, 0)
+    lstm = build_model(
+        ModelConfig(
+            cell="lstm",
+            hidden_dim=4,
+            bptt_truncate=2,
+            truncation="chunk",
+            layers=2,
+            embedding_dim=3,
+            forget_bias=2.5,
+            dropout=0.5,
+        ),
+        10,
+        0,
+    )
     assert isinstance(lstm, GatedLM) and lstm.state_size == 16 and lstm.dropout == 0.5
     assert lstm.params["lstm0_Wx"].shape == (16, 3) and lstm.params["lstm1_Wx"].shape == (16, 4)
     assert np.all(lstm.params["lstm0_b"][4:8] == 2.5) and not lstm.params["lstm0_b"][:4].any()
-    gru = build_model(ModelConfig(cell="gru", hidden_dim=4, bptt_truncate=2, truncation="full", tie_weights=True),
-                      10, 0)
+    gru = build_model(
+        ModelConfig(cell="gru", hidden_dim=4, bptt_truncate=2, truncation="full", tie_weights=True), 10, 0
+    )
     assert sorted(gru.params) == ["U", "gru0_Wh", "gru0_Wx", "gru0_b", "gru0_bhn"]
     classes = ModelConfig(cell="gru", hidden_dim=4, bptt_truncate=2, truncation="full", output="class", classes=3)
     with pytest.raises(UserError, match="needs the training data's word counts"):
@@ -307,12 +323,12 @@ def test_bad_input_is_one_clear_error():
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("truncation", ["window", "full"])
-def test_the_batch_split_among_threads_gives_the_one_thread_gradients(cell, truncation):
-    """16 sequences and 140 rows: the time loops and the batched products each run in two blocks."""
+def test_the_products_split_among_threads_give_the_one_thread_gradients(cell, truncation):
+    """144 rows: the input projections, weight gradients and input gradients each run in two blocks."""
     x, y = np.random.default_rng(8).integers(0, 30, (2, 16, 9))
     one = model(cell, vocab=30, layers=2, bptt_truncate=3, truncation=truncation, seed=8, threads=1)
     two = model(cell, vocab=30, layers=2, bptt_truncate=3, truncation=truncation, seed=8, threads=2)
-    assert len(two._threads.batch_blocks(16)) == 2 and len(two._threads.row_blocks(16 * 9)) == 2
+    assert len(two._threads.row_blocks(16 * 9)) == 2 and len(one._threads.row_blocks(16 * 9)) == 1
     a, b = one.backprop(x, y), two.backprop(x, y)
     assert b.loss == pytest.approx(a.loss, rel=1e-14)
     for name, g in a.grads.items():
@@ -322,14 +338,24 @@ def test_the_batch_split_among_threads_gives_the_one_thread_gradients(cell, trun
 
 
 def test_the_gradcheck_command_checks_every_parameter_of_a_gated_cell():
-    ok = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "model=lstm", "truncation=chunk", "model.layers=2"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "rnnexp.gradcheck", "model=lstm", "truncation=chunk", "model.layers=2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     names = [line.split()[0] for line in ok.stdout.splitlines()[1:]]
     assert names == ["dU:", *(f"dlstm{l}_{p}:" for l in (0, 1) for p in ("Wx", "Wh", "b")), "dV:"]
     assert all(line.endswith("ok") for line in ok.stdout.splitlines()[1:])
-    bad = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "model=gru", "model.dropout=0.5"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "rnnexp.gradcheck", "model=gru", "model.dropout=0.5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2
-    assert bad.stderr.strip() == "error: the gradient check needs model.dropout=0: central differences cannot follow " \
-                                 "random masks."
+    assert (
+        bad.stderr.strip() == "error: the gradient check needs model.dropout=0: central differences cannot follow "
+        "random masks."
+    )

@@ -50,14 +50,28 @@ def test_a_gated_run_learns_logs_its_diagnostics_checkpoints_generates_and_evalu
     assert isinstance(model, GatedLM) and set(saved.params) == set(model.params)
     assert saved.params["U"].shape == (8, 40) and f"{cell}1_Wh" in saved.params
 
-    common = [f"run_id={run.info.run_id}", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-              f"checkpoint_dir={tmp_path}/checkpoints", f"hydra.run.dir={tmp_path}/hydra"]
-    generated = subprocess.run([sys.executable, "-m", "rnnexp.generate", *common, "num=3"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=120)
+    common = [
+        f"run_id={run.info.run_id}",
+        f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"checkpoint_dir={tmp_path}/checkpoints",
+        f"hydra.run.dir={tmp_path}/hydra",
+    ]
+    generated = subprocess.run(
+        [sys.executable, "-m", "rnnexp.generate", *common, "num=3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert generated.returncode == 0, generated.stderr
     assert len(generated.stdout.splitlines()) == 3
-    scored = subprocess.run([sys.executable, "-m", "rnnexp.evaluate", *common, "split=test"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    scored = subprocess.run(
+        [sys.executable, "-m", "rnnexp.evaluate", *common, "split=test"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert scored.returncode == 0, scored.stderr
     assert f"perplexity {run.data.metrics['test_ppl']:.2f}" in scored.stdout
 
@@ -79,25 +93,42 @@ def _progress(path: Path) -> dict:
         return {}
 
 
-@pytest.mark.parametrize(("cell", "truncation"), [("lstm", "window"), pytest.param("gru", "chunk", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    ("cell", "truncation"), [("lstm", "window"), pytest.param("gru", "chunk", marks=pytest.mark.slow)]
+)
 def test_a_killed_gated_run_with_dropout_resumes_bitwise(tmp_path: Path, cell: str, truncation: str) -> None:
     """As tests/test_resume.py for the RNN; the dropout masks must come out the same after the resume."""
-    overrides = [f"model={cell}", "model.dropout=0.3", f"truncation={truncation}", "epochs=2",
-                 "train.checkpoint_every=3", "train.log_every=2", "experiment_name=resume"]
+    overrides = [
+        f"model={cell}",
+        "model.dropout=0.3",
+        f"truncation={truncation}",
+        "epochs=2",
+        "train.checkpoint_every=3",
+        "train.log_every=2",
+        "experiment_name=resume",
+    ]
     train(compose_run(tmp_path, *overrides))
     mlflow = client(tmp_path)
     (uninterrupted,) = mlflow.search_runs([mlflow.get_experiment_by_name("resume").experiment_id])
     reference_id = uninterrupted.info.run_id
 
-    process = subprocess.Popen(command(tmp_path, *TINY, *store(tmp_path), *overrides),
-                               cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command(tmp_path, *TINY, *store(tmp_path), *overrides),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
+
         def own() -> Path | None:
             found = [p for p in (tmp_path / "checkpoints").glob("*/last.npz") if p.parent.name != reference_id]
             return found[0] if found else None
 
-        _wait_for(lambda: own() is not None and _progress(own()).get("epoch", 0) >= 1
-                  and _progress(own())["position"] > 0, process)
+        _wait_for(
+            lambda: own() is not None and _progress(own()).get("epoch", 0) >= 1 and _progress(own())["position"] > 0,
+            process,
+        )
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
@@ -127,11 +158,16 @@ def test_a_checkpoint_of_one_cell_is_refused_by_another(tmp_path: Path) -> None:
 
     lstm_cfg = resolve(compose_run(tmp_path, "model=lstm"))
     corpus = load_corpus(lstm_cfg.dataset, seed=lstm_cfg.seed)
-    cases = [(lstm_cfg, RNNLM(40, 8, seed=0)), (resolve(compose_run(tmp_path, "model=gru")), build_model(lstm_cfg.model, 40, 0)),
-             (resolve(compose_run(tmp_path)), build_model(lstm_cfg.model, 40, 0))]
+    lstm = build_model(lstm_cfg.model, 40, 0)
+    cases = [
+        (lstm_cfg, RNNLM(40, 8, seed=0)),
+        (resolve(compose_run(tmp_path, "model=gru")), lstm),
+        (resolve(compose_run(tmp_path)), lstm),
+    ]
     for cfg, other in cases:
-        with pytest.raises(UserError, match=f"but a {cfg.model.cell} model has .*: resume it with the cell it was "
-                                            "trained with."):
+        with pytest.raises(
+            UserError, match=f"but a {cfg.model.cell} model has .*: resume it with the cell it was trained with."
+        ):
             loop.restore_state(cfg, corpus, saved(other), tmp_path)
     other_seed = build_model(lstm_cfg.model, 40, 3)
     same = loop.restore_state(lstm_cfg, corpus, saved(other_seed), tmp_path)
@@ -146,8 +182,10 @@ def test_a_checkpoint_of_one_cell_is_refused_by_another(tmp_path: Path) -> None:
         (["model=lstm", "model.layers=0"], "model.layers must be >= 1, got 0."),
         (["model=gru", "model.dropout=1.0"], r"model.dropout must lie in \[0, 1\), got 1.0."),
         (["model=lstm", "model.dropout=-0.5"], r"model.dropout must lie in \[0, 1\), got -0.5."),
-        (["model=lstm", "model.tie_weights=true", "model.embedding_dim=4"],
-         "model.tie_weights needs embedding_dim = hidden_dim, got 4 and 8"),
+        (
+            ["model=lstm", "model.tie_weights=true", "model.embedding_dim=4"],
+            "model.tie_weights needs embedding_dim = hidden_dim, got 4 and 8",
+        ),
     ],
 )
 def test_impossible_gated_configs_are_refused_before_any_run_starts(tmp_path: Path, overrides, message) -> None:
@@ -173,11 +211,15 @@ def test_one_sweep_compares_the_three_cells(tmp_path: Path) -> None:
     runs = mlflow.search_runs([mlflow.get_experiment_by_name("rnnexp").experiment_id])
     (parent,) = [run for run in runs if run.data.tags.get("sweep") == "true"]
     children = sorted((run for run in runs if run is not parent), key=lambda run: run.data.tags["sweep_job"])
-    assert [(c.data.params["model.cell"], c.info.status) for c in children] == \
-        [("lstm", "FINISHED"), ("gru", "FINISHED"), ("rnn", "FINISHED")]
+    assert [(c.data.params["model.cell"], c.info.status) for c in children] == [
+        ("lstm", "FINISHED"),
+        ("gru", "FINISHED"),
+        ("rnn", "FINISHED"),
+    ]
     assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
     assert all(c.data.metrics["test_ppl"] < 40 for c in children)  # each better than guessing
-    header, *rows = Path(mlflow.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))).read_text() \
-        .splitlines()
+    header, *rows = (
+        Path(mlflow.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))).read_text().splitlines()
+    )
     column = header.split(",").index("model")
     assert sorted(row.split(",")[column] for row in rows) == ["gru", "lstm", "rnn"]

@@ -23,9 +23,10 @@ Speed: the input projections of all steps are one product per layer; a step is o
 product and one tanh over all k gates (σ(a) = (1 + tanh(a/2)) / 2, with the halving folded,
 exactly, into the weights), and the forward step also writes the backward pass's coefficients
 while its values are in cache; the weight gradients are one product each after the time loop.
-With two threads or more, each thread runs the time loops of its own block of sequences and a
-share of the batched products (BLAS single-threaded in each); the output layer has its own
-workers. The split depends only on the shapes and the thread count: results repeat bitwise.
+With two threads or more the batched products are split in rows among them (BLAS single-threaded
+in each), and the output layer has its own workers; the time loops stay in one thread, since
+numpy's small per-step operations hand the GIL back and forth and ran slower split by sequence
+block. The split depends only on the shapes and the thread count: results repeat bitwise.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import hashlib
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from rnnexp.config.schema import DTYPES, TRUNCATIONS
-from rnnexp.engine.grads import ColumnGrad
 from rnnexp.engine.class_output import make_output
+from rnnexp.engine.grads import ColumnGrad
 from rnnexp.engine.rnn import Step
 from rnnexp.engine.threads import blas_single_threaded, default_threads
 from rnnexp.errors import DivergedError, UserError
@@ -66,11 +68,12 @@ class _Layer:
     h0: np.ndarray  # (B, H)
     c0: np.ndarray | None  # (B, H), LSTM
     h: np.ndarray  # (T, B, H)
-    c: np.ndarray | None = None  # LSTM: cell states
-    gates: np.ndarray | None = None  # LSTM (T, B, 4H): i, f, o, g; GRU (T, B, 2H): r, z
-    n: np.ndarray | None = None  # GRU: candidate states
-    ghn: np.ndarray | None = None  # GRU: Wh_n h_{t-1} + bhn
-    coef: tuple | None = None  # per-step coefficients of the backward pass, from a training forward pass
+    # Set by the cell's forward pass (Any: each cell sets its own, and the backward pass reads only those):
+    c: Any = None  # LSTM: cell states
+    gates: Any = None  # LSTM (T, B, 4H): i, f, o, g; GRU (T, B, 2H): r, z
+    n: Any = None  # GRU: candidate states
+    ghn: Any = None  # GRU: Wh_n h_{t-1} + bhn
+    coef: Any = None  # per-step coefficients of the backward pass, from a training forward pass
 
     def h_prev(self) -> np.ndarray:
         """(T, B, H): the state each step starts from."""
@@ -87,7 +90,6 @@ class _Threads:
     """
 
     MIN_ROWS = 64  # fewer rows per thread do not repay the hand-over
-    MIN_SEQUENCES = 8  # nor fewer sequences per thread in a time loop
 
     def __init__(self, threads: int):
         self.threads = threads
@@ -107,11 +109,6 @@ class _Threads:
         for future in futures:
             future.result()
 
-    def batch_blocks(self, B: int) -> list[slice]:
-        """The batch's sequences split among the threads: each runs the time loop of its own block."""
-        parts = max(1, min(self.threads, B // self.MIN_SEQUENCES))
-        return [slice(B * i // parts, B * (i + 1) // parts) for i in range(parts)]
-
     def row_blocks(self, n: int) -> list[tuple[int, int]]:
         parts = max(1, min(self.threads, n // self.MIN_ROWS))
         return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
@@ -124,6 +121,7 @@ class _Threads:
                 np.matmul(A[r0:r1], B, out=out[r0:r1])
                 if bias is not None:
                     out[r0:r1] += bias
+
             return task
 
         self.run([block(r0, r1) for r0, r1 in self.row_blocks(A.shape[0])])
@@ -138,8 +136,11 @@ def _prescaled(p: dict, k: int, H: int, sigmoid_gates: int) -> tuple[np.ndarray,
     """Wxᵀ, b and Whᵀ (contiguous) with the σ gates' rows halved: σ(a) = (1 + tanh(a/2)) / 2, exactly."""
     scale = np.ones(k * H, p["b"].dtype)
     scale[: sigmoid_gates * H] = 0.5
-    return (np.ascontiguousarray((p["Wx"] * scale[:, None]).T), p["b"] * scale,
-            np.ascontiguousarray((p["Wh"] * scale[:, None]).T))
+    return (
+        np.ascontiguousarray((p["Wx"] * scale[:, None]).T),
+        p["b"] * scale,
+        np.ascontiguousarray((p["Wh"] * scale[:, None]).T),
+    )
 
 
 class _LSTM:
@@ -159,16 +160,17 @@ class _LSTM:
         if backward:
             K = np.empty_like(gates)
             layer.coef = (K.reshape(T, B, 4, H), np.empty_like(layer.h), gates[..., H : 2 * H])
-        threads.run([lambda rows=rows: self._steps(layer, WhT, rows, backward) for rows in threads.batch_blocks(B)])
+        self._steps(layer, WhT, backward)
 
-    def _steps(self, layer: _Layer, WhT: np.ndarray, rows: slice, backward: bool) -> None:
-        """The time loop for the sequences `rows` of the batch; gates hold Wx x_t + b, halved for σ, on entry."""
+    def _steps(self, layer: _Layer, WhT: np.ndarray, backward: bool) -> None:
+        """The time loop; on entry the gates hold Wx x_t + b, halved for σ."""
         H = self.H
-        gates, C, Hs = layer.gates[:, rows], layer.c[:, rows], layer.h[:, rows]
+        gates, C, Hs = layer.gates, layer.c, layer.h
         if backward:
-            K, dtc = layer.coef[0].reshape(layer.gates.shape)[:, rows], layer.coef[1][:, rows]
+            K, dtc = layer.coef[0].reshape(gates.shape), layer.coef[1]
         tmp, ig = np.empty_like(gates[0]), np.empty_like(Hs[0])
-        h, c = layer.h0[rows], layer.c0[rows]
+        h, c = layer.h0, layer.c0
+        assert c is not None  # an LSTM layer always starts from a cell state
         for t in range(gates.shape[0]):
             a = gates[t]
             np.matmul(h, WhT, out=tmp)
@@ -255,19 +257,17 @@ class _GRU:
         rz = layer.gates = np.empty((T, B, 2 * H), Xp.dtype)
         layer.n, layer.ghn = np.empty_like(layer.h), np.empty_like(layer.h)
         if backward:
-            layer.coef = (np.empty_like(layer.h), np.empty_like(layer.h), np.empty_like(layer.h), rz[..., :H], rz[..., H:])
-        threads.run([lambda rows=rows: self._steps(layer, p["bhn"], Xp, WhT, rows, backward)
-                     for rows in threads.batch_blocks(B)])
+            layer.coef = (*(np.empty_like(layer.h) for _ in range(3)), rz[..., :H], rz[..., H:])
+        self._steps(layer, p["bhn"], Xp, WhT, backward)
 
-    def _steps(self, layer: _Layer, bhn: np.ndarray, Xp: np.ndarray, WhT: np.ndarray, rows: slice,
-               backward: bool) -> None:
-        """The time loop for the sequences `rows` of the batch; Xp holds Wx x_t + b, halved for σ."""
+    def _steps(self, layer: _Layer, bhn: np.ndarray, Xp: np.ndarray, WhT: np.ndarray, backward: bool) -> None:
+        """The time loop; Xp holds Wx x_t + b, halved for σ."""
         H = self.H
-        Xp, rz, N, ghn, Hs = Xp[:, rows], layer.gates[:, rows], layer.n[:, rows], layer.ghn[:, rows], layer.h[:, rows]
+        rz, N, ghn, Hs = layer.gates, layer.n, layer.ghn, layer.h
         if backward:
-            Kn, Kr, Kz = (coef[:, rows] for coef in layer.coef[:3])
+            Kn, Kr, Kz = layer.coef[:3]
         gh, one_minus_z = np.empty_like(Xp[0]), np.empty_like(Hs[0])
-        h = layer.h0[rows]
+        h = layer.h0
         for t in range(Xp.shape[0]):
             np.matmul(h, WhT, out=gh)
             a = rz[t]
@@ -385,7 +385,9 @@ def _as_batch(a, name: str) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
-        raise UserError(f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}.")
+        raise UserError(
+            f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}."
+        )
     return arr
 
 
@@ -421,8 +423,10 @@ class GatedLM:
         if cell not in GATED_CELLS:
             raise UserError(f"cell must be one of {', '.join(GATED_CELLS)}, got {cell!r}.")
         if int(vocab_size) < 2 or int(hidden_dim) < 1 or int(layers) < 1:
-            raise UserError(f"vocab_size must be >= 2, hidden_dim >= 1 and layers >= 1, got {vocab_size}, "
-                            f"{hidden_dim} and {layers}.")
+            raise UserError(
+                f"vocab_size must be >= 2, hidden_dim >= 1 and layers >= 1, got {vocab_size}, "
+                f"{hidden_dim} and {layers}."
+            )
         if int(bptt_truncate) < 0 or (truncation == "chunk" and int(bptt_truncate) < 1):
             raise UserError(f"bptt_truncate must be >= 0 (>= 1 in chunk mode), got {bptt_truncate}.")
         if truncation not in TRUNCATIONS:
@@ -444,7 +448,7 @@ class GatedLM:
         self.state_size = self.layers * self.H * (2 if cell == "lstm" else 1)
         self.prefixes = [f"{cell}{l}" for l in range(self.layers)]
         rng = np.random.default_rng(seed)
-        self._dropout_seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy)
+        self._dropout_seed = int(seed) if seed is not None else int(np.random.default_rng().integers(2**63))
 
         def uniform(shape, bound):
             return rng.uniform(-bound, bound, shape).astype(self.dtype)
@@ -492,7 +496,9 @@ class GatedLM:
                 raise UserError(f"token ids must be integers, got dtype {a.dtype}.")
             lo, hi = int(a.min()), int(a.max())
             if lo < 0 or hi >= self.V:
-                raise UserError(f"{name} holds token id {lo if lo < 0 else hi}, outside the vocabulary 0..{self.V - 1}.")
+                raise UserError(
+                    f"{name} holds token id {lo if lo < 0 else hi}, outside the vocabulary 0..{self.V - 1}."
+                )
         if mask is not None:
             mask = _as_batch(mask, "mask")
             if mask.shape != x.shape:
@@ -505,8 +511,10 @@ class GatedLM:
             if h0.ndim == 1:
                 h0 = h0[None, :]
             if h0.shape != (x.shape[0], self.state_size):
-                raise UserError(f"h0 must have shape {(x.shape[0], self.state_size)} (the {self.cell}'s whole state), "
-                                f"got {h0.shape}.")
+                raise UserError(
+                    f"h0 must have shape {(x.shape[0], self.state_size)} (the {self.cell}'s whole state), "
+                    f"got {h0.shape}."
+                )
         return x, y, mask, h0
 
     # ---------------------------------------------------------------- dropout
@@ -544,8 +552,9 @@ class GatedLM:
             raise UserError(f"dropout masks must have the shapes {expected}, got {shapes}.")
 
     # ---------------------------------------------------------------- forward
-    def _forward(self, x: np.ndarray, h0: np.ndarray | None, masks: DropoutMasks | None,
-                 backward: bool) -> tuple[list[_Layer], np.ndarray]:
+    def _forward(
+        self, x: np.ndarray, h0: np.ndarray | None, masks: DropoutMasks | None, backward: bool
+    ) -> tuple[list[_Layer], np.ndarray]:
         """Every layer over all steps, and the top states as the output layer sees them (T, B, H)."""
         T, B = x.shape[1], x.shape[0]
         H, cell = self.H, self._cell
@@ -562,8 +571,12 @@ class GatedLM:
                 hl, cl = h0[:, 2 * l * H : (2 * l + 1) * H], h0[:, (2 * l + 1) * H : (2 * l + 2) * H]
             else:
                 hl, cl = h0[:, l * H : (l + 1) * H], None
-            layer = _Layer(inputs, np.ascontiguousarray(hl), None if cl is None else np.ascontiguousarray(cl),
-                           np.empty((T, B, H), self.dtype))
+            layer = _Layer(
+                inputs,
+                np.ascontiguousarray(hl),
+                None if cl is None else np.ascontiguousarray(cl),
+                np.empty((T, B, H), self.dtype),
+            )
             cell.forward(p, layer, backward, self._threads)
             layers.append(layer)
             inputs = layer.h
@@ -587,27 +600,26 @@ class GatedLM:
         for l in reversed(range(self.layers)):
             p, layer = self._layer_params(l), layers[l]
             acc = accs[l] = cell.new_acc(T, B, self.dtype, zero=False)
-            self._threads.run([lambda rows=rows: self._back_steps(p, layer, ext, acc, rows)
-                               for rows in self._threads.batch_blocks(B)])
+            self._back_steps(p, layer, ext, acc)
             if l:
                 ext = self._input_grad(l, acc).reshape(T, B, self.H)
                 if masks is not None:
                     ext *= masks.inputs[l]
         return accs
 
-    def _back_steps(self, p: dict, layer: _Layer, ext: np.ndarray, acc: tuple, rows: slice) -> None:
-        """The backward time loop of one layer for the sequences `rows`: pre-activation gradients into `acc`."""
+    def _back_steps(self, p: dict, layer: _Layer, ext: np.ndarray, acc: tuple) -> None:
+        """The backward time loop of one layer: its pre-activation gradients into `acc`."""
         cell, T = self._cell, ext.shape[0]
-        dh = np.empty((rows.stop - rows.start, self.H), self.dtype)
+        dh = np.empty_like(ext[0])
         rec, dc = None, None
         for t in range(T - 1, -1, -1):
             if rec is None:
-                np.copyto(dh, ext[t, rows])
+                np.copyto(dh, ext[t])
             else:
-                np.add(ext[t, rows], rec, out=dh)
-            grads, dc = cell.back(layer, (t, rows), dh, dc, out=tuple(a[t, rows] for a in acc))
+                np.add(ext[t], rec, out=dh)
+            grads, dc = cell.back(layer, t, dh, dc, out=tuple(a[t] for a in acc))
             if t:
-                rec = cell.recurrent(p, layer, (t, rows), dh, grads)
+                rec = cell.recurrent(p, layer, t, dh, grads)
 
     def _input_grad(self, l: int, acc: tuple) -> np.ndarray:
         """dL/d(layer l's input) for every step, (T·B, in), rows split among the threads."""
@@ -616,25 +628,34 @@ class GatedLM:
         out = np.empty((flat[0].shape[0], p["Wx"].shape[1]), self.dtype)
 
         def block(r0: int, r1: int) -> Callable[[], None]:
-            return lambda: self._cell.input_grad(p, tuple(a[r0:r1] for a in flat), out=out[r0:r1])
+            def task() -> None:
+                self._cell.input_grad(p, tuple(a[r0:r1] for a in flat), out=out[r0:r1])
+
+            return task
 
         self._threads.run([block(r0, r1) for r0, r1 in self._threads.row_blocks(out.shape[0])])
         return out
 
-    def _push(self, layers: list[_Layer], ext: np.ndarray, depth: int, masks: DropoutMasks | None,
-              accs: list[tuple] | None, visit=None, rows: slice = slice(None)) -> None:
+    def _push(
+        self,
+        layers: list[_Layer],
+        ext: np.ndarray,
+        depth: int,
+        masks: DropoutMasks | None,
+        accs: list[tuple] | None,
+        visit=None,
+    ) -> None:
         """Every output's error pushed back `depth` steps, one depth at a time for all steps at once.
 
         At depth j the error of output t sits at step t - j (steps 0..T-1-j). With `accs`, each
         layer's pre-activation gradients are summed into them; `visit(j, rec)` sees, for j >= 1,
         each layer's (dL/dh, dL/dc) of the state at step t - j before that step's own gates.
-        Only the sequences `rows` of the batch are pushed.
         """
         cell, T = self._cell, ext.shape[0]
         rec: list[tuple] = [(None, None)] * self.layers
         for j in range(depth + 1):
             n = T - j
-            at = (slice(0, n), rows)
+            at = slice(0, n)
             if visit is not None and j:
                 visit(j, rec)
             if j == depth and accs is None:
@@ -645,6 +666,7 @@ class GatedLM:
                 p, layer = self._layer_params(l), layers[l]
                 dh_rec, dc_rec = rec[l]
                 dh = above if dh_rec is None else (dh_rec if above is None else dh_rec + above)
+                assert dh is not None  # the top layer's error at depth 0, else the step after's
                 grads, dc = cell.back(layer, at, dh, dc_rec)
                 if accs is not None:
                     for acc, g in zip(accs[l], grads):
@@ -658,8 +680,16 @@ class GatedLM:
             rec = pushed
 
     @blas_single_threaded
-    def backprop(self, x, y, mask=None, h0=None, reduction: str = "mean", sparse_u: bool = False,
-                 dropout: DropoutMasks | None = None) -> Step:
+    def backprop(
+        self,
+        x,
+        y,
+        mask=None,
+        h0=None,
+        reduction: str = "mean",
+        sparse_u: bool = False,
+        dropout: DropoutMasks | None = None,
+    ) -> Step:
         """Loss and exact gradients for a sentence or a padded (B, T) batch, with dropout when set.
 
         `dropout` fixes the masks (as `dropout_masks` returns them); by default they are drawn.
@@ -693,12 +723,14 @@ class GatedLM:
             accs = self._backward_full(layers, ext, masks)
         else:
             accs = [self._cell.new_acc(T, B, self.dtype, zero=True) for _ in range(self.layers)]
-            self._threads.run([lambda rows=rows: self._push(layers, ext, depth, masks, accs, rows=rows)
-                               for rows in self._threads.batch_blocks(B)])
+            self._push(layers, ext, depth, masks, accs)
 
         grads: dict = output_grads  # the output layer's own besides V (the class output's Vc)
-        tasks = [task for l, prefix in enumerate(self.prefixes)
-                 for task in self._cell.weight_tasks(layers[l], accs[l], prefix, grads)]
+        tasks = [
+            task
+            for l, prefix in enumerate(self.prefixes)
+            for task in self._cell.weight_tasks(layers[l], accs[l], prefix, grads)
+        ]
         self._threads.run(tasks)
         d_embed = self._input_grad(0, accs[0])
         if masks is not None:
@@ -737,8 +769,9 @@ class GatedLM:
         B, T = x.shape
         real = np.ones((T, B), bool) if mask is None else mask.T
         layers, top = self._forward(x, None, None, backward=True)
-        _, dS, _ = self.output.nll_grads(top.reshape(T * B, self.H), y.T.reshape(-1),
-                                         real.reshape(-1).astype(self.dtype), need_grads=True)
+        _, dS, _ = self.output.nll_grads(
+            top.reshape(T * B, self.H), y.T.reshape(-1), real.reshape(-1).astype(self.dtype), need_grads=True
+        )
         ext = dS.reshape(T, B, self.H)
         decay = np.full(max_depth + 1, np.nan)
         if real.any():
@@ -800,7 +833,7 @@ class GatedLM:
         if temperature <= 0:
             raise UserError(f"temperature must be > 0, got {temperature}.")
         state = np.zeros((1, self.state_size), self.dtype)
-        word, out = int(start_id), []
+        word, out = int(start_id), list[int]()
         if len(prefix):
             read = np.array([[word, *prefix[:-1]]])
             state = self._last_state(self._forward(read, state, None, backward=False)[0], np.array([read.shape[1]]))

@@ -15,6 +15,8 @@ Parameters are those of `rnnexp.engine.gated.GatedLM` (same names, gate rows sta
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from rnnexp.engine.gated import GRU_GATES, LSTM_GATES
@@ -99,8 +101,9 @@ class LSTMLayer:
         dx, dprev_h = 0.0, 0.0
         for k in LSTM_GATES:
             da = (tanh if k == "g" else sigmoid).backward(self.a[k], dact[k])
-            dW, dx_k, dU, dh_k, db = _affine_backward(P["Wx"][k], self.x, P["Wh"][k], self.prev_h, P["b"][k],
-                                                      self.add[k], da)
+            dW, dx_k, dU, dh_k, db = _affine_backward(
+                P["Wx"][k], self.x, P["Wh"][k], self.prev_h, P["b"][k], self.add[k], da
+            )
             grads["Wx"][k], grads["Wh"][k], grads["b"][k] = dW, dU, db
             dx, dprev_h = dx + dx_k, dprev_h + dh_k
         return dx, dprev_h, dprev_c, grads
@@ -144,8 +147,9 @@ class GRULayer:
         dx, dprev_h = dx_n, addGate.forward(dprev_h_direct, dprev_h_n)
         for k, dact in (("r", dr), ("z", dz)):
             da = sigmoid.backward(self.a[k], dact)
-            dW, dx_k, dU, dh_k, db = _affine_backward(P["Wx"][k], self.x, P["Wh"][k], self.prev_h, P["b"][k],
-                                                      self.add[k], da)
+            dW, dx_k, dU, dh_k, db = _affine_backward(
+                P["Wx"][k], self.x, P["Wh"][k], self.prev_h, P["b"][k], self.add[k], da
+            )
             grads["Wx"][k], grads["Wh"][k], grads["b"][k] = dW, dU, db
             dx, dprev_h = dx + dx_k, dprev_h + dh_k
         return dx, dprev_h, None, grads
@@ -219,8 +223,10 @@ class GateLM:
         self.P = []
         for l in range(n_layers):
             prefix = f"{cell}{l}_"
-            split = {name: {k: self.params[prefix + name][j * H : (j + 1) * H] for j, k in enumerate(gates)}
-                     for name in ("Wx", "Wh", "b")}
+            split: dict[str, Any] = {
+                name: {k: self.params[prefix + name][j * H : (j + 1) * H] for j, k in enumerate(gates)}
+                for name in ("Wx", "Wh", "b")
+            }
             if cell == "gru":
                 split["bhn"] = self.params[prefix + "bhn"]
             self.P.append(split)
@@ -281,10 +287,12 @@ class GateLM:
         assert len(x) == len(y)
         output = Softmax()
         steps = self.forward_propagation(x, h0, masks)
-        grads = {"U": np.zeros_like(self.U), "Vmat": np.zeros_like(self.Vmat)}
+        grads: dict[Any, Any] = {"U": np.zeros_like(self.U), "Vmat": np.zeros_like(self.Vmat)}
         for l in range(self.n_layers):
-            grads[l] = {name: {k: np.zeros_like(w) for k, w in part.items()} if isinstance(part, dict)
-                        else np.zeros_like(part) for name, part in self.P[l].items()}
+            grads[l] = {
+                name: {k: np.zeros_like(w) for k, w in part.items()} if isinstance(part, dict) else np.zeros_like(part)
+                for name, part in self.P[l].items()
+            }
         for t in range(len(steps)):
             dmulv = output.diff(steps[t].mulv, y[t])
             dstate = [(0.0, 0.0)] * self.n_layers
