@@ -151,9 +151,12 @@ def run(smoke: bool = False) -> dict:
         "gemm_gflops": {name: f / two[name] / 1e9 for name, f in zip(gemm_names, gemm_flops)},
         "gemm_seconds_per_batch": {name: two[name] for name in gemm_names},
         "bound_tokens_per_sec": n / bound,
-        "training_tokens_per_sec": n / two["training step"],
-        "training_gflops": sum(per_token.values()) * n / two["training step"] / 1e9,
-        "fraction_of_bound": bound / two["training step"],
+        # the step's own 2-thread rate, from the thread-scaling contest: timed beside numpy's 2-thread
+        # GEMMs, it would share the cores with OpenBLAS's threads, which spin on after each product
+        "training_tokens_per_sec": scaling["tokens_per_sec"][str(THREADS)],
+        "training_beside_gemms_tokens_per_sec": n / two["training step"],
+        "training_gflops": sum(per_token.values()) * scaling["tokens_per_sec"][str(THREADS)] / 1e9,
+        "fraction_of_bound": scaling["tokens_per_sec"][str(THREADS)] / (n / bound),
         "one_thread_fraction_of_bound": bound_one / one["training step"],
         "one_thread_profile_cpu_seconds_per_batch": {
             "training step": one["training step"],
@@ -162,7 +165,7 @@ def run(smoke: bool = False) -> dict:
             "everything else": one["training step"] - bound_one - sum(softmax.values()),
         },
         "target_fraction": TARGET_FRACTION,
-        "target_met": bound / two["training step"] >= TARGET_FRACTION,
+        "target_met": scaling["tokens_per_sec"][str(THREADS)] / (n / bound) >= TARGET_FRACTION,
         "thread_scaling": scaling,
         "target_thread_speedup": TARGET_THREAD_SPEEDUP,
         "target_thread_met": scaling["speedup"] >= TARGET_THREAD_SPEEDUP,

@@ -286,7 +286,10 @@ def _peak(p: dict) -> list[str]:
         *_table(["product", "GFLOP/s", "ms per batch"], gemms),
         f"Bound: {p['bound_tokens_per_sec']:,.0f} tokens/s. Training reaches {p['training_tokens_per_sec']:,.0f} "
         f"tokens/s = {p['training_gflops']:.1f} GFLOP/s, **{p['fraction_of_bound']:.2f} of the bound** on 2 threads "
-        f"({p['one_thread_fraction_of_bound']:.2f} on one thread, by CPU time).",
+        f"({p['one_thread_fraction_of_bound']:.2f} on one thread, by CPU time). The training rate is the step's "
+        f"own, from the thread contest below; timed beside the 2-thread GEMMs it was "
+        f"{p['training_beside_gemms_tokens_per_sec']:,.0f} tokens/s, sharing the cores with OpenBLAS's threads, "
+        "which spin on for a while after each product.",
         "",
         "Profile of one training batch on one thread (CPU ms; the softmax's steps timed on one block of rows and "
         "scaled to all rows):",
