@@ -20,8 +20,9 @@ def run(smoke: bool = False) -> dict:
     base = Point(hidden_dim=10, batch=2, seq_len=8) if smoke else Point()
     results = {}
     for vocab in vocabs:
-        points = {output: Point(**{**base.__dict__, "vocab_size": vocab, "output": output})
-                  for output in ("softmax", "class")}
+        points = {
+            output: Point(**{**base.__dict__, "vocab_size": vocab, "output": output}) for output in ("softmax", "class")
+        }
         with fixed_threads(THREADS):
             steps = {output: training_step(p) for output, p in points.items()}
             timings = interleaved(steps, repeats=repeats, min_seconds=0.0 if smoke else 0.2, block=2)
@@ -34,8 +35,12 @@ def run(smoke: bool = False) -> dict:
         }
     target = results.get(TARGET_VOCAB)
     return {
-        "setting": {**{k: v for k, v in base.__dict__.items() if k not in ("vocab_size", "output")},
-                    "vocab_sizes": list(vocabs), "classes": "round(sqrt(V))", "repeats": repeats},
+        "setting": {
+            **{k: v for k, v in base.__dict__.items() if k not in ("vocab_size", "output")},
+            "vocab_sizes": list(vocabs),
+            "classes": "round(sqrt(V))",
+            "repeats": repeats,
+        },
         "by_vocab": {str(v): r for v, r in results.items()},
         "target_vocab": TARGET_VOCAB,
         "target_speedup": TARGET_SPEEDUP,

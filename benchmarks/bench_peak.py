@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import THREADS, fixed_threads, interleaved, zipf_tokens
+from rnnexp.engine.optim import make_optimizer
 from rnnexp.engine.output import OUTPUT_BLOCK_ROWS
 from rnnexp.engine.rnn import RNNLM
-from rnnexp.engine.optim import make_optimizer
 
 LEARNING_RATE = 0.1
 TARGET_FRACTION = 0.7

@@ -59,9 +59,21 @@ class Metrics:
 
 
 def recipe(epochs: int, overrides: tuple[str, ...] = ()) -> RunConfig:
-    return resolve(compose_run(["experiment=ptb_word_lm", "schedule=constant", f"epochs={epochs}",
-                                f"dataset.fallback_path={PTB_VALID}", "diagnostics.enabled=false",
-                                "baseline.enabled=false", "train.samples=0", "model.dtype=float64", *overrides]))
+    return resolve(
+        compose_run(
+            [
+                "experiment=ptb_word_lm",
+                "schedule=constant",
+                f"epochs={epochs}",
+                f"dataset.fallback_path={PTB_VALID}",
+                "diagnostics.enabled=false",
+                "baseline.enabled=false",
+                "train.samples=0",
+                "model.dtype=float64",
+                *overrides,
+            ]
+        )
+    )
 
 
 def torch_stateful_nll(torch: Any, net: Any, stream: np.ndarray, segment: int = 4096) -> float:
@@ -118,7 +130,12 @@ def lockstep_difference(cfg: RunConfig, corpus: Corpus, steps: int = 20) -> floa
         torch.set_default_dtype(default)
     chunks = batches.StreamChunks(corpus.splits["train"].stream(), cfg.train.batch_size, cfg.model.bptt_truncate)
     trainable = [p for p in net.parameters() if p.requires_grad]
-    sgd, torch_sgd, hidden, torch_hidden = make_optimizer(cfg.optim), torch.optim.SGD(trainable, lr=cfg.optim.lr), None, None
+    sgd, torch_sgd, hidden, torch_hidden = (
+        make_optimizer(cfg.optim),
+        torch.optim.SGD(trainable, lr=cfg.optim.lr),
+        None,
+        None,
+    )
     for index in range(steps):
         x, y = chunks[index]
         step = model.backprop(x, y, h0=hidden, sparse_u=True)
@@ -133,8 +150,11 @@ def lockstep_difference(cfg: RunConfig, corpus: Corpus, steps: int = 20) -> floa
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.clip_norm)
         torch_sgd.step()
-    pairs = [(model.params["U"].T, net.embed.weight), (model.params["W"], net.rnn.weight_hh_l0),
-             (model.params["V"], net.out.weight)]
+    pairs = [
+        (model.params["U"].T, net.embed.weight),
+        (model.params["W"], net.rnn.weight_hh_l0),
+        (model.params["V"], net.out.weight),
+    ]
     return max(float(np.abs(a - b.detach().numpy()).max() / np.abs(a).max()) for a, b in pairs)
 
 
@@ -153,10 +173,19 @@ def run(epochs: int = 8, overrides: tuple[str, ...] = ()) -> dict:
     rnnexp_ppl = [math.exp(v) for v in ours.val_loss]
     torch_ppl = [math.exp(v) for v in theirs]
     ratio = rnnexp_ppl[-1] / torch_ppl[-1]
-    return {"epochs": epochs, "hidden_dim": cfg.model.hidden_dim, "lr": cfg.optim.lr, "dtype": cfg.model.dtype,
-            "train_targets": corpus.splits["train"].n_targets, "rnnexp_val_ppl": rnnexp_ppl,
-            "torch_val_ppl": torch_ppl, "ratio": ratio, "within_tolerance": abs(ratio - 1) <= TOLERANCE,
-            "lockstep_steps": 20, "lockstep_max_rel_diff": lockstep}
+    return {
+        "epochs": epochs,
+        "hidden_dim": cfg.model.hidden_dim,
+        "lr": cfg.optim.lr,
+        "dtype": cfg.model.dtype,
+        "train_targets": corpus.splits["train"].n_targets,
+        "rnnexp_val_ppl": rnnexp_ppl,
+        "torch_val_ppl": torch_ppl,
+        "ratio": ratio,
+        "within_tolerance": abs(ratio - 1) <= TOLERANCE,
+        "lockstep_steps": 20,
+        "lockstep_max_rel_diff": lockstep,
+    }
 
 
 def main() -> None:
@@ -166,8 +195,10 @@ def main() -> None:
         return
     for epoch, (ours, theirs) in enumerate(zip(result["rnnexp_val_ppl"], result["torch_val_ppl"])):
         print(f"epoch {epoch}: rnnexp {ours:8.2f}   PyTorch {theirs:8.2f}   ratio {ours / theirs:.4f}")
-    print(f"final ratio {result['ratio']:.4f}: {'within' if result['within_tolerance'] else 'OUTSIDE'} ±3%; after "
-          f"{result['lockstep_steps']} lockstep updates the parameters differ by {result['lockstep_max_rel_diff']:.1e}")
+    print(
+        f"final ratio {result['ratio']:.4f}: {'within' if result['within_tolerance'] else 'OUTSIDE'} ±3%; after "
+        f"{result['lockstep_steps']} lockstep updates the parameters differ by {result['lockstep_max_rel_diff']:.1e}"
+    )
 
 
 if __name__ == "__main__":

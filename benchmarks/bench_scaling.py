@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from benchmarks.common import THREADS, fixed_threads, interleaved, peak_bytes, zipf_tokens
-from rnnexp.engine.rnn import RNNLM
 from rnnexp.engine.optim import make_optimizer
+from rnnexp.engine.rnn import RNNLM
 
 LEARNING_RATE = 0.1
 

@@ -22,8 +22,8 @@ import sys
 import numpy as np
 
 from benchmarks.common import ROOT, THREADS, fixed_threads, interleaved, try_import_torch, zipf_tokens
-from rnnexp.engine.rnn import RNNLM
 from rnnexp.engine.optim import make_optimizer
+from rnnexp.engine.rnn import RNNLM
 
 LEARNING_RATE = 0.1
 TARGET_RATIO = 2.0  # training, against PyTorch's default allocator
@@ -144,8 +144,11 @@ def _batches(vocab: int, batch: int, length: int) -> list:
 
 def _thp_contest(smoke: bool) -> dict:
     """The 2-thread contest in a process where PyTorch allocates with transparent huge pages."""
-    env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "THP_MEM_ALLOC_ENABLE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     command = [sys.executable, "-m", "benchmarks.bench_torch", "--thp", *(["--smoke"] if smoke else [])]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=True)
     return json.loads(done.stdout)

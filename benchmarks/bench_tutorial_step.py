@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import fixed_threads, interleaved, profile_top, zipf_tokens
-from rnnexp.engine.rnn import RNNLM
 from rnnexp.engine.optim import make_optimizer
 from rnnexp.engine.reference import GateRNN, WildMLRNN
+from rnnexp.engine.rnn import RNNLM
 
 LEARNING_RATE = 0.005  # the tutorial's
 TARGET_SPEEDUP = 50.0

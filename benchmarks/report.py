@@ -330,8 +330,9 @@ def _class_output(c: dict) -> list[str]:
         f"taking turns at each V, medians of {s['repeats']} rounds on 2 threads. The cost of both against V is the "
         "vocabulary plot of section 4.",
         "",
-        *_table(["V", "softmax tokens/s", "class tokens/s", "speed-up", "softmax tokens/CPU-s", "class tokens/CPU-s"],
-                rows),
+        *_table(
+            ["V", "softmax tokens/s", "class tokens/s", "speed-up", "softmax tokens/CPU-s", "class tokens/CPU-s"], rows
+        ),
     ]
 
 
@@ -385,16 +386,17 @@ def _tracking(t: dict) -> list[str]:
 def _sweep(t: dict) -> list[str]:
     if "skipped" in t:
         return ["## 6. Sweep scaling", "", f"Skipped: {t['skipped']}", ""]
-    rows = [[name, f"{sec:.1f}", " / ".join(f"{x:.1f}" for x in t["samples"][name]), f"{t['cpu_seconds'][name]:.1f}"]
-            for name, sec in t["seconds"].items()]
+    rows = [
+        [name, f"{sec:.1f}", " / ".join(f"{x:.1f}" for x in t["samples"][name]), f"{t['cpu_seconds'][name]:.1f}"]
+        for name, sec in t["seconds"].items()
+    ]
     return [
         "## 6. Sweep scaling",
         "",
         t["description"],
         "",
         *_table(["launcher", "seconds for the sweep (median)", "each run", "CPU seconds (all processes)"], rows),
-        f"The joblib sweep takes **{t['time_ratio']:.2f}** of the basic launcher's time "
-        f"({t['speedup']:.2f}× as fast).",
+        f"The joblib sweep takes **{t['time_ratio']:.2f}** of the basic launcher's time ({t['speedup']:.2f}× as fast).",
         "",
     ]
 

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import (
@@ -111,7 +111,7 @@ def run_all(out_dir: Path = HERE, smoke: bool = False) -> dict:
         print(f"[bench] {name} done in {results[name]['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
     results["machine"] = {**machine_info(), "load_average_1min_start": load_at_start}
     results["wall_seconds"] = time.perf_counter() - start
-    results["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     plots = report.plot_scaling(results["scaling"], out_dir)
     report.write_markdown(results, plots, out_dir / "RESULTS.md", notes(results))

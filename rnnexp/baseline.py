@@ -25,18 +25,30 @@ def main(cfg: config.BaselineConfig) -> None:
         raise UserError(f"protocol must be stateful or sentence, got {cfg.protocol!r}.")
     if not is_word_level_real_data(cfg.dataset):
         reason = "its oracle is the reference" if cfg.dataset.name == "synthetic" else "it is character-level data"
-        raise UserError(f"a Kneser–Ney baseline needs word-level real data, but {cfg.dataset.name} is not ({reason}): "
-                        "choose dataset=ptb, reddit, or text with dataset.level=word.")
+        raise UserError(
+            f"a Kneser–Ney baseline needs word-level real data, but {cfg.dataset.name} is not ({reason}): "
+            "choose dataset=ptb, reddit, or text with dataset.level=word."
+        )
     corpus = load_corpus(cfg.dataset, seed=cfg.seed)
     rows = timed_table(corpus, cfg.protocol, list(cfg.orders), cfg.modified)
     kind = "modified" if cfg.modified else "plain"
     header = ["order", "valid ppl", "test ppl", "tokens scored (valid / test)", "build s", "score s"]
-    table = [[f"KN{row['order']} ({kind})", f"{row.get('valid_ppl', float('nan')):.2f}",
-              f"{row.get('test_ppl', float('nan')):.2f}",
-              f"{row.get('valid_tokens', 0):,} / {row.get('test_tokens', 0):,}",
-              f"{row['build_s']:.2f}", f"{row['score_s']:.2f}"] for row in rows]
-    print(f"Kneser–Ney on {corpus.name} ({len(corpus.vocab):,} words, {cfg.protocol} protocol, "
-          f"{corpus.splits['train'].n_targets:,} training targets)\n{markdown_table(header, table)}", end="")
+    table = [
+        [
+            f"KN{row['order']} ({kind})",
+            f"{row.get('valid_ppl', float('nan')):.2f}",
+            f"{row.get('test_ppl', float('nan')):.2f}",
+            f"{row.get('valid_tokens', 0):,} / {row.get('test_tokens', 0):,}",
+            f"{row['build_s']:.2f}",
+            f"{row['score_s']:.2f}",
+        ]
+        for row in rows
+    ]
+    print(
+        f"Kneser–Ney on {corpus.name} ({len(corpus.vocab):,} words, {cfg.protocol} protocol, "
+        f"{corpus.splits['train'].n_targets:,} training targets)\n{markdown_table(header, table)}",
+        end="",
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -23,17 +23,25 @@ from rnnexp.errors import UserError
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
 Task = TypeVar("Task", bound=Callable)
-_NOISE = ("full_key:", "object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR",
-          "To append to your config", "Config search path", "provider=")
+_NOISE = (
+    "full_key:",
+    "object_type=",
+    "reference_type=",
+    "Set the environment variable HYDRA_FULL_ERROR",
+    "To append to your config",
+    "Config search path",
+    "provider=",
+)
 
 
 def config_error_message(err: BaseException) -> str:
     """Hydra's and OmegaConf's report of a bad override (and its cause), on one line."""
     lines: list[str] = []
-    while err is not None:
-        stripped = (line.strip() for line in str(err).splitlines())
+    cause: BaseException | None = err
+    while cause is not None:
+        stripped = (line.strip() for line in str(cause).splitlines())
         lines += [line for line in stripped if line and not line.startswith(_NOISE)]
-        err = err.__cause__
+        cause = cause.__cause__
     return " ".join(dict.fromkeys(lines)) + " (--help lists the config groups and values)."
 
 
@@ -52,7 +60,7 @@ def reports_user_errors(task: Task) -> Task:
         except UserError as err:
             exit_with(err)
 
-    return run
+    return cast(Task, run)
 
 
 def guard(main: Callable[[], object]) -> None:

@@ -31,8 +31,10 @@ def translate(sentences: Sequence[np.ndarray], source: Vocabulary, target: Vocab
     try:
         mapping = np.array([target.index(word) for word in source.words])
     except KeyError as err:
-        raise UserError(f"the word {err.args[0]!r} is not in the run's vocabulary, which has no unknown token: "
-                        "evaluate on data with the run's own words.") from None
+        raise UserError(
+            f"the word {err.args[0]!r} is not in the run's vocabulary, which has no unknown token: "
+            "evaluate on data with the run's own words."
+        ) from None
     return [mapping[sentence] for sentence in sentences]
 
 
@@ -55,8 +57,10 @@ def main(cfg: config.EvaluateConfig) -> None:
         protocol = settle_protocol(run.config.eval, run.config)
     nll = evaluation.token_nll(run.model, split, protocol, run.config.eval.batch_size, run.config.eval.segment_length)
     loss = float(nll.mean(dtype=np.float64))
-    print(f"run {cfg.run_id} ({cfg.checkpoint} checkpoint) on {corpus.name}/{cfg.split}, {protocol} protocol: "
-          f"loss {loss:.4f}, perplexity {math.exp(loss):.2f} over {nll.size} targets")
+    print(
+        f"run {cfg.run_id} ({cfg.checkpoint} checkpoint) on {corpus.name}/{cfg.split}, {protocol} protocol: "
+        f"loss {loss:.4f}, perplexity {math.exp(loss):.2f} over {nll.size} targets"
+    )
 
 
 if __name__ == "__main__":

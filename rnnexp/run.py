@@ -88,8 +88,10 @@ def reject_overrides_on_resume(overrides: list[str]) -> None:
     """A resumed run continues with its saved config; a changed value would silently be ignored."""
     changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RESUME_KEEPS]
     if changed:
-        raise UserError(f"resume continues the run with its saved config, so {' '.join(changed)} would be ignored: "
-                        "drop those overrides, or start a new run.")
+        raise UserError(
+            f"resume continues the run with its saved config, so {' '.join(changed)} would be ignored: "
+            "drop those overrides, or start a new run."
+        )
 
 
 def entry() -> None:
@@ -100,8 +102,12 @@ def entry() -> None:
         if err.errno not in UNWRITABLE:
             raise
         folder = os.path.abspath(err.filename or "outputs")
-        cli.exit_with(UserError(f"cannot write {folder} ({err.strerror}): run from a writable folder, or set "
-                                "hydra.run.dir (hydra.sweep.dir for a sweep) to one."))
+        cli.exit_with(
+            UserError(
+                f"cannot write {folder} ({err.strerror}): run from a writable folder, or set "
+                "hydra.run.dir (hydra.sweep.dir for a sweep) to one."
+            )
+        )
     except ValueError as err:  # Hydra's own check of its flags, e.g. --cfg job with -m
         if "can be specified" not in str(err):
             raise

@@ -32,8 +32,10 @@ def stale_runs(client: MlflowClient, experiment_name: str | None = None) -> list
     if experiment_name:
         experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
-            raise UserError(f"no MLflow experiment {experiment_name!r} in {client.tracking_uri}: check "
-                            "experiment_name, or leave it out to look at every experiment.")
+            raise UserError(
+                f"no MLflow experiment {experiment_name!r} in {client.tracking_uri}: check "
+                "experiment_name, or leave it out to look at every experiment."
+            )
         ids = [experiment.experiment_id]
     else:
         ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
@@ -54,15 +56,24 @@ def describe_stale(client: MlflowClient, runs: list[Run]) -> str:
     for run in runs:
         beat = run.data.tags.get(HEARTBEAT_TAG)
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.info.start_time / 1000))
-        rows.append([run.info.run_id, names.get(run.info.experiment_id, run.info.experiment_id),
-                     run.info.run_name or "", started, owner(run) if beat else "no owner recorded"])
+        rows.append(
+            [
+                run.info.run_id,
+                names.get(run.info.experiment_id, run.info.experiment_id),
+                run.info.run_name or "",
+                started,
+                owner(run) if beat else "no owner recorded",
+            ]
+        )
     return markdown_table(["run id", "experiment", "run", "started", "process"], rows)
 
 
 def mark_killed(client: MlflowClient, runs: list[Run]) -> None:
     for run in runs:
-        reason = (f"its process ({owner(run)}) ended without closing the run; marked KILLED by python -m rnnexp.runs: "
-                  f"resume={run.info.run_id} continues it")
+        reason = (
+            f"its process ({owner(run)}) ended without closing the run; marked KILLED by python -m rnnexp.runs: "
+            f"resume={run.info.run_id} continues it"
+        )
         client.set_tag(run.info.run_id, FAILURE_TAG, reason)
         client.set_terminated(run.info.run_id, "KILLED")
 
@@ -86,8 +97,10 @@ def main(cfg: config.RunsConfig) -> None:
     uri = resolve_tracking_uri(cfg.tracking_uri)
     if cfg.action == "repair_store":
         if uri.startswith(("http://", "https://")):
-            raise UserError("a tracking server upgrades its own store: run this with the server's backend store "
-                            "as tracking_uri, on the server's machine.")
+            raise UserError(
+                "a tracking server upgrades its own store: run this with the server's backend store "
+                "as tracking_uri, on the server's machine."
+            )
         done = repair_store(uri)
         print("\n".join(done) if done else f"the store {uri} needs no repair.")
         return
@@ -101,8 +114,10 @@ def main(cfg: config.RunsConfig) -> None:
         mark_killed(client, runs)
         print(f"marked {len(runs)} run(s) KILLED; resume=<run id> continues any of them.")
     else:
-        print(f"{len(runs)} run(s) RUNNING without their process: python -m rnnexp.runs action=mark_killed closes "
-              "them KILLED, resume=<run id> continues one.")
+        print(
+            f"{len(runs)} run(s) RUNNING without their process: python -m rnnexp.runs action=mark_killed closes "
+            "them KILLED, resume=<run id> continues one."
+        )
 
 
 if __name__ == "__main__":

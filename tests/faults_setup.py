@@ -43,14 +43,28 @@ class MlflowServer:
     def __init__(self, backend: str, artifacts: Path, workers: int = 1):
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
-        self.args = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                     "--workers", str(workers), "--backend-store-uri", backend, "--artifacts-destination",
-                     str(artifacts)]
+        self.args = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--backend-store-uri",
+            backend,
+            "--artifacts-destination",
+            str(artifacts),
+        ]
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> None:
-        self.process = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -113,8 +127,17 @@ def postgres() -> Iterator[str]:
     data = folder / "data"
     try:
         pg(str(PG_BIN / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8")
-        pg(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-           f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+        pg(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+            "start",
+        )
         pg(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow")
         yield f"postgresql+psycopg://mlflow@127.0.0.1:{port}/mlflow"
     finally:
@@ -134,5 +157,10 @@ def unshare_missing() -> str | None:
 
 def in_mount_namespace(script: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a bash script in a private mount namespace: its `mount`s vanish with it."""
-    return subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-euo", "pipefail", "-c", script],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

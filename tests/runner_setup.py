@@ -19,8 +19,16 @@ import rnnexp.config  # noqa: F401  (registers the schemas the configs name)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # A run of about a second: 400 sentences of a 40-word language, 8 hidden units, one epoch, a
 # learning rate that shows progress within it.
-TINY = ["hidden_dim=8", "vocab_size=40", "lr=2", "epochs=1", "batch_size=16", "dataset.synthetic.n_sentences=400",
-        "train.samples=2", "blas_threads=1"]
+TINY = [
+    "hidden_dim=8",
+    "vocab_size=40",
+    "lr=2",
+    "epochs=1",
+    "batch_size=16",
+    "dataset.synthetic.n_sentences=400",
+    "train.samples=2",
+    "blas_threads=1",
+]
 
 
 def store_overrides(tmp_path: Path) -> list[str]:
@@ -55,8 +63,15 @@ def command(tmp_path: Path, *args: str, module: str = "rnnexp.run") -> list[str]
     """The command line; flags such as -m go first, since argparse takes no flag among the overrides."""
     flags = [arg for arg in args if arg.startswith("-")]
     overrides = [arg for arg in args if not arg.startswith("-")]
-    return [sys.executable, "-m", module, *flags, *overrides, f"hydra.run.dir={tmp_path}/hydra",
-            f"hydra.sweep.dir={tmp_path}/sweep"]
+    return [
+        sys.executable,
+        "-m",
+        module,
+        *flags,
+        *overrides,
+        f"hydra.run.dir={tmp_path}/hydra",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
 
 
 def run_cli(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -67,9 +82,14 @@ def client(tmp_path: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
 
 
-def metric_histories(client: MlflowClient, run_id: str, skip: tuple[str, ...] = ("tokens_per_sec", "tokens_per_sec_mean")) -> dict:
+def metric_histories(
+    client: MlflowClient, run_id: str, skip: tuple[str, ...] = ("tokens_per_sec", "tokens_per_sec_mean")
+) -> dict:
     """Every metric of a run as (step, value) lists, leaving out timings and the machine's `system/` metrics
     (sampled every 10 s), which no two runs share."""
     keys = sorted(client.get_run(run_id).data.metrics)
-    return {key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-            for key in keys if key not in skip and not key.startswith("system/")}
+    return {
+        key: [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        for key in keys
+        if key not in skip and not key.startswith("system/")
+    }

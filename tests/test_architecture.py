@@ -13,8 +13,15 @@ LAYERS = [
     {"rnnexp.data", "rnnexp.engine"},
     {"rnnexp.training"},
     {"rnnexp.tracking"},
-    {"rnnexp.run", "rnnexp.generate", "rnnexp.evaluate", "rnnexp.gradcheck", "rnnexp.baseline", "rnnexp.runs",
-     "rnnexp.__init__"},
+    {
+        "rnnexp.run",
+        "rnnexp.generate",
+        "rnnexp.evaluate",
+        "rnnexp.gradcheck",
+        "rnnexp.baseline",
+        "rnnexp.runs",
+        "rnnexp.__init__",
+    },
 ]
 # data and engine share a floor but stay independent of each other.
 SEPARATE = {("rnnexp.data", "rnnexp.engine"), ("rnnexp.engine", "rnnexp.data")}
@@ -44,8 +51,10 @@ def imports(path: Path, modules: set[str]) -> set[str]:
 
 def graph() -> dict[str, set[str]]:
     paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
-    return {name: {target for target in imports(path, set(paths)) if target in paths and target != name}
-            for name, path in paths.items()}
+    return {
+        name: {target for target in imports(path, set(paths)) if target in paths and target != name}
+        for name, path in paths.items()
+    }
 
 
 def find_circles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -57,7 +66,7 @@ def find_circles(edges: dict[str, set[str]]) -> list[list[str]]:
         state[node] = "open"
         for target in sorted(edges.get(node, ())):
             if state.get(target) == "open":
-                circles.append([*path[path.index(target):], target])
+                circles.append([*path[path.index(target) :], target])
             elif target not in state:
                 visit(target, [*path, target])
         state[node] = "done"

@@ -79,7 +79,9 @@ def test_scaling_sweeps_every_knob_and_memory_grows_with_the_vocabulary():
 def test_class_output_against_the_full_softmax_at_each_vocabulary():
     result = bench_class_output.run(smoke=True)
     assert list(result["by_vocab"]) == ["300", "1200"]
-    assert all(r["speedup"] > 0 and set(r["tokens_per_sec"]) == {"softmax", "class"} for r in result["by_vocab"].values())
+    assert all(
+        r["speedup"] > 0 and set(r["tokens_per_sec"]) == {"softmax", "class"} for r in result["by_vocab"].values()
+    )
 
 
 @pytest.mark.slow
@@ -92,6 +94,17 @@ def test_run_all_writes_results_markdown_and_plots(tmp_path):
     assert results["tracking"]["cpu_seconds_per_run"]["with MLflow tracking"] > 0
     assert results["sweep"]["speedup"] > 0
     text = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## Machine", "## Targets", "## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## Notes"):
+    for heading in (
+        "## Machine",
+        "## Targets",
+        "## 1.",
+        "## 2.",
+        "## 3.",
+        "## 4.",
+        "## 5.",
+        "## 6.",
+        "## 7.",
+        "## Notes",
+    ):
         assert heading in text
     assert len(list(tmp_path.glob("scaling_*.png"))) == 5

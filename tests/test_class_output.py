@@ -25,8 +25,18 @@ def zipf_counts(V: int, seed: int = 0) -> np.ndarray:
 
 
 def class_model(V=30, H=5, truncation="window", k=3, seed=0, classes=None, threads=None, dtype="float64"):
-    return RNNLM(V, H, bptt_truncate=k, truncation=truncation, dtype=dtype, seed=seed, threads=threads,
-                 output="class", classes=classes, counts=zipf_counts(V, seed))
+    return RNNLM(
+        V,
+        H,
+        bptt_truncate=k,
+        truncation=truncation,
+        dtype=dtype,
+        seed=seed,
+        threads=threads,
+        output="class",
+        classes=classes,
+        counts=zipf_counts(V, seed),
+    )
 
 
 def literal_nll(params: dict, word_class: np.ndarray, s: np.ndarray, y: int) -> float:
@@ -163,8 +173,20 @@ def cell_model(cell, truncation, tie=False):
     """A tiny model of `cell` with the class output: the tanh RNN, or a gated cell (GRU: 2 layers)."""
     if cell == "rnn":
         return class_model(V=12, H=4, truncation=truncation, k=2, seed=5, classes=3)
-    return GatedLM(12, 3, cell=cell, layers=2 if cell == "gru" else 1, bptt_truncate=2, truncation=truncation,
-                   dtype="float64", seed=5, tie_weights=tie, output="class", classes=3, counts=zipf_counts(12, 5))
+    return GatedLM(
+        12,
+        3,
+        cell=cell,
+        layers=2 if cell == "gru" else 1,
+        bptt_truncate=2,
+        truncation=truncation,
+        dtype="float64",
+        seed=5,
+        tie_weights=tie,
+        output="class",
+        classes=3,
+        counts=zipf_counts(12, 5),
+    )
 
 
 @pytest.mark.parametrize("truncation", ["window", "chunk", "full"])
@@ -219,8 +241,9 @@ def test_scores_sampling_and_prediction_read_the_same_distribution():
 
 def test_a_checkpoints_word_classes_rebuild_the_same_model():
     model = class_model(V=50, H=6, seed=10)
-    rebuilt = RNNLM(50, 6, bptt_truncate=3, dtype="float64", seed=10, output="class",
-                    word_class=model.buffers["word_class"])
+    rebuilt = RNNLM(
+        50, 6, bptt_truncate=3, dtype="float64", seed=10, output="class", word_class=model.buffers["word_class"]
+    )
     assert np.array_equal(rebuilt.buffers["word_class"], model.buffers["word_class"])
     assert all(np.array_equal(rebuilt.params[n], model.params[n]) for n in model.params)
     softmax = RNNLM(50, 6, bptt_truncate=3, dtype="float64", seed=10)
@@ -266,14 +289,27 @@ def test_a_class_output_run_trains_checkpoints_resumes_generates_and_evaluates(t
     state = loop.restore_state(run_cfg, corpus, saved, tmp_path / "checkpoints" / run.info.run_id)
     assert np.array_equal(state.model.buffers["word_class"], saved.arrays["word_class"])
     assert all(np.array_equal(state.model.params[n], saved.params[n]) for n in saved.params)
-    common = [f"run_id={run.info.run_id}", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-              f"checkpoint_dir={tmp_path}/checkpoints"]
-    generated = subprocess.run([sys.executable, "-m", "rnnexp.generate", *common, "num=3"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=120)
+    common = [
+        f"run_id={run.info.run_id}",
+        f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"checkpoint_dir={tmp_path}/checkpoints",
+    ]
+    generated = subprocess.run(
+        [sys.executable, "-m", "rnnexp.generate", *common, "num=3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert generated.returncode == 0, generated.stderr
     assert len(generated.stdout.strip().splitlines()) == 3
-    scored = subprocess.run([sys.executable, "-m", "rnnexp.evaluate", *common, "split=test"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    scored = subprocess.run(
+        [sys.executable, "-m", "rnnexp.evaluate", *common, "split=test"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert scored.returncode == 0, scored.stderr
     assert f"{run.data.metrics['test_ppl']:.2f}" in scored.stdout
 

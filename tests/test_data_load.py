@@ -18,8 +18,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:vocab_size=:UserWarning")
 
 
 def text_config(path, **overrides):
-    return DatasetConfig(**{**dict(name="text", path=str(path), vocab_size=50, valid_fraction=0.25,
-                                   test_fraction=0.25), **overrides})
+    return DatasetConfig(
+        **{**dict(name="text", path=str(path), vocab_size=50, valid_fraction=0.25, test_fraction=0.25), **overrides}
+    )
 
 
 @pytest.fixture
@@ -104,9 +105,17 @@ def test_cached_reddit_load_is_fast(tmp_path):
 
 
 def test_dictconfig_node_with_root_interpolation():
-    root = OmegaConf.create({"vocab_size": 64, "seed": 3,
-                             "dataset": {"name": "synthetic", "vocab_size": "${vocab_size}",
-                                         "synthetic": {"n_sentences": 100, "seed": None}}})
+    root = OmegaConf.create(
+        {
+            "vocab_size": 64,
+            "seed": 3,
+            "dataset": {
+                "name": "synthetic",
+                "vocab_size": "${vocab_size}",
+                "synthetic": {"n_sentences": 100, "seed": None},
+            },
+        }
+    )
     corpus = load_corpus(root.dataset, seed=root.seed)
     assert len(corpus.vocab) == 64
     assert corpus.stats["language_seed"] == 3
@@ -153,8 +162,11 @@ def test_split_stream_and_targets():
 def test_make_data_downloads_reddit_and_explains_ptb(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RNNEXP_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(download, "urlopen", refuse_network)
-    with pytest.raises(UserError, match=f"is not at {tmp_path}/reddit-comments-2015-08.csv and downloading "
-                                        "it failed .*raw.githubusercontent.com/dennybritz/rnn-tutorial-rnnlm"):
+    with pytest.raises(
+        UserError,
+        match=f"is not at {tmp_path}/reddit-comments-2015-08.csv and downloading "
+        "it failed .*raw.githubusercontent.com/dennybritz/rnn-tutorial-rnnlm",
+    ):
         sources.download_all()
     (tmp_path / "reddit-comments-2015-08.csv").write_text("body\n")
     sources.download_all()

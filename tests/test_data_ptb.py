@@ -51,10 +51,14 @@ def test_reader_appends_eos_to_every_line():
 
 @needs_ptb
 def test_sentence_mode_on_the_real_file(ptb_dir, tmp_path):
-    with pytest.warns(UserWarning, match=r"vocab_size=10000 is more than the 6021 distinct training tokens "
-                                         r"plus <unk>: using 6022 \(3978 fewer\)"):
-        corpus = load_corpus(DatasetConfig(name="ptb", path=str(ptb_dir), vocab_size=10000),
-                             cache_dir=tmp_path / "cache")
+    with pytest.warns(
+        UserWarning,
+        match=r"vocab_size=10000 is more than the 6021 distinct training tokens "
+        r"plus <unk>: using 6022 \(3978 fewer\)",
+    ):
+        corpus = load_corpus(
+            DatasetConfig(name="ptb", path=str(ptb_dir), vocab_size=10000), cache_dir=tmp_path / "cache"
+        )
     vocab = corpus.vocab
     assert len(vocab) == 6022
     assert vocab.words[:3] == ["<eos>", "the", "N"] and vocab.words[-1] == "<unk>"
@@ -94,22 +98,27 @@ def test_small_vocabulary_maps_rare_words_to_unk(tmp_path):
 def test_max_sentences_shrinks_every_file_by_the_same_share(tmp_path):
     lines = "".join(f" w{i % 7} x\n" for i in range(100))
     directory = write_ptb(tmp_path / "ptb", lines, lines[: len(lines) // 2], lines[: len(lines) // 4])
-    corpus = load_corpus(DatasetConfig(name="ptb", path=str(directory), vocab_size=9, max_sentences=10),
-                         cache_dir=tmp_path / "c")
+    corpus = load_corpus(
+        DatasetConfig(name="ptb", path=str(directory), vocab_size=9, max_sentences=10), cache_dir=tmp_path / "c"
+    )
     assert [len(corpus.splits[s]) for s in ("train", "valid", "test")] == [10, 5, 3]
 
 
 def test_missing_files_explain_where_to_get_them(tmp_path):
-    with pytest.raises(UserError, match=r"ptb.train.txt is not at .*empty/ptb.train.txt; get it from "
-                                        r"data/ptb.\*.txt inside Mikolov's simple-examples.tgz"):
+    with pytest.raises(
+        UserError,
+        match=r"ptb.train.txt is not at .*empty/ptb.train.txt; get it from "
+        r"data/ptb.\*.txt inside Mikolov's simple-examples.tgz",
+    ):
         load_corpus(DatasetConfig(name="ptb", vocab_size=100), cache_dir=tmp_path / "c")
     directory = write_ptb(tmp_path / "ptb", " a\n", " a\n", " a\n")
     (directory / "ptb.test.txt").unlink()
     with pytest.raises(UserError, match="ptb.test.txt does not exist .*simple-examples.tgz"):
         load_corpus(DatasetConfig(name="ptb", path=str(directory), vocab_size=100), cache_dir=tmp_path / "c")
     with pytest.raises(UserError, match="Only 1 lines are left, too few for valid_fraction=0.1"):
-        load_corpus(DatasetConfig(name="ptb", path=str(directory / "ptb.valid.txt"), vocab_size=100),
-                    cache_dir=tmp_path / "c")
+        load_corpus(
+            DatasetConfig(name="ptb", path=str(directory / "ptb.valid.txt"), vocab_size=100), cache_dir=tmp_path / "c"
+        )
 
 
 def test_one_file_is_split_by_lines_in_file_order_and_stands_in_for_a_missing_corpus(tmp_path):
@@ -120,8 +129,14 @@ def test_one_file_is_split_by_lines_in_file_order_and_stands_in_for_a_missing_co
     corpus = load_corpus(split, cache_dir=tmp_path / "c")
     lines_of = {name: [len(s) - 2 for s in part.sentences] for name, part in corpus.splits.items()}
     assert lines_of == {"train": list(range(1, 18)), "valid": [18, 19], "test": [20]}
-    fallback = DatasetConfig(name="ptb", data_dir=str(tmp_path / "empty"), fallback_path=str(source), vocab_size=100,
-                             valid_fraction=0.1, test_fraction=0.05)
+    fallback = DatasetConfig(
+        name="ptb",
+        data_dir=str(tmp_path / "empty"),
+        fallback_path=str(source),
+        vocab_size=100,
+        valid_fraction=0.1,
+        test_fraction=0.05,
+    )
     assert load_corpus(fallback, cache_dir=tmp_path / "c").digest == corpus.digest  # where a file is found is no part
 
 

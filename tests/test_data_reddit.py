@@ -31,8 +31,15 @@ def offline_without_punkt_tab(monkeypatch, tmp_path):
 
 
 def config(path, **overrides):
-    settings = dict(name="reddit", path=str(path), vocab_size=8, lowercase=True, min_sentence_tokens=3,
-                    valid_fraction=0.0, test_fraction=0.0)
+    settings = dict(
+        name="reddit",
+        path=str(path),
+        vocab_size=8,
+        lowercase=True,
+        min_sentence_tokens=3,
+        valid_fraction=0.0,
+        test_fraction=0.0,
+    )
     return DatasetConfig(**{**settings, **overrides})
 
 
@@ -46,8 +53,7 @@ def test_handmade_csv_gives_the_tutorial_ids(tmp_path):
     with pytest.warns(UserWarning, match="Dropped 1 of 6 sentences with 3 tokens or fewer"):
         corpus = load_corpus(config(write(tmp_path, HANDMADE)), cache_dir=tmp_path / "cache")
     # counts: START 5, END 5, the 3, . 3, cat 2, ran 2, then once each; ties keep first occurrence
-    assert corpus.vocab.words == ["SENTENCE_START", "SENTENCE_END", "the", ".", "cat", "ran", "sat",
-                                  "UNKNOWN_TOKEN"]
+    assert corpus.vocab.words == ["SENTENCE_START", "SENTENCE_END", "the", ".", "cat", "ran", "sat", "UNKNOWN_TOKEN"]
     assert (corpus.vocab.start_id, corpus.vocab.end_id, corpus.vocab.unknown_id) == (0, 1, 7)
     assert [s.tolist() for s in corpus.splits["train"].sentences] == [
         [0, 2, 4, 6, 3, 1],  # the cat sat .
@@ -104,16 +110,20 @@ def test_split_is_by_comment_and_seeded(tmp_path):
 def test_the_vocabulary_comes_from_the_training_split_only(tmp_path):
     comments = "".join(f'"common words here and xyz{i} too."\n' for i in range(10))
     path = write(tmp_path, "body\n" + comments)
-    corpus = load_corpus(config(path, vocab_size=100, valid_fraction=0.2, test_fraction=0.0),
-                         cache_dir=tmp_path / "cache")
+    corpus = load_corpus(
+        config(path, vocab_size=100, valid_fraction=0.2, test_fraction=0.0), cache_dir=tmp_path / "cache"
+    )
     held_out = {w for s in corpus.splits["valid"].sentences for w in corpus.vocab.decode(s)}
     assert "UNKNOWN_TOKEN" in held_out and not any(w.startswith("xyz") for w in held_out)
 
 
 def test_truncated_last_comment_is_dropped_with_a_warning(tmp_path):
     path = write(tmp_path, HANDMADE + '"This comment never ends.\nIt is cut off')
-    with pytest.warns(UserWarning, match=r"ends inside a quoted field: dropped the incomplete last comment "
-                                         r"\(line 6 to the end, 38 characters\) and kept the 4 complete ones"):
+    with pytest.warns(
+        UserWarning,
+        match=r"ends inside a quoted field: dropped the incomplete last comment "
+        r"\(line 6 to the end, 38 characters\) and kept the 4 complete ones",
+    ):
         corpus = load_corpus(config(path), cache_dir=tmp_path / "cache")
     assert len(corpus.splits["train"]) == 5
 
@@ -123,11 +133,11 @@ def test_truncated_last_comment_is_dropped_with_a_warning(tmp_path):
     [
         (b"", "is empty"),
         (b"   \n", "is empty"),
-        (b"text\n\"hello there world.\"\n", "has no 'body' column"),
-        (b"body\n\"ok\"\n\"hi\"\n", "has no usable sentence: all 2 have 3 tokens or fewer"),
+        (b'text\n"hello there world."\n', "has no 'body' column"),
+        (b'body\n"ok"\n"hi"\n', "has no usable sentence: all 2 have 3 tokens or fewer"),
         (b"body\n", "has no comments under its 'body' header"),
         (b"body\n" + b"x" * 200_000 + b"\n", r"is not valid CSV at line 2 \(field larger than field limit"),
-        (b"body\n\"caf\xe9 is nice here.\"\n", r"is not UTF-8: byte 0xe9 at line 2, column 5 \(byte offset 9\)"),
+        (b'body\n"caf\xe9 is nice here."\n', r"is not UTF-8: byte 0xe9 at line 2, column 5 \(byte offset 9\)"),
     ],
 )
 def test_bad_files_are_one_sentence_user_errors(tmp_path, content, message):
@@ -153,8 +163,12 @@ def test_a_missing_file_is_downloaded_and_verified_by_git_blob_id(tmp_path, monk
     fake = RemoteFile("reddit-comments-2015-08.csv", "https://example.invalid/r.csv", git_blob_id(payload), "x")
     monkeypatch.setattr(reddit, "REDDIT", fake)
     monkeypatch.setattr(download_module, "urlopen", lambda url, timeout: FakeResponse(payload))
-    corpus = load_corpus(DatasetConfig(name="reddit", vocab_size=8, lowercase=True, min_sentence_tokens=3,
-                                       valid_fraction=0, test_fraction=0), cache_dir=tmp_path / "cache")
+    corpus = load_corpus(
+        DatasetConfig(
+            name="reddit", vocab_size=8, lowercase=True, min_sentence_tokens=3, valid_fraction=0, test_fraction=0
+        ),
+        cache_dir=tmp_path / "cache",
+    )
     assert (tmp_path / "data" / "reddit-comments-2015-08.csv").read_bytes() == payload
     assert len(corpus.splits["train"]) == 5
     assert git_blob_id(payload) == git_blob_id_by_git_formula(payload)
@@ -172,8 +186,9 @@ def test_pretrained_punkt_is_used_and_recorded_when_installed(tmp_path, monkeypa
     monkeypatch.setattr("nltk.tokenize.punkt_model_available", lambda *args, **kwargs: True)
     monkeypatch.setattr("nltk.sent_tokenize", lambda text: text.split(". "))
     monkeypatch.setattr("nltk.word_tokenize", lambda text: text.split())
-    corpus = load_corpus(config(write(tmp_path, 'body\n"one two three. four five six"\n'), vocab_size=20),
-                         cache_dir=tmp_path / "cache")
+    corpus = load_corpus(
+        config(write(tmp_path, 'body\n"one two three. four five six"\n'), vocab_size=20), cache_dir=tmp_path / "cache"
+    )
     assert corpus.params["dataset.sentence_tokenizer"] == "punkt_tab"
     assert corpus.params["dataset.word_tokenizer"] == "nltk.word_tokenize"
     assert [corpus.vocab.decode(s) for s in corpus.splits["train"].sentences] == [

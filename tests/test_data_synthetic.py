@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from rnnexp.data import DatasetConfig, SyntheticConfig, load_corpus
 from rnnexp.config.dataset import validate
+from rnnexp.data import DatasetConfig, SyntheticConfig, load_corpus
 from rnnexp.data.synthetic import END_ID, START_ID, make_language
 from rnnexp.errors import UserError
 

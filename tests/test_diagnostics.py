@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rnnexp.training.diagnostics import gradient_norms, saturation, weight_spectrum
 from rnnexp.engine.rnn import RNNLM
+from rnnexp.training.diagnostics import gradient_norms, saturation, weight_spectrum
 
 
 def loss_at(model, s, words, target):
@@ -25,7 +25,9 @@ def finite_difference_decay(model, x, y, k, eps=1e-6):
         for j in range(model.H):
             e = np.zeros(model.H)
             e[j] = eps
-            grad[j] = (loss_at(model, s + e, x[t - k + 1 : t + 1], y[t]) - loss_at(model, s - e, x[t - k + 1 : t + 1], y[t])) / (2 * eps)
+            grad[j] = (
+                loss_at(model, s + e, x[t - k + 1 : t + 1], y[t]) - loss_at(model, s - e, x[t - k + 1 : t + 1], y[t])
+            ) / (2 * eps)
         norms.append(np.linalg.norm(grad))
     return np.mean(norms)
 

@@ -98,7 +98,7 @@ def test_logged_gradient_decay_equals_the_chain_rule_through_each_held_out_sente
         for k, norms in chain_rule_norms(model, sentence).items():
             pooled.setdefault(k, []).extend(norms)
     prefix = decay_metric(0)[:-2]
-    assert sorted(int(key[len(prefix):]) for key in logged if key.startswith(prefix)) == sorted(pooled)
+    assert sorted(int(key[len(prefix) :]) for key in logged if key.startswith(prefix)) == sorted(pooled)
     assert max(pooled) < 30  # depths no held-out output reaches are left out, not logged as NaN
     for k, norms in pooled.items():
         assert logged[decay_metric(k)] == pytest.approx(np.mean(norms), rel=1e-10)
@@ -126,7 +126,7 @@ def test_spectrum_saturation_gradient_norms_and_a_real_sgd_steps_update_ratios(c
     W = model.params["W"]
     assert logged[PREFIX + "w_spectral_radius"] == pytest.approx(max(abs(np.linalg.eigvals(W))), rel=1e-12)
     assert logged[PREFIX + "w_max_singular_value"] == pytest.approx(np.linalg.svd(W, compute_uv=False)[0], rel=1e-12)
-    states = np.concatenate([forward(model, row[: n]) for row, n in zip(x, mask.sum(axis=1))])
+    states = np.concatenate([forward(model, row[:n]) for row, n in zip(x, mask.sum(axis=1))])
     assert logged[PREFIX + "tanh_saturation"] == pytest.approx(np.mean(np.abs(states) > 0.99), abs=1e-12)
     assert 0.0 < logged[PREFIX + "tanh_saturation"] < 1.0
 
@@ -142,9 +142,15 @@ def test_spectrum_saturation_gradient_norms_and_a_real_sgd_steps_update_ratios(c
 def test_the_figure_is_redrawn_at_the_interval_always_after_the_last_evaluation_or_never(corpus) -> None:
     model = lively_model()
     every_time = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=0))
-    assert [evaluate(every_time, model, corpus, epoch, last_epoch=2).figures for epoch in (0, 1, 2)] == [[DECAY_FIGURE]] * 3
+    assert [evaluate(every_time, model, corpus, epoch, last_epoch=2).figures for epoch in (0, 1, 2)] == [
+        [DECAY_FIGURE]
+    ] * 3
     rarely = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=3600))
-    assert [evaluate(rarely, model, corpus, epoch, last_epoch=2).figures for epoch in (0, 1, 2)] == [[], [], [DECAY_FIGURE]]
+    assert [evaluate(rarely, model, corpus, epoch, last_epoch=2).figures for epoch in (0, 1, 2)] == [
+        [],
+        [],
+        [DECAY_FIGURE],
+    ]
     assert sorted(rarely.decay_by_epoch) == [0, 1, 2]  # the last figure draws every evaluation
     never = GradientDiagnostics(DiagnosticsConfig(figure_interval_s=None))
     assert [evaluate(never, model, corpus, epoch, last_epoch=2).figures for epoch in (0, 1, 2)] == [[], [], []]
@@ -176,16 +182,30 @@ def test_the_config_switches_the_gradient_diagnostics_and_rejects_impossible_val
     off = evaluation_hooks(DiagnosticsConfig(enabled=False))
     assert [type(hook) for hook in on] == [GradientDiagnostics, DependencyLoss]
     assert [type(hook) for hook in off] == [DependencyLoss]
-    for bad in (DiagnosticsConfig(max_depth=-1), DiagnosticsConfig(batch_size=0), DiagnosticsConfig(figure_interval_s=-1)):
+    for bad in (
+        DiagnosticsConfig(max_depth=-1),
+        DiagnosticsConfig(batch_size=0),
+        DiagnosticsConfig(figure_interval_s=-1),
+    ):
         with pytest.raises(UserError, match="diagnostics"):
             validate_diagnostics(bad)
 
 
 @pytest.mark.slow
 def test_every_run_logs_the_diagnostics_and_trains_exactly_as_with_them_switched_off(tmp_path: Path) -> None:
-    overrides = ["hidden_dim=8", "vocab_size=40", "lr=2", "epochs=2", "batch_size=16", "blas_threads=1",
-                 "dataset.synthetic.n_sentences=400", "dataset.synthetic.distance=4", "train.samples=0",
-                 f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", f"train.checkpoint_dir={tmp_path}/checkpoints"]
+    overrides = [
+        "hidden_dim=8",
+        "vocab_size=40",
+        "lr=2",
+        "epochs=2",
+        "batch_size=16",
+        "blas_threads=1",
+        "dataset.synthetic.n_sentences=400",
+        "dataset.synthetic.distance=4",
+        "train.samples=0",
+        f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"train.checkpoint_dir={tmp_path}/checkpoints",
+    ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         plain = compose("config", overrides=[*overrides, "experiment_name=plain", "diagnostics.enabled=false"])
         diagnosed = compose("config", overrides=[*overrides, "experiment_name=diagnosed", "diagnostics.max_depth=12"])
@@ -193,9 +213,14 @@ def test_every_run_logs_the_diagnostics_and_trains_exactly_as_with_them_switched
     train(diagnosed)
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = {name: client.search_runs([client.get_experiment_by_name(name).experiment_id])[0] for name in ("plain", "diagnosed")}
-    curves = {name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")]
-              for name, run in runs.items()}
+    runs = {
+        name: client.search_runs([client.get_experiment_by_name(name).experiment_id])[0]
+        for name in ("plain", "diagnosed")
+    }
+    curves = {
+        name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        for name, run in runs.items()
+    }
     assert curves["diagnosed"] == curves["plain"]  # bitwise: the hooks change nothing in training
     run_id = runs["diagnosed"].info.run_id
     steps = [m.step for m in client.get_metric_history(run_id, decay_metric(0))]

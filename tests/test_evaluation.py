@@ -13,16 +13,21 @@ from rnnexp.config import DatasetConfig, resolve
 from rnnexp.data import Split, load_corpus
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import UserError
-from rnnexp.tracking import train
-from rnnexp.tracking import trained
+from rnnexp.tracking import train, trained
 from rnnexp.training import evaluation
 from rnnexp.training.baseline import timed_table
 
 PTB_VALID = Path(__file__).resolve().parents[2] / "shared" / "data" / "ptb.valid.txt"
 needs_ptb = pytest.mark.skipif(not PTB_VALID.is_file(), reason=f"{PTB_VALID} is absent")
 # The PTB file split by lines (90 / 5 / 5), the full corpus looked for in an empty folder.
-PTB_SPLIT = ["dataset=ptb", f"dataset.fallback_path={PTB_VALID}", "dataset.valid_fraction=0.05",
-             "dataset.test_fraction=0.05", "dataset.max_sentences=600", "vocab_size=2000"]
+PTB_SPLIT = [
+    "dataset=ptb",
+    f"dataset.fallback_path={PTB_VALID}",
+    "dataset.valid_fraction=0.05",
+    "dataset.test_fraction=0.05",
+    "dataset.max_sentences=600",
+    "vocab_size=2000",
+]
 
 
 def literal_stream_nll(model: RNNLM, stream: np.ndarray) -> np.ndarray:
@@ -38,8 +43,9 @@ def literal_stream_nll(model: RNNLM, stream: np.ndarray) -> np.ndarray:
 
 @needs_ptb
 def test_stateful_scores_equal_a_literal_token_by_token_loop_on_ptb_lines(tmp_path: Path) -> None:
-    corpus = load_corpus(DatasetConfig(name="ptb", path=str(PTB_VALID), vocab_size=500, max_sentences=200),
-                         cache_dir=tmp_path)
+    corpus = load_corpus(
+        DatasetConfig(name="ptb", path=str(PTB_VALID), vocab_size=500, max_sentences=200), cache_dir=tmp_path
+    )
     split = corpus.splits["valid"]
     model = RNNLM(len(corpus.vocab), 12, dtype="float64", seed=4)
     model.params["W"] *= 2.5  # a state that matters from one token to the next
@@ -72,10 +78,22 @@ def test_a_stream_shorter_than_two_tokens_is_refused() -> None:
 
 @needs_ptb
 def test_a_chunk_trained_run_logs_the_stateful_score_which_the_zero_state_score_misstates(tmp_path: Path) -> None:
-    cfg = compose_run(tmp_path, *PTB_SPLIT, "dataset.mode=stream", "truncation=chunk", "bptt_truncate=20",
-                      "batch_size=8", "hidden_dim=24", "lr=2", "optim.clip_norm=0.25", "epochs=2",
-                      "experiment_name=stream", f"dataset.data_dir={tmp_path}/empty", "diagnostics.enabled=false",
-                      "baseline.orders=[2,3]")
+    cfg = compose_run(
+        tmp_path,
+        *PTB_SPLIT,
+        "dataset.mode=stream",
+        "truncation=chunk",
+        "bptt_truncate=20",
+        "batch_size=8",
+        "hidden_dim=24",
+        "lr=2",
+        "optim.clip_norm=0.25",
+        "epochs=2",
+        "experiment_name=stream",
+        f"dataset.data_dir={tmp_path}/empty",
+        "diagnostics.enabled=false",
+        "baseline.orders=[2,3]",
+    )
     run_cfg = resolve(cfg)
     assert run_cfg.eval.protocol == "stateful"  # auto, for data trained with its state carried
     best = train(cfg)
@@ -105,16 +123,21 @@ def test_a_chunk_trained_run_logs_the_stateful_score_which_the_zero_state_score_
     assert mixed_val <= min(run.data.metrics["best_val_ppl"], run.data.metrics[f"kn{order}_val_ppl"]) + 1e-9
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["eval.protocol=stateful"], "eval.protocol=stateful needs stream data"),
-    (["truncation=chunk", "eval.protocol=sentence"], "eval.protocol=sentence scores from a zero state"),
-    (["eval.protocol=streaming"], "eval.protocol must be one of auto, stateful, sentence"),
-    (["baseline.enabled=true"], "baseline.enabled=true needs word-level real data, but synthetic is not"),
-    (["baseline.orders=[0,3]"], r"Kneser–Ney orders must lie between 1 and 5, got \[0\]"),
-    (["baseline.orders=[6]"], r"Kneser–Ney orders must lie between 1 and 5, got \[6\]"),
-    (["dataset=text", "dataset.level=char", "baseline.enabled=true"], "it is character-level data"),
-])
-def test_impossible_protocols_and_baselines_are_one_sentence(tmp_path: Path, overrides: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["eval.protocol=stateful"], "eval.protocol=stateful needs stream data"),
+        (["truncation=chunk", "eval.protocol=sentence"], "eval.protocol=sentence scores from a zero state"),
+        (["eval.protocol=streaming"], "eval.protocol must be one of auto, stateful, sentence"),
+        (["baseline.enabled=true"], "baseline.enabled=true needs word-level real data, but synthetic is not"),
+        (["baseline.orders=[0,3]"], r"Kneser–Ney orders must lie between 1 and 5, got \[0\]"),
+        (["baseline.orders=[6]"], r"Kneser–Ney orders must lie between 1 and 5, got \[6\]"),
+        (["dataset=text", "dataset.level=char", "baseline.enabled=true"], "it is character-level data"),
+    ],
+)
+def test_impossible_protocols_and_baselines_are_one_sentence(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
     with pytest.raises(UserError, match=message):
         resolve(compose_run(tmp_path, *overrides))
 

@@ -54,8 +54,13 @@ def test_a_read_only_working_folder(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     status, errors, elapsed = run_inside(tmp_path, read_only(work), cwd=work)
-    assert (status, errors) == (2, [f"error: cannot write {work}/outputs (Read-only file system): run from a writable "
-                                    "folder, or set hydra.run.dir (hydra.sweep.dir for a sweep) to one."])
+    assert (status, errors) == (
+        2,
+        [
+            f"error: cannot write {work}/outputs (Read-only file system): run from a writable "
+            "folder, or set hydra.run.dir (hydra.sweep.dir for a sweep) to one."
+        ],
+    )
     assert elapsed < PROMPT_S
 
 
@@ -65,14 +70,26 @@ def test_a_sqlite_store_in_a_read_only_folder(tmp_path: Path, existing: bool) ->
     folder.mkdir()
     if existing:
         store(folder)
-    status, errors, elapsed = run_inside(tmp_path, read_only(folder), f"tracking_uri=sqlite:///{folder}/mlflow.db",
-                                         f"train.checkpoint_dir={tmp_path}/checkpoints")
-    assert (status, errors) == (2, [f"error: the MLflow store's folder {folder} is not writable (sqlite writes a "
-                                    "journal beside mlflow.db): make it writable or choose another tracking_uri."])
+    status, errors, elapsed = run_inside(
+        tmp_path,
+        read_only(folder),
+        f"tracking_uri=sqlite:///{folder}/mlflow.db",
+        f"train.checkpoint_dir={tmp_path}/checkpoints",
+    )
+    assert (status, errors) == (
+        2,
+        [
+            f"error: the MLflow store's folder {folder} is not writable (sqlite writes a "
+            "journal beside mlflow.db): make it writable or choose another tracking_uri."
+        ],
+    )
     assert elapsed < PROMPT_S
     if existing:  # reading it still works
-        listing = in_mount_namespace(f"{read_only(folder)}\n{shlex.quote(sys.executable)} -m rnnexp.runs "
-                                     f"tracking_uri=sqlite:///{folder}/mlflow.db", ROOT)
+        listing = in_mount_namespace(
+            f"{read_only(folder)}\n{shlex.quote(sys.executable)} -m rnnexp.runs "
+            f"tracking_uri=sqlite:///{folder}/mlflow.db",
+            ROOT,
+        )
         assert listing.returncode == 0, listing.stderr
         assert listing.stdout.strip() == "no run is RUNNING without its process."
 
@@ -84,8 +101,10 @@ def test_a_read_only_artifact_folder_fails_the_run_at_its_start(tmp_path: Path) 
     status, errors, elapsed = run_inside(tmp_path, read_only(artifacts), *overrides)
     (run,) = client(tmp_path).search_runs([client(tmp_path).get_experiment_by_name("rnnexp").experiment_id])
     folder = artifacts / "rnnexp" / run.info.run_id / "artifacts"
-    reason = (f"cannot write the run's artifacts to {folder} (Read-only file system): make that folder writable or "
-              "free space there, or log to another tracking_uri.")
+    reason = (
+        f"cannot write the run's artifacts to {folder} (Read-only file system): make that folder writable or "
+        "free space there, or log to another tracking_uri."
+    )
     assert (status, errors) == (2, [f"error: {reason}"])
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == reason
     assert elapsed < PROMPT_S
@@ -128,9 +147,11 @@ def test_a_full_checkpoint_disk_keeps_the_last_good_checkpoint_and_no_partial(tm
     errors = (tmp_path / "stderr").read_text().strip().splitlines()
     (folder,) = (tmp_path / "after").iterdir()
     run = client(tmp_path).get_run(folder.name)
-    reason = (f"cannot write the checkpoint {full}/{folder.name}/last.npz (No space left on device): free space in "
-              f"{full}/{folder.name} or make it writable, or set train.checkpoint_dir to another folder; the last good "
-              "checkpoint is intact.")
+    reason = (
+        f"cannot write the checkpoint {full}/{folder.name}/last.npz (No space left on device): free space in "
+        f"{full}/{folder.name} or make it writable, or set train.checkpoint_dir to another folder; the last good "
+        "checkpoint is intact."
+    )
     assert (int((tmp_path / "rc").read_text()), errors) == (2, [f"error: {reason}"])
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == reason
     assert sorted(p.name for p in folder.iterdir()) == ["best.npz", "last.npz"]  # no .partial

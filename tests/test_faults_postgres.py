@@ -17,8 +17,13 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 def launch(folder: Path, *args: str) -> subprocess.Popen:
     folder.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(command(folder, *TINY, f"train.checkpoint_dir={folder}/checkpoints", *args), cwd=folder,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command(folder, *TINY, f"train.checkpoint_dir={folder}/checkpoints", *args),
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_parallel_sweep_and_runs_beside_it_lose_nothing_on_postgresql(tmp_path: Path) -> None:
@@ -29,8 +34,14 @@ def test_a_parallel_sweep_and_runs_beside_it_lose_nothing_on_postgresql(tmp_path
         direct = database.replace("postgresql+psycopg://", "postgresql://")  # as a user would type it
         assert resolve_tracking_uri(direct) == database
         processes = [
-            launch(tmp_path / "sweep", f"tracking_uri={server.uri}", "hidden_dim=8,12,16,20", "hydra/launcher=joblib",
-                   "hydra.launcher.n_jobs=2", "-m"),
+            launch(
+                tmp_path / "sweep",
+                f"tracking_uri={server.uri}",
+                "hidden_dim=8,12,16,20",
+                "hydra/launcher=joblib",
+                "hydra.launcher.n_jobs=2",
+                "-m",
+            ),
             launch(tmp_path / "single", f"tracking_uri={server.uri}", "hidden_dim=10", "experiment_name=single"),
             launch(tmp_path / "direct", f"tracking_uri={direct}", "hidden_dim=6", "experiment_name=direct"),
         ]

@@ -24,8 +24,13 @@ from rnnexp.training import checkpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-SETUP = ["epochs=40", "train.flush_every_s=0", "train.log_every=2", "train.checkpoint_every=3",
-         "experiment_name=served"]
+SETUP = [
+    "epochs=40",
+    "train.flush_every_s=0",
+    "train.log_every=2",
+    "train.checkpoint_every=3",
+    "experiment_name=served",
+]
 TIMINGS = ("tokens_per_sec", "tokens_per_sec_mean")
 
 
@@ -45,9 +50,13 @@ def uninterrupted(tmp_path_factory) -> dict[str, list[tuple[int, float]]]:
 
 
 def start_run_and_kill_the_server_after_epoch_1(tmp_path: Path, server: MlflowServer) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(command(tmp_path, *TINY, *SETUP, f"tracking_uri={server.uri}",
-                                       f"train.checkpoint_dir={tmp_path}/checkpoints"),
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command(tmp_path, *TINY, *SETUP, f"tracking_uri={server.uri}", f"train.checkpoint_dir={tmp_path}/checkpoints"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     client = server.client()
     deadline = time.monotonic() + 300
     while True:
@@ -100,7 +109,8 @@ def test_a_server_killed_mid_run_and_started_again_loses_nothing(tmp_path: Path,
 
 
 def test_a_server_that_stays_away_ends_the_run_in_one_sentence_and_resume_finishes_it(
-        tmp_path: Path, uninterrupted) -> None:
+    tmp_path: Path, uninterrupted
+) -> None:
     server = MlflowServer(f"sqlite:///{tmp_path}/server.db", tmp_path / "served")
     server.start()
     try:
@@ -111,21 +121,31 @@ def test_a_server_that_stays_away_ends_the_run_in_one_sentence_and_resume_finish
         errors = [line for line in output.splitlines() if line.startswith("error:")]
         assert process.returncode == 2
         assert len(errors) == 1 and len([line for line in output.splitlines() if "WARNING" in line]) == 1
-        assert errors[0].startswith(f"error: the tracking server at {server.uri} has not "
-                                                         "answered since ")
+        assert errors[0].startswith(f"error: the tracking server at {server.uri} has not answered since ")
         assert errors[0].endswith(f"when the server is back, resume={run_id} sends them and closes it.")
         assert progress(tmp_path, run_id) == 40 * 20  # trained to the end
 
         server.start()
         client = server.client()
         assert client.get_run(run_id).info.status == "RUNNING"  # what the server last heard
-        resumed = subprocess.run(command(tmp_path, f"tracking_uri={server.uri}", f"resume={run_id}",
-                                         f"train.checkpoint_dir={tmp_path}/checkpoints"),
-                                 cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        resumed = subprocess.run(
+            command(
+                tmp_path,
+                f"tracking_uri={server.uri}",
+                f"resume={run_id}",
+                f"train.checkpoint_dir={tmp_path}/checkpoints",
+            ),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert resumed.returncode == 0, resumed.stderr
         assert client.get_run(run_id).info.status == "FINISHED"
         assert histories(client, run_id) == uninterrupted
     finally:
         server.kill()
-    print(f"server killed mid-run and kept away: the run trained to its end and exited 2 {ended_in:.1f} s after the "
-          f"kill (final wait {FINAL_WAIT_S:.0f} s); resume sent the rest, FINISHED, 0 duplicates")
+    print(
+        f"server killed mid-run and kept away: the run trained to its end and exited 2 {ended_in:.1f} s after the "
+        f"kill (final wait {FINAL_WAIT_S:.0f} s); resume sent the rest, FINISHED, 0 duplicates"
+    )

@@ -31,8 +31,12 @@ run.end("FINISHED")
 
 def migration_state(db: Path) -> tuple[list[str], str]:
     with sqlite3.connect(db) as connection:
-        leftovers = [name for (name,) in connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'")]
+        leftovers = [
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '\\_alembic\\_tmp\\_%' ESCAPE '\\'"
+            )
+        ]
         (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     return leftovers, version
 
@@ -44,8 +48,15 @@ def test_concurrent_first_users_of_a_new_store_lose_nothing(tmp_path: Path) -> N
         folders = [tmp_path / f"trial{trial}" / name for name in ("here", "there")]
         for folder in folders:
             folder.mkdir(parents=True)
-        users = [subprocess.Popen([sys.executable, "-c", FIRST_USER, f"sqlite:///{db}", str(user)],
-                                  cwd=folders[user % 2], stderr=subprocess.PIPE, text=True) for user in range(USERS)]
+        users = [
+            subprocess.Popen(
+                [sys.executable, "-c", FIRST_USER, f"sqlite:///{db}", str(user)],
+                cwd=folders[user % 2],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for user in range(USERS)
+        ]
         errors = [user.communicate(timeout=600)[1] for user in users]
         assert [user.returncode for user in users] == [0] * USERS, errors
         client = MlflowClient(f"sqlite:///{db}")
@@ -67,14 +78,22 @@ def test_runs_and_sweeps_started_together_on_a_new_store_each_keep_their_own(tmp
     def launch(folder: Path, *args: str) -> subprocess.Popen:
         flags = [arg for arg in args if arg.startswith("-")]
         overrides = [arg for arg in args if not arg.startswith("-")]
-        return subprocess.Popen([sys.executable, "-m", "rnnexp.run", *flags, *common, *overrides], cwd=folder,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "rnnexp.run", *flags, *common, *overrides],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     # Two sweeps from one folder in the same second: the default sweep folder with its time pinned.
     same_second = "hydra.sweep.dir=multirun/2026-01-01/12-00-00-${sweep_id:}"
-    processes = [launch(here, "-m", "hidden_dim=8,10", same_second),
-                 launch(here, "-m", "hidden_dim=12,14", same_second),
-                 launch(here, "hidden_dim=16"), launch(there, "hidden_dim=18")]
+    processes = [
+        launch(here, "-m", "hidden_dim=8,10", same_second),
+        launch(here, "-m", "hidden_dim=12,14", same_second),
+        launch(here, "hidden_dim=16"),
+        launch(there, "hidden_dim=18"),
+    ]
     errors = [process.communicate(timeout=900)[1] for process in processes]
     assert [process.returncode for process in processes] == [0] * 4, "\n".join(errors)
 
@@ -89,8 +108,11 @@ def test_runs_and_sweeps_started_together_on_a_new_store_each_keep_their_own(tmp
     assert sorted(swept.values()) == [[8, 10], [12, 14]]
     folders = sorted((here / "multirun" / "2026-01-01").iterdir())
     assert sorted(map(str, folders)) == sorted(swept)  # one folder per sweep, even within one second
-    singles = sorted(int(run.data.params["model.hidden_dim"]) for run in runs
-                     if "mlflow.parentRunId" not in run.data.tags and run not in parents)
+    singles = sorted(
+        int(run.data.params["model.hidden_dim"])
+        for run in runs
+        if "mlflow.parentRunId" not in run.data.tags and run not in parents
+    )
     assert singles == [16, 18]
     assert migration_state(db) == ([], _get_latest_schema_revision())
     print(f"sweep folders: {[folder.name for folder in folders]}")

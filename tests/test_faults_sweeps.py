@@ -26,10 +26,24 @@ TIMINGS = ("tokens_per_sec", "tokens_per_sec_mean")
 def launch(folder: Path, *args: str) -> subprocess.Popen:
     flags = [arg for arg in args if arg.startswith("-")]
     overrides = [arg for arg in args if not arg.startswith("-")]
-    return subprocess.Popen([sys.executable, "-m", "rnnexp.run", *flags, *TINY, *store(folder), *overrides,
-                             f"hydra.run.dir={folder}/hydra", f"hydra.sweep.dir={folder}/sweep"],
-                            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.run",
+            *flags,
+            *TINY,
+            *store(folder),
+            *overrides,
+            f"hydra.run.dir={folder}/hydra",
+            f"hydra.sweep.dir={folder}/sweep",
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -79,14 +93,26 @@ def test_ctrl_c_stops_a_parallel_sweep_and_resume_finishes_it_exactly(tmp_path: 
     assert process.returncode == 130
     assert stderr.strip().splitlines()[-1] == (
         f"interrupted: the sweep was stopped by signal 2: python -m rnnexp.run resume={parent_id} runs its "
-        "unfinished jobs, from their checkpoints, and compares them.")
+        "unfinished jobs, from their checkpoints, and compares them."
+    )
     assert parent.info.status == "KILLED" and parent.data.tags["failure_reason"].startswith("the sweep was stopped")
     assert {run.info.status for run in children} == {"KILLED"}  # none left RUNNING
     interrupted_ids = {run.info.run_id for run in children}
 
-    resumed = subprocess.run([sys.executable, "-m", "rnnexp.run", f"resume={parent_id}", *store(interrupted),
-                              f"hydra.run.dir={interrupted}/hydra"], cwd=interrupted, capture_output=True, text=True,
-                             timeout=900)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.run",
+            f"resume={parent_id}",
+            *store(interrupted),
+            f"hydra.run.dir={interrupted}/hydra",
+        ],
+        cwd=interrupted,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stderr
     (parent,), children = runs_of(interrupted)
     assert parent.info.status == "FINISHED" and "failure_reason" not in parent.data.tags
@@ -104,8 +130,9 @@ def test_sigterm_to_the_launcher_leaves_the_parent_killed_with_the_reason(tmp_pa
     (parent,), children = runs_of(tmp_path)
     assert process.returncode == 130
     assert parent.info.status == "KILLED"
-    assert parent.data.tags["failure_reason"].endswith(f"resume={parent.info.run_id} runs its unfinished jobs, from "
-                                                       "their checkpoints, and compares them.")
+    assert parent.data.tags["failure_reason"].endswith(
+        f"resume={parent.info.run_id} runs its unfinished jobs, from their checkpoints, and compares them."
+    )
     assert [run.info.status for run in children] == ["KILLED"]  # the others never started
 
 
@@ -118,8 +145,13 @@ def test_a_launcher_killed_with_sigkill_leaves_runs_that_python_m_rnnexp_runs_fi
     assert {parent.info.status, child.info.status} == {"RUNNING"}
 
     def tool(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "rnnexp.runs", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-                               *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "rnnexp.runs", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     listed = tool()
     assert listed.returncode == 0, listed.stderr
@@ -137,9 +169,20 @@ def test_resume_refuses_a_run_still_training_elsewhere(tmp_path: Path) -> None:
     try:
         wait_for(lambda: any((tmp_path / "checkpoints").glob("*/last.npz")), process)
         (run_id,) = [path.name for path in (tmp_path / "checkpoints").iterdir()]
-        refused = subprocess.run([sys.executable, "-m", "rnnexp.run", f"resume={run_id}", *store(tmp_path),
-                                  f"hydra.run.dir={tmp_path}/again"], cwd=tmp_path, capture_output=True, text=True,
-                                 timeout=300)
+        refused = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rnnexp.run",
+                f"resume={run_id}",
+                *store(tmp_path),
+                f"hydra.run.dir={tmp_path}/again",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert process.poll() is None
     finally:
         process.kill()
@@ -148,7 +191,8 @@ def test_resume_refuses_a_run_still_training_elsewhere(tmp_path: Path) -> None:
     assert refused.stderr.strip().splitlines() == [
         f"error: run {run_id} is still running (pid {process.pid} on host {os.uname().nodename}, last heartbeat "
         f"{refused.stderr.split('last heartbeat ')[1].split(' s ago')[0]} s ago): stop that process first (Ctrl-C, or "
-        "kill its pid), since two processes logging into one run would duplicate its metrics."]
+        "kill its pid), since two processes logging into one run would duplicate its metrics."
+    ]
 
 
 def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0_in_the_same_run(tmp_path: Path) -> None:
@@ -170,8 +214,20 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0_in_the_sa
     _, (run,) = runs_of(killed, "early")
     assert run.info.status == "RUNNING" and not (killed / "checkpoints" / run.info.run_id / "last.npz").exists()
 
-    resumed = subprocess.run([sys.executable, "-m", "rnnexp.run", f"resume={run.info.run_id}", *store(killed),
-                              f"hydra.run.dir={killed}/hydra"], cwd=killed, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.run",
+            f"resume={run.info.run_id}",
+            *store(killed),
+            f"hydra.run.dir={killed}/hydra",
+        ],
+        cwd=killed,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     _, (again,) = runs_of(killed, "early")
     _, (whole_run,) = runs_of(reference, "early")
@@ -186,13 +242,36 @@ def test_a_resumed_run_loses_its_failure_reason(tmp_path: Path) -> None:
     process.communicate(timeout=120)
     _, (run,) = runs_of(tmp_path, "again")
     assert run.info.status == "KILLED" and "failure_reason" in run.data.tags
-    resumed = subprocess.run([sys.executable, "-m", "rnnexp.run", f"resume={run.info.run_id}", "epochs=60",
-                              *store(tmp_path), f"hydra.run.dir={tmp_path}/hydra"], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.run",
+            f"resume={run.info.run_id}",
+            "epochs=60",
+            *store(tmp_path),
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 2 and "epochs=60 would be ignored" in resumed.stderr  # resume keeps its config
-    resumed = subprocess.run([sys.executable, "-m", "rnnexp.run", f"resume={run.info.run_id}", *store(tmp_path),
-                              f"hydra.run.dir={tmp_path}/hydra"], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=900)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.run",
+            f"resume={run.info.run_id}",
+            *store(tmp_path),
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stderr
     _, (run,) = runs_of(tmp_path, "again")
     assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags

@@ -171,11 +171,13 @@ def test_a_half_migrated_store_gets_one_line_and_a_repair_that_works(tmp_path: P
     assert str(raised.value) == (
         f"the MLflow store {uri} was left half-migrated by an interrupted schema upgrade (tables "
         f"_alembic_tmp_latest_metrics): back it up, then repair it with python -m rnnexp.runs action=repair_store "
-        f"tracking_uri={uri}.")
+        f"tracking_uri={uri}."
+    )
 
     assert stores.repair_store(uri) == [
         "dropped _alembic_tmp_latest_metrics (a leftover copy of latest_metrics)",
-        f"recorded schema version {head} (was 75868b020152): the tables were upgraded already"]
+        f"recorded schema version {head} (was 75868b020152): the tables were upgraded already",
+    ]
     client = stores.connect(uri)
     assert client.get_experiment_by_name("Default") is not None
     assert stores.repair_store(uri) == []
@@ -201,17 +203,38 @@ def test_a_resumed_sweep_launches_its_own_command_again(tmp_path: Path) -> None:
     store(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (tmp_path / "sweep").mkdir()
-    started = {"task": ["hidden_dim=8,16", "epochs=2", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db"],
-               "hydra": ["hydra/launcher=joblib", "hydra.sweep.dir=/elsewhere"]}
-    parent = logger.create_run(client, "sweeps", "sweep", None, {"sweep": "true", sweep.ARGS_TAG: __import__(
-        "json").dumps(started), "sweep_dir": str(tmp_path / "sweep")})
-    now = OmegaConf.create({"task": [f"resume={parent.run_id}", "tracking_uri=sqlite:///moved.db"],
-                            "hydra": ["hydra.run.dir=/tmp/x", "hydra.launcher.n_jobs=2"]})
+    started = {
+        "task": ["hidden_dim=8,16", "epochs=2", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db"],
+        "hydra": ["hydra/launcher=joblib", "hydra.sweep.dir=/elsewhere"],
+    }
+    parent = logger.create_run(
+        client,
+        "sweeps",
+        "sweep",
+        None,
+        {"sweep": "true", sweep.ARGS_TAG: __import__("json").dumps(started), "sweep_dir": str(tmp_path / "sweep")},
+    )
+    now = OmegaConf.create(
+        {
+            "task": [f"resume={parent.run_id}", "tracking_uri=sqlite:///moved.db"],
+            "hydra": ["hydra.run.dir=/tmp/x", "hydra.launcher.n_jobs=2"],
+        }
+    )
 
     command = sweep.resume_command(client.get_run(parent.run_id), now)
 
-    assert command == [sys.executable, "-m", "rnnexp.run", "--multirun", "hidden_dim=8,16", "epochs=2",
-                       f"resume={parent.run_id}", "tracking_uri=sqlite:///moved.db", "hydra/launcher=joblib",
-                       f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra.launcher.n_jobs=2"]
+    assert command == [
+        sys.executable,
+        "-m",
+        "rnnexp.run",
+        "--multirun",
+        "hidden_dim=8,16",
+        "epochs=2",
+        f"resume={parent.run_id}",
+        "tracking_uri=sqlite:///moved.db",
+        "hydra/launcher=joblib",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        "hydra.launcher.n_jobs=2",
+    ]
     parent.end("KILLED")
     shutil.rmtree(tmp_path / "sweep")

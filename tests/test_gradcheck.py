@@ -33,9 +33,7 @@ def test_the_command_prints_each_parameter_and_exits_by_the_verdict():
     ok = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "truncation=chunk"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert [line.split()[0] for line in ok.stdout.splitlines()[1:]] == ["dU:", "dW:", "dV:"]
-    bad = subprocess.run(
-        [sys.executable, "-m", "rnnexp.gradcheck", "tolerance=1e-30"], capture_output=True, text=True
-    )
+    bad = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "tolerance=1e-30"], capture_output=True, text=True)
     assert bad.returncode == 1 and "FAILED" in bad.stdout
     wrong = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "hidden_dim=0"], capture_output=True, text=True)
     assert wrong.returncode == 2 and wrong.stderr.strip() == "error: hidden_dim must be >= 1, got 0."

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from rnnexp.errors import UserError
-from rnnexp.engine.rnn import RNNLM
-from rnnexp.errors import DivergedError
 from rnnexp.engine.reference import GateRNN, WildMLRNN
+from rnnexp.engine.rnn import RNNLM
+from rnnexp.errors import DivergedError, UserError
 
 
 def twin(model: RNNLM, cls=GateRNN):

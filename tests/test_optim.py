@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from rnnexp.errors import UserError
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.config import OptimConfig
 from rnnexp.config.schema import OPTIMIZERS
 from rnnexp.engine.optim import clip_global_norm, make_optimizer
-from rnnexp.config import OptimConfig
+from rnnexp.engine.rnn import RNNLM
+from rnnexp.errors import UserError
 
 
 def batch(seed):

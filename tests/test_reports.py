@@ -34,16 +34,21 @@ def contains(report: str, figure: str) -> bool:
 
 
 def test_the_figure_finder_reads_what_a_reader_would_call_a_figure() -> None:
-    text = ("From `make bench` (`benchmarks/RESULTS.md`):\n- one step takes 8.7 ms against 592 ms (68×), at V=8000\n"
-            "- 0.56 of the bound, 1,234 tokens/s\n\n| a table | 9.9 ms | benchmarks/RESULTS.md |\n\nno report: 3.3 ms")
+    text = (
+        "From `make bench` (`benchmarks/RESULTS.md`):\n- one step takes 8.7 ms against 592 ms (68×), at V=8000\n"
+        "- 0.56 of the bound, 1,234 tokens/s\n\n| a table | 9.9 ms | benchmarks/RESULTS.md |\n\nno report: 3.3 ms"
+    )
     assert [f for _, f in quoted_figures(text)] == ["8.7", "592", "68", "0.56", "1,234"]
     assert contains("| rnnexp engine | 8.7 | ±19% |", "8.7") and not contains("592.5 ms", "592")
     assert not contains("1.845×", "1.84") and contains("1234 tokens", "1,234")
 
 
 def test_every_figure_the_readme_quotes_is_in_the_report_it_names() -> None:
-    missing = [f"{figure} (from {path})" for path, figure in quoted_figures((ROOT / "README.md").read_text())
-               if not contains((ROOT / path).read_text(), figure)]
+    missing = [
+        f"{figure} (from {path})"
+        for path, figure in quoted_figures((ROOT / "README.md").read_text())
+        if not contains((ROOT / path).read_text(), figure)
+    ]
     assert not missing, f"README.md quotes figures its reports do not contain: {', '.join(missing)}"
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from runner_setup import TINY, client, command, compose_run, metric_histories, store
 
-from rnnexp.training import checkpoint
 from rnnexp.errors import UserError
 from rnnexp.tracking import train
+from rnnexp.training import checkpoint
 
 # Two epochs of 20 batches, a checkpoint every 3 steps: long enough to be killed mid-epoch.
 SETUP = ["epochs=2", "batch_size=16", "train.checkpoint_every=3", "train.log_every=2", "experiment_name=resume"]
@@ -55,9 +55,15 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
     (uninterrupted,) = mlflow.search_runs([mlflow.get_experiment_by_name("resume").experiment_id])
     uninterrupted_id = uninterrupted.info.run_id
 
-    process = subprocess.Popen(command(tmp_path, *TINY, *store(tmp_path), *overrides),
-                               cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command(tmp_path, *TINY, *store(tmp_path), *overrides),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
+
         def own_checkpoint() -> Path | None:
             found = [p for p in (tmp_path / "checkpoints").glob("*/last.npz") if p.parent.name != uninterrupted_id]
             return found[0] if found else None
@@ -65,8 +71,13 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
         wait_for(lambda: own_checkpoint() is not None, process)
         early = tmp_path / "early.npz"
         shutil.copy(own_checkpoint(), early)
-        wait_for(lambda: (saved_progress(own_checkpoint()) or {}).get("epoch", 0) >= 1
-                 and saved_progress(own_checkpoint())["position"] > 0, process)
+        wait_for(
+            lambda: (
+                (saved_progress(own_checkpoint()) or {}).get("epoch", 0) >= 1
+                and saved_progress(own_checkpoint())["position"] > 0
+            ),
+            process,
+        )
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
@@ -79,7 +90,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
     resumed_from = saved_progress(own_checkpoint())
     assert resumed_from["epoch"] == 1 and 0 < resumed_from["position"] < 20  # mid-epoch 2
 
-    best = train(compose_run(tmp_path, *overrides, f"resume={early if resume_from == 'early checkpoint' else killed_id}"))
+    best = train(
+        compose_run(tmp_path, *overrides, f"resume={early if resume_from == 'early checkpoint' else killed_id}")
+    )
 
     assert best == pytest.approx(min(v for _, v in metric_histories(mlflow, killed_id)["val_loss"]))
     assert mlflow.get_run(killed_id).info.status == "FINISHED"
@@ -96,8 +109,13 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
 
 @pytest.mark.slow
 def test_ctrl_c_stops_after_a_step_with_a_checkpoint_and_the_run_killed(tmp_path: Path) -> None:
-    process = subprocess.Popen(command(tmp_path, *TINY, *store(tmp_path), *SETUP, "epochs=20"),
-                               cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        command(tmp_path, *TINY, *store(tmp_path), *SETUP, "epochs=20"),
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         wait_for(lambda: any((tmp_path / "checkpoints").glob("*/last.npz")), process)
         process.send_signal(signal.SIGINT)
@@ -109,7 +127,10 @@ def test_ctrl_c_stops_after_a_step_with_a_checkpoint_and_the_run_killed(tmp_path
     (last,) = (tmp_path / "checkpoints").glob("*/last.npz")
     stopped = checkpoint.load(last)
     run_id, step = stopped.meta["run_id"], stopped.meta["progress"]["step"]
-    assert stderr.strip().splitlines()[-1] == f"interrupted: stopped at step {step} with a checkpoint: continue with resume={run_id}"
+    assert (
+        stderr.strip().splitlines()[-1]
+        == f"interrupted: stopped at step {step} with a checkpoint: continue with resume={run_id}"
+    )
     run = client(tmp_path).get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["failure_reason"].endswith(f"resume={run_id}")
     train(compose_run(tmp_path, *SETUP, "epochs=20", f"resume={run_id}"))

@@ -13,8 +13,11 @@ from runner_setup import run_cli
     [
         ("hidden_dimm=5", "error: Could not override 'hidden_dimm'. Key 'hidden_dimm' not in 'ComposedRun'"),
         ("hidden_dim=-5", "error: hidden_dim must be >= 1, got -5."),
-        pytest.param("dataset=nope", "error: In 'config': Could not find 'dataset/nope' Available options in 'dataset': ptb",
-                     marks=pytest.mark.slow),
+        pytest.param(
+            "dataset=nope",
+            "error: In 'config': Could not find 'dataset/nope' Available options in 'dataset': ptb",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_a_bad_override_is_one_line_and_exit_status_2(tmp_path: Path, override: str, message: str) -> None:

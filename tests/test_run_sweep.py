@@ -33,7 +33,9 @@ def test_a_sweep_compares_its_jobs_and_goes_on_past_a_diverging_one(tmp_path: Pa
 
     artifacts = {a.path for a in mlflow.list_artifacts(parent.info.run_id)}
     assert artifacts == {"comparison.md", "comparison.csv", "val_curves.png"}
-    table = Path(mlflow.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))).read_text().splitlines()
+    table = (
+        Path(mlflow.download_artifacts(parent.info.run_id, "comparison.csv", str(tmp_path))).read_text().splitlines()
+    )
     assert table[0] == "job,run,optim.lr,status,best val ppl,test ppl,tokens/s,run id,failure"  # best first
     best_ppl = min(m.value for m in mlflow.get_metric_history(children[0].info.run_id, "val_ppl"))
     assert table[1].startswith(f"0,lr=2,2,FINISHED,{best_ppl:.3f},{children[0].data.metrics['test_ppl']:.3f},")
@@ -45,8 +47,11 @@ def test_jobs_that_fail_before_their_run_exists_still_fail_the_sweep(tmp_path: P
     result = run_cli(tmp_path, *TINY, *store(tmp_path), "hidden_dim=-5,-6", "-m")
 
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: 2 of 2 sweep jobs failed (hidden_dim=-5: hidden_dim must be >= 1, got -5.; hidden_dim=-6: ")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: 2 of 2 sweep jobs failed (hidden_dim=-5: hidden_dim must be >= 1, got -5.; hidden_dim=-6: ")
+    )
     mlflow = client(tmp_path)
     (parent,) = mlflow.search_runs([mlflow.get_experiment_by_name("rnnexp").experiment_id])
     assert parent.data.tags["sweep"] == "true" and parent.info.status == "FAILED"
@@ -55,12 +60,22 @@ def test_jobs_that_fail_before_their_run_exists_still_fail_the_sweep(tmp_path: P
 @pytest.mark.slow
 def test_parallel_jobs_write_to_one_fresh_sqlite_store(tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists()  # the sweep's launcher creates it before the jobs start
-    result = run_cli(tmp_path, *TINY, *store_overrides(tmp_path), "hidden_dim=8,16", "hydra/launcher=joblib",
-                     "hydra.launcher.n_jobs=2", "-m")
+    result = run_cli(
+        tmp_path,
+        *TINY,
+        *store_overrides(tmp_path),
+        "hidden_dim=8,16",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "-m",
+    )
 
     assert result.returncode == 0, result.stderr
     mlflow, parent, children = sweep_runs(tmp_path)
-    assert [(c.info.run_name, c.info.status) for c in children] == [("hidden_dim=8", "FINISHED"), ("hidden_dim=16", "FINISHED")]
+    assert [(c.info.run_name, c.info.status) for c in children] == [
+        ("hidden_dim=8", "FINISHED"),
+        ("hidden_dim=16", "FINISHED"),
+    ]
     assert [c.data.params["blas_threads"] for c in children] == ["1", "1"]
     assert all(len(mlflow.get_metric_history(c.info.run_id, "val_loss")) == 2 for c in children)
     assert parent.info.status == "FINISHED"
@@ -69,8 +84,16 @@ def test_parallel_jobs_write_to_one_fresh_sqlite_store(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_optuna_sweeper_gets_the_best_loss_and_survives_a_diverging_trial(tmp_path: Path) -> None:
     tiny = [override for override in TINY if not override.startswith("lr=")]  # Optuna lets a fixed value win
-    result = run_cli(tmp_path, *tiny, *store(tmp_path), "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid",
-                     "hydra.sweeper.n_trials=2", "lr=choice(1000,2)", "-m")
+    result = run_cli(
+        tmp_path,
+        *tiny,
+        *store(tmp_path),
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.n_trials=2",
+        "lr=choice(1000,2)",
+        "-m",
+    )
 
     assert result.returncode == 2 and "1 of 2 sweep jobs failed (lr=1000)" in result.stderr
     mlflow, parent, children = sweep_runs(tmp_path)
@@ -83,10 +106,24 @@ def test_the_optuna_sweeper_gets_the_best_loss_and_survives_a_diverging_trial(tm
 
 @pytest.mark.slow
 def test_submitit_runs_the_jobs_of_a_sweep_as_cluster_jobs_would(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, *TINY, *store(tmp_path), "hidden_dim=8,16", "hydra/launcher=submitit_local",
-                     "hydra.launcher.timeout_min=5", "-m")
+    result = run_cli(
+        tmp_path,
+        *TINY,
+        *store(tmp_path),
+        "hidden_dim=8,16",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=5",
+        "-m",
+    )
 
     assert result.returncode == 0, result.stderr
     mlflow, parent, children = sweep_runs(tmp_path)
-    assert [(c.info.run_name, c.info.status) for c in children] == [("hidden_dim=8", "FINISHED"), ("hidden_dim=16", "FINISHED")]
-    assert {a.path for a in mlflow.list_artifacts(parent.info.run_id)} == {"comparison.md", "comparison.csv", "val_curves.png"}
+    assert [(c.info.run_name, c.info.status) for c in children] == [
+        ("hidden_dim=8", "FINISHED"),
+        ("hidden_dim=16", "FINISHED"),
+    ]
+    assert {a.path for a in mlflow.list_artifacts(parent.info.run_id)} == {
+        "comparison.md",
+        "comparison.csv",
+        "val_curves.png",
+    }

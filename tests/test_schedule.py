@@ -2,10 +2,10 @@
 
 import pytest
 
-from rnnexp.errors import UserError
 from rnnexp.config import ScheduleConfig
 from rnnexp.config.resolve import validate_schedule as validate
 from rnnexp.engine.schedules import checks_loss, learning_rate
+from rnnexp.errors import UserError
 
 
 def test_tutorial_halves_each_time_the_loss_rose():
@@ -44,7 +44,12 @@ def test_step_and_exponential_decay_by_epoch():
 
 @pytest.mark.parametrize(
     "cfg",
-    [ScheduleConfig(name="cosine"), ScheduleConfig(factor=0), ScheduleConfig(step_epochs=0), ScheduleConfig(monitor="test")],
+    [
+        ScheduleConfig(name="cosine"),
+        ScheduleConfig(factor=0),
+        ScheduleConfig(step_epochs=0),
+        ScheduleConfig(monitor="test"),
+    ],
 )
 def test_impossible_schedules_are_refused(cfg):
     with pytest.raises(UserError):

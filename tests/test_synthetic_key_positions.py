@@ -57,8 +57,13 @@ def test_default_keeps_the_key_first():
     assert all(np.flatnonzero(d).tolist() == [4] for d in split.dependent)
 
 
-@pytest.mark.parametrize("knobs, words", [(dict(key_positions=0), "at least 1"),
-                                          (dict(distance=6, key_positions=4, min_words=9, max_words=16), "min_words")])
+@pytest.mark.parametrize(
+    "knobs, words",
+    [
+        (dict(key_positions=0), "at least 1"),
+        (dict(distance=6, key_positions=4, min_words=9, max_words=16), "min_words"),
+    ],
+)
 def test_impossible_placements_are_one_sentence(knobs, words):
     with pytest.raises(UserError, match=words):
         validate(DatasetConfig(synthetic=SyntheticConfig(**knobs)))

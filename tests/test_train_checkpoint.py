@@ -8,16 +8,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnnexp.training import checkpoint
 from rnnexp.errors import UserError
+from rnnexp.training import checkpoint
 
 
 def test_a_checkpoint_round_trips_arrays_progress_and_the_generator_exactly(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     rng.permutation(100)  # a generator part-way through its stream
     params = {"U": np.asfortranarray(rng.standard_normal((3, 5)).astype(np.float32)), "W": rng.standard_normal((3, 3))}
-    meta = {"progress": {"step": 12, "best_val_loss": math.inf, "losses": [0.1 + 0.2]}, "rng": checkpoint.generator_state(rng)}
-    checkpoint.save(tmp_path / "c.npz", checkpoint.Checkpoint(params, {"t": np.array(3)}, meta, {"order": np.arange(4)}))
+    meta = {
+        "progress": {"step": 12, "best_val_loss": math.inf, "losses": [0.1 + 0.2]},
+        "rng": checkpoint.generator_state(rng),
+    }
+    checkpoint.save(
+        tmp_path / "c.npz", checkpoint.Checkpoint(params, {"t": np.array(3)}, meta, {"order": np.arange(4)})
+    )
 
     loaded = checkpoint.load(tmp_path / "c.npz")
     assert all(np.array_equal(loaded.params[k], v) and loaded.params[k].dtype == v.dtype for k, v in params.items())

@@ -11,8 +11,7 @@ import pytest
 from runner_setup import client, compose_run
 
 from rnnexp.data import load_corpus
-from rnnexp.errors import UserError
-from rnnexp.errors import DivergedError
+from rnnexp.errors import DivergedError, UserError
 from rnnexp.tracking import train
 
 TRAIN_BATCHES = 20  # 400 sentences, 80% for training, 16 a batch
@@ -38,8 +37,12 @@ def test_a_run_logs_flat_params_metrics_with_steps_tags_and_artifacts(tmp_path: 
 
     assert run.info.status == "FINISHED"
     params = run.data.params
-    assert (params["model.hidden_dim"], params["model.truncation"], params["optim.name"], params["train.epochs"]) == \
-        ("8", "window", "sgd", "2")
+    assert (params["model.hidden_dim"], params["model.truncation"], params["optim.name"], params["train.epochs"]) == (
+        "8",
+        "window",
+        "sgd",
+        "2",
+    )
     assert params["dataset.synthetic.n_sentences"] == "400" and params["optim.lr"] == "2.0"
     assert not {"lr", "hidden_dim", "epochs", "model.seed"} & set(params)  # each knob once, under its real name
     assert params["eval.protocol"] == "sentence"
@@ -59,13 +62,25 @@ def test_a_run_logs_flat_params_metrics_with_steps_tags_and_artifacts(tmp_path: 
     assert run.data.metrics["test_ppl"] == pytest.approx(math.exp(run.data.metrics["test_loss"]))
     assert run.data.metrics["test_ppl"] > run.data.metrics["oracle_test_ppl"]
     assert run.data.metrics["lr"] == 2.0 and run.data.metrics["tokens_per_sec"] > 0
-    assert [m.step for m in history["diagnostics/grad_decay_k00"]] == [0, TRAIN_BATCHES, 2 * TRAIN_BATCHES]  # diagnostics: on
+    assert [m.step for m in history["diagnostics/grad_decay_k00"]] == [
+        0,
+        TRAIN_BATCHES,
+        2 * TRAIN_BATCHES,
+    ]  # diagnostics: on
     assert history["diagnostics/grad_decay_k03"][-1].value < history["diagnostics/grad_decay_k00"][-1].value
 
     artifacts = {a.path for a in mlflow.list_artifacts(run.info.run_id)}
     artifacts |= {a.path for a in mlflow.list_artifacts(run.info.run_id, "checkpoints")}
-    assert artifacts == {"config.yaml", "vocab.json", "curves.png", "gradient_decay.png", "samples.txt",
-                         "checkpoints", "checkpoints/last.npz", "checkpoints/best.npz"}
+    assert artifacts == {
+        "config.yaml",
+        "vocab.json",
+        "curves.png",
+        "gradient_decay.png",
+        "samples.txt",
+        "checkpoints",
+        "checkpoints/last.npz",
+        "checkpoints/best.npz",
+    }
     samples = Path(mlflow.download_artifacts(run.info.run_id, "samples.txt", str(tmp_path))).read_text()
     assert len(samples.splitlines()) == 2
 

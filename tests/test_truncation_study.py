@@ -33,15 +33,33 @@ PLACED = SyntheticConfig(n_sentences=60, distance=3, key_positions=2, min_words=
 
 
 def job(distance: int, setting: str, seed: int, excess: float, order=(0, 0, 0), reach: bool = True) -> Job:
-    return Job(distance, setting, order, seed, f"run-{distance}-{setting}-{seed}", "FINISHED", "sentence", reach,
-               dependent_excess=excess, echo_accuracy=1.0 - excess, other_excess=0.1, decay=(1.0, 0.5, 0.25),
-               minutes=1.0, updates=100, tokens_per_update=400.0)
+    return Job(
+        distance,
+        setting,
+        order,
+        seed,
+        f"run-{distance}-{setting}-{seed}",
+        "FINISHED",
+        "sentence",
+        reach,
+        dependent_excess=excess,
+        echo_accuracy=1.0 - excess,
+        other_excess=0.1,
+        decay=(1.0, 0.5, 0.25),
+        minutes=1.0,
+        updates=100,
+        tokens_per_update=400.0,
+    )
 
 
 def config(**overrides: object):
-    base = {"seed": 1, "model": {"hidden_dim": 8, "bptt_truncate": 4, "truncation": "window"},
-            "optim": {"lr": 0.5}, "train": {"epochs": 1, "batch_size": 4},
-            "dataset": {"vocab_size": 30, "synthetic": {"distance": 5, "max_words": 24}}}
+    base = {
+        "seed": 1,
+        "model": {"hidden_dim": 8, "bptt_truncate": 4, "truncation": "window"},
+        "optim": {"lr": 0.5},
+        "train": {"epochs": 1, "batch_size": 4},
+        "dataset": {"vocab_size": 30, "synthetic": {"distance": 5, "max_words": 24}},
+    }
     for key, value in overrides.items():
         section, name = key.split("__")
         base[section][name] = value  # type: ignore[index]
@@ -125,8 +143,9 @@ def test_stateful_scores_match_a_literal_loop_over_the_stream() -> None:
 def test_changed_verdicts_compare_with_the_single_seed_study() -> None:
     old = report.single_seed_verdicts()
     assert old[(10, "full")] == 0.08 and old[(5, "chunk 8")] == 0.23  # its window 64 was full BPTT
-    cells = cells_of([job(10, "full", s, 1.4 + 0.01 * s) for s in range(5)]
-                     + [job(2, "full", s, 0.0) for s in range(5)])
+    cells = cells_of(
+        [job(10, "full", s, 1.4 + 0.01 * s) for s in range(5)] + [job(2, "full", s, 0.0) for s in range(5)]
+    )
     rows, compared = report.changed_verdicts(cells)
     assert compared == 2 and [row[:3] for row in rows] == [["d = 10", "full", "0.08 (learnt)"]]
     assert "(not learnt, 0/5 seeds)" in rows[0][3]
@@ -136,18 +155,51 @@ def test_changed_verdicts_compare_with_the_single_seed_study() -> None:
 @pytest.mark.slow
 def test_a_tiny_study_runs_as_one_sweep_and_reports_its_intervals(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tiny = ["vocab_size=30", "hidden_dim=8", "epochs=1", "dataset.synthetic.n_sentences=200",
-            "dataset.synthetic.key_positions=2", "dataset.synthetic.min_words=6", "dataset.synthetic.mean_words=7",
-            "dataset.synthetic.max_words=10", "dataset.synthetic.distance=2,3",
-            "experiment/truncation_cell=window2,full,chunk4", "seed=1,2", f"tracking_uri={uri}",
-            f"train.checkpoint_dir={tmp_path}/checkpoints"]
-    sweep = subprocess.run([sys.executable, "-m", "rnnexp.run", "experiment=truncation_study", *tiny,
-                            f"hydra.sweep.dir={tmp_path}/sweep", "-m"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=600)
+    tiny = [
+        "vocab_size=30",
+        "hidden_dim=8",
+        "epochs=1",
+        "dataset.synthetic.n_sentences=200",
+        "dataset.synthetic.key_positions=2",
+        "dataset.synthetic.min_words=6",
+        "dataset.synthetic.mean_words=7",
+        "dataset.synthetic.max_words=10",
+        "dataset.synthetic.distance=2,3",
+        "experiment/truncation_cell=window2,full,chunk4",
+        "seed=1,2",
+        f"tracking_uri={uri}",
+        f"train.checkpoint_dir={tmp_path}/checkpoints",
+    ]
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.run",
+            "experiment=truncation_study",
+            *tiny,
+            f"hydra.sweep.dir={tmp_path}/sweep",
+            "-m",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
-    written = subprocess.run([sys.executable, "-m", "experiments.truncation.report", f"tracking_uri={uri}",
-                              f"checkpoint_dir={tmp_path}/checkpoints", f"report_dir={tmp_path}/report"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    written = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.truncation.report",
+            f"tracking_uri={uri}",
+            f"checkpoint_dir={tmp_path}/checkpoints",
+            f"report_dir={tmp_path}/report",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert written.returncode == 0, written.stderr[-2000:]
 
     client = MlflowClient(uri)
@@ -162,8 +214,11 @@ def test_a_tiny_study_runs_as_one_sweep_and_reports_its_intervals(tmp_path: Path
     logged = {artifact.path for artifact in client.list_artifacts(parent.info.run_id, "truncation_study")}
     assert logged == {f"truncation_study/{name}" for name in ("REPORT.md", report.HEATMAP, report.DECAY)}
 
-    chunk = [j for j in jobs if j.data.params["model.truncation"] == "chunk"
-             and j.data.params["dataset.synthetic.distance"] == "3"]
+    chunk = [
+        j
+        for j in jobs
+        if j.data.params["model.truncation"] == "chunk" and j.data.params["dataset.synthetic.distance"] == "3"
+    ]
     loaded = trained.load(client, chunk[0].info.run_id, "best", tmp_path / "checkpoints")
     test = load_corpus(loaded.config.dataset, seed=loaded.config.seed).splits["test"]
     scored = client.get_run(chunk[0].info.run_id).data.metrics

@@ -34,7 +34,8 @@ def test_wildml_gradient_check_passes_for_the_engine_in_every_truncation():
 
 def test_wildml_gradient_check_rejects_a_wrong_gradient():
     model = literal.with_tutorial_weights(
-        RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, 4, "full", "float64"))
+        RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, 4, "full", "float64")
+    )
     wrong = {name: 1.1 * g for name, g in model.backprop(X, Y, reduction="sum").grads.items()}
     errors = wildml_relative_errors(model.params, wrong, lambda: float(model.token_nll(X, Y)[0].sum()), 0.001)
     assert min(errors.values()) > published.GRADCHECK_THRESHOLD
@@ -83,13 +84,37 @@ def test_interleaved_timing_samples_every_contender_each_round():
 
 
 def test_the_report_has_a_row_and_a_section_per_claim():
-    results = [ClaimResult(n, f"claim {n}", "pub", f"rep {n}", REPRODUCED if n % 2 else NEEDS_FULL_DATA, "why",
-                           f"cmd {n}", details=["| a |"]) for n in (3, 1, 2)]
-    info = report.RunInfo("quick", "python -m experiments.tutorial.reproduce", "data.csv", "note", "sqlite:///x",
-                          "run1", "commit `abc` (uncommitted changes: no), code hash `def`", "today", "load 1.0", 2.5)
+    results = [
+        ClaimResult(
+            n,
+            f"claim {n}",
+            "pub",
+            f"rep {n}",
+            REPRODUCED if n % 2 else NEEDS_FULL_DATA,
+            "why",
+            f"cmd {n}",
+            details=["| a |"],
+        )
+        for n in (3, 1, 2)
+    ]
+    info = report.RunInfo(
+        "quick",
+        "python -m experiments.tutorial.reproduce",
+        "data.csv",
+        "note",
+        "sqlite:///x",
+        "run1",
+        "commit `abc` (uncommitted changes: no), code hash `def`",
+        "today",
+        "load 1.0",
+        2.5,
+    )
     text = report.render(results, info)
-    assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "rep " in line] \
-        == ["3", "1", "2"]
+    assert [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ") and "rep " in line] == [
+        "3",
+        "1",
+        "2",
+    ]
     assert text.index("## 1. claim 1") < text.index("## 2. claim 2") < text.index("## 3. claim 3")
     assert "**needs the full file**" in text and "`cmd 2`" in text
     assert "at\ncommit `abc` (uncommitted changes: no), code hash `def`." in text
@@ -100,10 +125,24 @@ def test_the_report_has_a_row_and_a_section_per_claim():
 def test_make_reproduce_on_a_tiny_configuration(tmp_path):
     """Every claim on the real excerpt, with a 300-word vocabulary (UNKNOWN_TOKEN common) and H=10."""
     overrides = f"overrides=['hidden_dim=10','vocab_size=300','train.checkpoint_dir={tmp_path}/checkpoints']"
-    command = [sys.executable, "-m", "experiments.tutorial.reproduce", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-               f"report_dir={tmp_path}/report", f"dataset_path={EXCERPT}", overrides, "mode.timing_vocab_size=300",
-               "mode.timing_hidden_dim=10", "mode.step_rounds=2", "mode.round_seconds=0", "mode.epoch_sample=3",
-               "mode.epoch_repeats=1", "mode.engine_sample=3", "mode.engine_repeats=1", "mode.samples=3"]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.tutorial.reproduce",
+        f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+        f"report_dir={tmp_path}/report",
+        f"dataset_path={EXCERPT}",
+        overrides,
+        "mode.timing_vocab_size=300",
+        "mode.timing_hidden_dim=10",
+        "mode.step_rounds=2",
+        "mode.round_seconds=0",
+        "mode.epoch_sample=3",
+        "mode.epoch_repeats=1",
+        "mode.engine_sample=3",
+        "mode.engine_repeats=1",
+        "mode.samples=3",
+    ]
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -114,8 +153,9 @@ def test_make_reproduce_on_a_tiny_configuration(tmp_path):
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.get_experiment_by_name("tutorial").experiment_id
-    claims = {run.info.run_name: run for run in client.search_runs([experiment])
-              if run.info.run_name.startswith("claim-")}
+    claims = {
+        run.info.run_name: run for run in client.search_runs([experiment]) if run.info.run_name.startswith("claim-")
+    }
     assert len(claims) == 10 and all(run.info.status == "FINISHED" for run in claims.values())
     untrained = claims["claim-untrained_loss"].data.metrics
     assert untrained["max_abs_gap"] < 0.01 and abs(untrained["loss_engine"] - math.log(300)) < 0.01

@@ -34,8 +34,14 @@ CODE = ("experiments/ptb", "benchmarks/bench_ptb_parity.py", "benchmarks/bench_t
 
 def row_config(overrides: list[str], tracking_uri: str) -> DictConfig:
     experiment = [] if any(o.startswith("experiment=") for o in overrides) else ["experiment=ptb_word_lm"]
-    return compose_run([*experiment, f"tracking_uri={tracking_uri}",
-                        f"dataset.fallback_path={ROOT.parent / 'shared/data/ptb.valid.txt'}", *overrides])
+    return compose_run(
+        [
+            *experiment,
+            f"tracking_uri={tracking_uri}",
+            f"dataset.fallback_path={ROOT.parent / 'shared/data/ptb.valid.txt'}",
+            *overrides,
+        ]
+    )
 
 
 def train_row(label: str, overrides: list[str], uri: str) -> dict:
@@ -46,14 +52,23 @@ def train_row(label: str, overrides: list[str], uri: str) -> dict:
     seconds = time.perf_counter() - started
     client = tracking.connect(uri)
     run_cfg = resolve(cfg)
-    run = client.search_runs([tracking.experiment_id(client, run_cfg.experiment_name)], order_by=["start_time DESC"],
-                             max_results=1)[0]
+    run = client.search_runs(
+        [tracking.experiment_id(client, run_cfg.experiment_name)], order_by=["start_time DESC"], max_results=1
+    )[0]
     model = trained.load(client, run.info.run_id, "best", Path(run_cfg.train.checkpoint_dir).resolve()).model
     corpus = load_corpus(run_cfg.dataset, seed=run_cfg.seed)
-    zero_state = {name: math.exp(evaluation.sentence_loss(model, corpus.splits[name].sentences))
-                  for name in ("valid", "test")}
-    return {"label": label, "run_id": run.info.run_id, "metrics": run.data.metrics, "seconds": seconds,
-            "zero_state": zero_state, "overrides": overrides, "protocol": run_cfg.eval.protocol}
+    zero_state = {
+        name: math.exp(evaluation.sentence_loss(model, corpus.splits[name].sentences)) for name in ("valid", "test")
+    }
+    return {
+        "label": label,
+        "run_id": run.info.run_id,
+        "metrics": run.data.metrics,
+        "seconds": seconds,
+        "zero_state": zero_state,
+        "overrides": overrides,
+        "protocol": run_cfg.eval.protocol,
+    }
 
 
 def verdicts(rows: list[dict], kn: list[dict]) -> list[str]:
@@ -64,12 +79,17 @@ def verdicts(rows: list[dict], kn: list[dict]) -> list[str]:
         m = row["metrics"]
         interp = next((m[key] for key in m if key.startswith("interp_kn") and key.endswith("_test_ppl")), None)
         alone = "beats" if m["test_ppl"] < best["test_ppl"] else "does not beat"
-        mixed = "" if interp is None else (f"; interpolated, {interp:.1f}, "
-                                           f"{100 * (1 - interp / best['test_ppl']):+.1f}% against it")
+        mixed = (
+            ""
+            if interp is None
+            else (f"; interpolated, {interp:.1f}, {100 * (1 - interp / best['test_ppl']):+.1f}% against it")
+        )
         gap = 100 * (m["test_ppl"] / m["best_val_ppl"] - 1)
-        lines.append(f"- {row['label']}: {m['test_ppl']:.1f} on test {alone} Kneser–Ney order {best['order']} "
-                     f"({best['test_ppl']:.1f}){mixed}; test is {gap:+.0f}% above its validation perplexity "
-                     f"(Kneser–Ney: {100 * (best['test_ppl'] / best['valid_ppl'] - 1):+.0f}%).")
+        lines.append(
+            f"- {row['label']}: {m['test_ppl']:.1f} on test {alone} Kneser–Ney order {best['order']} "
+            f"({best['test_ppl']:.1f}){mixed}; test is {gap:+.0f}% above its validation perplexity "
+            f"(Kneser–Ney: {100 * (best['test_ppl'] / best['valid_ppl'] - 1):+.0f}%)."
+        )
     return [*lines, ""]
 
 
@@ -80,25 +100,43 @@ def render(rows: list[dict], kn: list[dict], parity: dict | None, corpus_line: s
         m = row["metrics"]
         interp = next((key for key in m if key.startswith("interp_kn") and key.endswith("_test_ppl")), None)
         lam = m.get(interp.replace("_test_ppl", "_lambda")) if interp else None
-        mixed = f"{m[interp]:.1f} ({interp[len('interp_'):-len('_test_ppl')].upper()}, λ={lam:.2f})" if interp else ""
-        table.append([row["label"], f"{m['best_val_ppl']:.1f}", f"{m['test_ppl']:.1f}", mixed,
-                      f"{m['epoch']:.0f}", f"{row['seconds']:.0f}", f"`{row['run_id'][:8]}`"])
+        mixed = f"{m[interp]:.1f} ({interp[len('interp_') : -len('_test_ppl')].upper()}, λ={lam:.2f})" if interp else ""
+        table.append(
+            [
+                row["label"],
+                f"{m['best_val_ppl']:.1f}",
+                f"{m['test_ppl']:.1f}",
+                mixed,
+                f"{m['epoch']:.0f}",
+                f"{row['seconds']:.0f}",
+                f"`{row['run_id'][:8]}`",
+            ]
+        )
     for entry in kn:
-        table.append([f"Kneser–Ney, order {entry['order']} (modified)", f"{entry['valid_ppl']:.1f}",
-                      f"{entry['test_ppl']:.1f}", "", "", f"{entry['build_s'] + entry['score_s']:.2f}", ""])
+        table.append(
+            [
+                f"Kneser–Ney, order {entry['order']} (modified)",
+                f"{entry['valid_ppl']:.1f}",
+                f"{entry['test_ppl']:.1f}",
+                "",
+                "",
+                f"{entry['build_s'] + entry['score_s']:.2f}",
+                "",
+            ]
+        )
     rnn = rows[0]
     lines = [
         "# The word-LM recipe on Penn Treebank",
         "",
         f"Made by `make ptb` (`python -m experiments.ptb.report`) at {stamp}. {corpus_line}",
         "",
-        "Recipe (`experiment=ptb_word_lm`, PyTorch word_language_model's): 20 parallel streams, 35-step chunks with the "
-        "hidden state carried across (`truncation=chunk`), gradients clipped to a global norm of 0.25, SGD, "
+        "Recipe (`experiment=ptb_word_lm`, PyTorch word_language_model's): 20 parallel streams, 35-step chunks with "
+        "the hidden state carried across (`truncation=chunk`), gradients clipped to a global norm of 0.25, SGD, "
         "the rate divided by 4 whenever validation does not improve (`schedule=plateau`), the best validation "
         "checkpoint scored on test: the tanh RNN at lr 2 for 8 epochs, the gated rows at lr 20 for 25 epochs "
         "(`experiment=ptb_gated`). Every number is the stateful protocol: the split as one stream, the "
         "state carried throughout, every token after the leading `<eos>` predicted exactly once. The Kneser–Ney "
-        "rows are trained on the same training stream and scored on exactly those tokens; \"interpolated\" mixes "
+        'rows are trained on the same training stream and scored on exactly those tokens; "interpolated" mixes '
         "the model with the best Kneser–Ney order token by token, λ tuned on validation.",
         "",
         markdown_table(header, table),
@@ -123,9 +161,10 @@ def render(rows: list[dict], kn: list[dict], parity: dict | None, corpus_line: s
             "word_language_model's loop on a PyTorch twin (nn.Embedding + nn.RNN(tanh, no bias) + Linear), both "
             "scored by the stateful protocol after every epoch.",
             "",
-            markdown_table(["epoch", "rnnexp valid ppl", "PyTorch valid ppl", "ratio"],
-                           [[str(e), f"{a:.2f}", f"{b:.2f}", f"{a / b:.4f}"]
-                            for e, (a, b) in enumerate(zip(ours, theirs))]),
+            markdown_table(
+                ["epoch", "rnnexp valid ppl", "PyTorch valid ppl", "ratio"],
+                [[str(e), f"{a:.2f}", f"{b:.2f}", f"{a / b:.4f}"] for e, (a, b) in enumerate(zip(ours, theirs))],
+            ),
             f"Final ratio {parity['ratio']:.4f}: {'within' if parity['within_tolerance'] else 'outside'} ±3%. Run in "
             f"lockstep on the same batches, the two sides' parameters differ by "
             f"{parity['lockstep_max_rel_diff']:.1e} (largest relative difference) after "
@@ -145,9 +184,11 @@ def main(cfg: DictConfig) -> None:
     corpus = load_corpus(run_cfg.dataset, seed=run_cfg.seed)
     kn = timed_table(corpus, "stateful", list(cfg.kn_orders), modified=True)
     source = corpus.source or corpus.name
-    corpus_line = (f"Data: {'the full PTB' if ',' in source else Path(source).name + ' split by lines (90/5/5)'} "
-                   f"({corpus.splits['train'].n_targets:,} training, {corpus.splits['valid'].n_targets:,} valid and "
-                   f"{corpus.splits['test'].n_targets:,} test targets, {len(corpus.vocab):,} words).")
+    corpus_line = (
+        f"Data: {'the full PTB' if ',' in source else Path(source).name + ' split by lines (90/5/5)'} "
+        f"({corpus.splits['train'].n_targets:,} training, {corpus.splits['valid'].n_targets:,} valid and "
+        f"{corpus.splits['test'].n_targets:,} test targets, {len(corpus.vocab):,} words)."
+    )
     parity = bench_ptb_parity.run() if cfg.parity else None
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)

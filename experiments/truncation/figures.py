@@ -40,18 +40,33 @@ def excess_heatmap(cells: Sequence[Cell], ceiling: float) -> Figure:
             if found is None:
                 continue
             interval = found.interval()
-            text = "failed" if math.isnan(interval.mean) else (
-                f"{interval.mean:.2f} {VERDICT_MARK[interval.verdict]}\n[{interval.low:.2f}, {interval.high:.2f}]")
-            axes.text(column, row, text, ha="center", va="center", fontsize=7,
-                      weight="bold" if found.reach_possible else "normal",
-                      color="white" if not math.isnan(interval.mean) and interval.mean > 0.6 * ceiling else "black")
+            text = (
+                "failed"
+                if math.isnan(interval.mean)
+                else (
+                    f"{interval.mean:.2f} {VERDICT_MARK[interval.verdict]}\n[{interval.low:.2f}, {interval.high:.2f}]"
+                )
+            )
+            axes.text(
+                column,
+                row,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                weight="bold" if found.reach_possible else "normal",
+                color="white" if not math.isnan(interval.mean) and interval.mean > 0.6 * ceiling else "black",
+            )
     axes.set_xticks(range(len(settings)), settings, rotation=45, ha="right")
     axes.set_yticks(range(len(distances)), [str(d) for d in distances])
     n_seeds = max((len(cell.finished) for cell in cells), default=0)
-    axes.set(xlabel="setting (cell, truncation, bptt_truncate)", ylabel="dependency distance d",
-             title=f"excess loss on the dependent targets, mean of {n_seeds} seeds [95% t interval]\n"
-                   f"✓ learnt (interval below {LEARNT_EXCESS}), ✗ not learnt (above), ? undecided\n"
-                   "bold: training's gradient can reach the key")
+    axes.set(
+        xlabel="setting (cell, truncation, bptt_truncate)",
+        ylabel="dependency distance d",
+        title=f"excess loss on the dependent targets, mean of {n_seeds} seeds [95% t interval]\n"
+        f"✓ learnt (interval below {LEARNT_EXCESS}), ✗ not learnt (above), ? undecided\n"
+        "bold: training's gradient can reach the key",
+    )
     bar = figure.colorbar(image, ax=axes, shrink=0.8)
     bar.set_label("mean excess over the oracle (nats / target)")
     figure.tight_layout()
@@ -63,26 +78,44 @@ def decay_figure(cells: Sequence[Cell], initial: Mapping[str, Sequence[float]]) 
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    full = sorted((cell for cell in cells if cell.setting.endswith("full") and cell.finished),
-                  key=lambda cell: (cell.order, cell.distance))
+    full = sorted(
+        (cell for cell in cells if cell.setting.endswith("full") and cell.finished),
+        key=lambda cell: (cell.order, cell.distance),
+    )
     figure = Figure(figsize=(7.5, 5.0))
     axes = figure.subplots()
     colours = colormaps["viridis"]
     styles = {"": "-", "LSTM ": "--", "GRU ": ":"}
     for name, decay in initial.items():
-        axes.semilogy(range(len(decay)), decay, color="grey", linestyle=styles.get(name, "-"), linewidth=0.8,
-                      label=f"{name or 'RNN '}untrained")
+        axes.semilogy(
+            range(len(decay)),
+            decay,
+            color="grey",
+            linestyle=styles.get(name, "-"),
+            linewidth=0.8,
+            label=f"{name or 'RNN '}untrained",
+        )
     distances = sorted({cell.distance for cell in full})
     for cell in full:
         decay = np.exp(np.mean([np.log(np.maximum(job.decay, 1e-30)) for job in cell.finished if job.decay], axis=0))
         colour = colours(distances.index(cell.distance) / max(1, len(distances) - 1))
         prefix = cell.setting[: -len("full")]
-        axes.semilogy(range(len(decay)), decay, color=colour, linestyle=styles.get(prefix, "-"), marker=".",
-                      label=f"{prefix or 'RNN '}full BPTT, trained with d = {cell.distance}")
-        axes.plot([cell.distance - 1], [decay[cell.distance - 1]], marker="o", markersize=9, color=colour,
-                  fillstyle="none")
-    axes.set(xlabel="k (steps back)", ylabel="mean ||∂L_t/∂s_{t-k}|| / mean ||∂L_t/∂s_t|| (geometric mean of seeds)",
-             title="gradient reaching k steps back, full-BPTT models after training\n(circles: k = d - 1, the key)")
+        axes.semilogy(
+            range(len(decay)),
+            decay,
+            color=colour,
+            linestyle=styles.get(prefix, "-"),
+            marker=".",
+            label=f"{prefix or 'RNN '}full BPTT, trained with d = {cell.distance}",
+        )
+        axes.plot(
+            [cell.distance - 1], [decay[cell.distance - 1]], marker="o", markersize=9, color=colour, fillstyle="none"
+        )
+    axes.set(
+        xlabel="k (steps back)",
+        ylabel="mean ||∂L_t/∂s_{t-k}|| / mean ||∂L_t/∂s_t|| (geometric mean of seeds)",
+        title="gradient reaching k steps back, full-BPTT models after training\n(circles: k = d - 1, the key)",
+    )
     axes.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     return figure

@@ -201,9 +201,16 @@ def measure(client: MlflowClient, run: Run, checkpoint_dir: Path, corpora: dict[
     """Score one job; `corpora` caches the corpora across jobs (all seeds of a distance share one)."""
     cfg = run_config(client, run.info.run_id)
     setting, order = describe_setting(cfg)
-    base = dict(distance=cfg.dataset.synthetic.distance, setting=setting, order=order, seed=cfg.seed,
-                run_id=run.info.run_id, status=run.info.status, protocol=cfg.eval.protocol,
-                reach_possible=reach_possible(cfg))
+    base = dict(
+        distance=cfg.dataset.synthetic.distance,
+        setting=setting,
+        order=order,
+        seed=cfg.seed,
+        run_id=run.info.run_id,
+        status=run.info.status,
+        protocol=cfg.eval.protocol,
+        reach_possible=reach_possible(cfg),
+    )
     if run.info.status != "FINISHED":
         return Job(**base)
     key = repr(cfg.dataset)
@@ -215,10 +222,18 @@ def measure(client: MlflowClient, run: Run, checkpoint_dir: Path, corpora: dict[
     updates = max((m.step for m in val_loss), default=0)
     minutes = (run.info.end_time - run.info.start_time) / 60_000 if run.info.end_time else math.nan
     train_tokens = corpora[key].splits["train"].n_targets * cfg.train.epochs
-    return Job(**base, dependent_excess=dependent, echo_accuracy=echo, other_excess=other,
-               decay=relative_decay(model, test), tokens_per_sec=run.data.metrics.get("tokens_per_sec", math.nan),
-               minutes=minutes, updates=updates, tokens_per_update=train_tokens / updates if updates else math.nan,
-               val_excess=tuple(m.value for m in history(client, run.info.run_id, "dependent_excess_loss")))
+    return Job(
+        **base,
+        dependent_excess=dependent,
+        echo_accuracy=echo,
+        other_excess=other,
+        decay=relative_decay(model, test),
+        tokens_per_sec=run.data.metrics.get("tokens_per_sec", math.nan),
+        minutes=minutes,
+        updates=updates,
+        tokens_per_update=train_tokens / updates if updates else math.nan,
+        val_excess=tuple(m.value for m in history(client, run.info.run_id, "dependent_excess_loss")),
+    )
 
 
 def score(model: Any, split: Split, protocol: str) -> tuple[float, float, float]:

@@ -54,20 +54,29 @@ def find_sweep(client: MlflowClient, experiment_name: str, run_id: str | None) -
     if run_id:
         return tracking.get_run(client, run_id)
     experiment = client.get_experiment_by_name(experiment_name)
-    sweeps = [] if experiment is None else client.search_runs(
-        [experiment.experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1)
+    sweeps = (
+        []
+        if experiment is None
+        else client.search_runs(
+            [experiment.experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"], max_results=1
+        )
+    )
     if not sweeps:
-        raise UserError(f"no sweep in the MLflow experiment {experiment_name!r} of {client.tracking_uri}: "
-                        f"run `python -m rnnexp.run experiment={experiment_name} -m` first.")
+        raise UserError(
+            f"no sweep in the MLflow experiment {experiment_name!r} of {client.tracking_uri}: "
+            f"run `python -m rnnexp.run experiment={experiment_name} -m` first."
+        )
     return sweeps[0]
 
 
 def children(client: MlflowClient, parent: Run) -> list[Run]:
-    runs = client.search_runs([parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'",
-                              max_results=5000)
+    runs = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'", max_results=5000
+    )
     if not runs:
-        raise UserError(f"sweep {parent.info.run_id} has no jobs yet: wait for it, or name another with "
-                        "sweep_run_id=...")
+        raise UserError(
+            f"sweep {parent.info.run_id} has no jobs yet: wait for it, or name another with sweep_run_id=..."
+        )
     return runs
 
 
@@ -91,8 +100,11 @@ def grid_table(cells: Sequence[Cell], render) -> str:
 def single_seed_verdicts() -> dict[tuple[int, str], float]:
     """The old study's excess per (distance, setting); its `window 64` was full BPTT."""
     saved = json.loads(SINGLE_SEED.read_text())
-    return {(int(d), "full" if s == "window 64" else s): v
-            for d, row in saved["dependent_excess"].items() for s, v in row.items()}
+    return {
+        (int(d), "full" if s == "window 64" else s): v
+        for d, row in saved["dependent_excess"].items()
+        for s, v in row.items()
+    }
 
 
 def changed_verdicts(cells: Sequence[Cell]) -> tuple[list[list[str]], int]:
@@ -105,8 +117,14 @@ def changed_verdicts(cells: Sequence[Cell]) -> tuple[list[list[str]], int]:
         compared += 1
         before = "learnt" if old[(cell.distance, cell.setting)] < LEARNT_EXCESS else "not learnt"
         if before != cell.verdict:
-            rows.append([f"d = {cell.distance}", cell.setting, f"{old[(cell.distance, cell.setting)]:.2f} ({before})",
-                         f"{interval_text(cell)} ({cell.verdict}, {cell.seeds_learnt}/{len(cell.finished)} seeds)"])
+            rows.append(
+                [
+                    f"d = {cell.distance}",
+                    cell.setting,
+                    f"{old[(cell.distance, cell.setting)]:.2f} ({before})",
+                    f"{interval_text(cell)} ({cell.verdict}, {cell.seeds_learnt}/{len(cell.finished)} seeds)",
+                ]
+            )
     return rows, compared
 
 
@@ -119,24 +137,31 @@ def answer(cells: Sequence[Cell], n_keys: int) -> str:
         by_verdict = {v: [c.distance for c in full if c.verdict == v] for v in ("learnt", "not learnt", "undecided")}
         parts = [f"{verdict} at d = {', '.join(map(str, ds))}" for verdict, ds in by_verdict.items() if ds]
         lines.append(f"- **{prefix or 'RNN '}full BPTT**: " + "; ".join(parts) + ".")
-    prefixes = dict.fromkeys(cell.setting.rsplit(" ", 2)[0] + " " if cell.setting.split()[0] in ("LSTM", "GRU")
-                             else "" for cell in cells)
+    prefixes = dict.fromkeys(
+        cell.setting.rsplit(" ", 2)[0] + " " if cell.setting.split()[0] in ("LSTM", "GRU") else "" for cell in cells
+    )
     for prefix, mode in ((prefix, mode) for prefix in prefixes for mode in ("window", "chunk")):
         mine = [c for c in cells if c.setting.startswith(f"{prefix}{mode}")]
         if mine:
             path = [c for c in mine if c.reach_possible]
             blind = [c for c in mine if not c.reach_possible]
             learnt = sum(c.verdict == "learnt" for c in path)
-            lines.append(f"- **{prefix or 'RNN '}{mode} truncation**: learnt in {learnt} of the "
-                         f"{len(path)} cells where training's gradient can reach the key, and in "
-                         f"{sum(c.verdict == 'learnt' for c in blind)} of the {len(blind)} where it cannot; "
-                         f"undecided in {sum(c.verdict == 'undecided' for c in mine)}.")
+            lines.append(
+                f"- **{prefix or 'RNN '}{mode} truncation**: learnt in {learnt} of the "
+                f"{len(path)} cells where training's gradient can reach the key, and in "
+                f"{sum(c.verdict == 'learnt' for c in blind)} of the {len(blind)} where it cannot; "
+                f"undecided in {sum(c.verdict == 'undecided' for c in mine)}."
+            )
     stuck = [c for c in cells if c.verdict == "not learnt" and c.setting.endswith("full")]
     if stuck:
-        listed = ", ".join(f"{c.setting} at d = {c.distance}: {interval_text(c)}, echo accuracy "
-                           f"{fmt(c.mean('echo_accuracy'))}" for c in stuck)
-        lines.append(f"- Where full BPTT fails: {listed}; ln {n_keys} = {math.log(n_keys):.2f} and accuracy 1/{n_keys} "
-                     "are a model that knows *when* the echo comes but not *which* key it echoes.")
+        listed = ", ".join(
+            f"{c.setting} at d = {c.distance}: {interval_text(c)}, echo accuracy {fmt(c.mean('echo_accuracy'))}"
+            for c in stuck
+        )
+        lines.append(
+            f"- Where full BPTT fails: {listed}; ln {n_keys} = {math.log(n_keys):.2f} and accuracy 1/{n_keys} "
+            "are a model that knows *when* the echo comes but not *which* key it echoes."
+        )
     return "\n".join(lines)
 
 
@@ -146,11 +171,17 @@ def per_setting(cells: Sequence[Cell]) -> list[list[str]]:
     for setting in settings:
         mine = sorted((c for c in cells if c.setting == setting), key=lambda c: c.distance)
         learnt = [c.distance for c in mine if c.verdict == "learnt"]
-        rows.append([setting, ", ".join(map(str, learnt)) or "none",
-                     ", ".join(str(c.distance) for c in mine if c.verdict == "undecided") or "none",
-                     str(round(sum(c.mean("updates") for c in mine) / len(mine))),
-                     fmt(sum(c.mean("tokens_per_update") for c in mine) / len(mine), 0),
-                     fmt(sum(c.minutes for c in mine), 1), mine[0].finished[0].protocol if mine[0].finished else "—"])
+        rows.append(
+            [
+                setting,
+                ", ".join(map(str, learnt)) or "none",
+                ", ".join(str(c.distance) for c in mine if c.verdict == "undecided") or "none",
+                str(round(sum(c.mean("updates") for c in mine) / len(mine))),
+                fmt(sum(c.mean("tokens_per_update") for c in mine) / len(mine), 0),
+                fmt(sum(c.minutes for c in mine), 1),
+                mine[0].finished[0].protocol if mine[0].finished else "—",
+            ]
+        )
     return rows
 
 
@@ -158,39 +189,70 @@ def sweep_minutes(parent: Run) -> float:
     return (parent.info.end_time - parent.info.start_time) / 60_000 if parent.info.end_time else math.nan
 
 
-def render(cells: Sequence[Cell], jobs: Sequence[Job], parent: Run, experiment_name: str, setup: RunConfig,
-           seconds: float, others: Sequence[Run] = (), also_names: Sequence[str] = ()) -> str:
+def render(
+    cells: Sequence[Cell],
+    jobs: Sequence[Job],
+    parent: Run,
+    experiment_name: str,
+    setup: RunConfig,
+    seconds: float,
+    others: Sequence[Run] = (),
+    also_names: Sequence[str] = (),
+) -> str:
     syn = setup.dataset.synthetic
     minutes = sum(job.minutes for job in jobs if not math.isnan(job.minutes))  # reruns trained too
     jobs, rerun_gaps = unique_jobs(jobs)
     failed = [job for job in jobs if job.status != "FINISHED"]
-    reruns = (f" {len(rerun_gaps)} jobs ran twice (the same cell and seed in two sweeps) and count once; their "
-              f"dependent excess agrees to {max(rerun_gaps):.1e}." if rerun_gaps else "")
+    reruns = (
+        f" {len(rerun_gaps)} jobs ran twice (the same cell and seed in two sweeps) and count once; their "
+        f"dependent excess agrees to {max(rerun_gaps):.1e}."
+        if rerun_gaps
+        else ""
+    )
     seeds = sorted({job.seed for job in jobs})
     changed, compared = changed_verdicts(cells)
     sweep_tags = parent.data.tags
-    trained_at = f"`{sweep_tags.get('git_commit', 'unknown')[:12]}` (uncommitted changes: " \
-                 f"{ {'true': 'yes', 'false': 'no'}.get(str(sweep_tags.get('git_dirty', '')).lower(), 'unknown') })"
+    trained_at = (
+        f"`{sweep_tags.get('git_commit', 'unknown')[:12]}` (uncommitted changes: "
+        f"{ {'true': 'yes', 'false': 'no'}.get(str(sweep_tags.get('git_dirty', '')).lower(), 'unknown') })"
+    )
     wall = sweep_minutes(parent)
-    details = [[str(j.distance), j.setting, str(j.seed), j.status, j.protocol, fmt(j.dependent_excess),
-                fmt(j.echo_accuracy),
-                fmt(j.other_excess, 3), fmt(j.peak_val_excess), fmt(j.gradient_reach, 1, "e"), str(j.updates),
-                fmt(j.tokens_per_update, 0), fmt(j.minutes, 1), j.run_id]
-               for j in sorted(jobs, key=lambda j: (j.distance, j.order, j.seed))]
+    details = [
+        [
+            str(j.distance),
+            j.setting,
+            str(j.seed),
+            j.status,
+            j.protocol,
+            fmt(j.dependent_excess),
+            fmt(j.echo_accuracy),
+            fmt(j.other_excess, 3),
+            fmt(j.peak_val_excess),
+            fmt(j.gradient_reach, 1, "e"),
+            str(j.updates),
+            fmt(j.tokens_per_update, 0),
+            fmt(j.minutes, 1),
+            j.run_id,
+        ]
+        for j in sorted(jobs, key=lambda j: (j.distance, j.order, j.seed))
+    ]
     changed_header = ["distance", "setting", "single seed (verdict)", "now: mean [95% interval] (verdict)"]
     changed_text = markdown_table(changed_header, changed) if changed else "None.\n"
     quick = experiment_name.endswith("_quick")
     also = f" also=[{','.join(also_names)}]" if also_names else ""
-    joined = "".join(f"; joined by the jobs of sweep `{other.info.run_id}` "
-                     f"(`python -m rnnexp.run -m {other.data.tags.get('overrides', '')}`, trained at commit "
-                     f"`{other.data.tags.get('git_commit', 'unknown')[:12]}`, "
-                     f"{fmt(sweep_minutes(other), 0)} minutes of wall-clock time)" for other in others)
+    joined = "".join(
+        f"; joined by the jobs of sweep `{other.info.run_id}` "
+        f"(`python -m rnnexp.run -m {other.data.tags.get('overrides', '')}`, trained at commit "
+        f"`{other.data.tags.get('git_commit', 'unknown')[:12]}`, "
+        f"{fmt(sweep_minutes(other), 0)} minutes of wall-clock time)"
+        for other in others
+    )
     return f"""# How far back can the tutorial's RNN learn a dependency, and what does truncation cost?
 
-Generated by `make truncation-study{'-quick' if quick else ''}`
+Generated by `make truncation-study{"-quick" if quick else ""}`
 (`python -m rnnexp.run experiment={experiment_name} -m`, then
 `python -m experiments.truncation.report experiment_name={experiment_name}{also}`) from sweep `{parent.info.run_id}`
-(MLflow experiment `{experiment_name}`{', the quick variant: fewer cells, the same training' if quick else ''}){joined}.
+(MLflow experiment `{experiment_name}`{", the quick variant: fewer cells, the same training" if quick else ""}){joined}.
 Trained at commit {trained_at}; report made at {provenance.provenance(CODE).markdown()}.
 {len(jobs)} jobs ({len(failed)} failed), {minutes:.0f} job-minutes of training in {fmt(wall, 0)} minutes of wall-clock
 time (2 jobs at a time through the joblib launcher, on a 2-core machine shared with other work), report in
@@ -202,7 +264,7 @@ sparse class grammar. Sentences hold {syn.min_words} to {syn.max_words} words (m
 distance, so neither the key's position nor the sentence's length tells `d`
 (`dataset.synthetic.key_positions={syn.key_positions}`).
 
-**Training.** Each job trains one setting from one seed: {len(seeds)} seeds per cell ({', '.join(map(str, seeds))}),
+**Training.** Each job trains one setting from one seed: {len(seeds)} seeds per cell ({", ".join(map(str, seeds))}),
 each a different initialisation and data order on the same language (`dataset.synthetic.seed={syn.seed}`); SGD at
 `lr={setup.optim.lr:g}` for every setting (not tuned per mode), gradients clipped to a global L2 norm of
 `optim.clip_norm={setup.optim.clip_norm}`, {setup.train.epochs} epochs, `hidden_dim={setup.model.hidden_dim}`,
@@ -263,12 +325,43 @@ truncation: how much of an output's error would survive the trip from the echo b
 
 ## Per setting
 
-{markdown_table(["setting", "distances learnt", "undecided", "updates (mean)", "tokens per update", "training minutes",
-                 "protocol"], per_setting(cells))}
+{
+        markdown_table(
+            [
+                "setting",
+                "distances learnt",
+                "undecided",
+                "updates (mean)",
+                "tokens per update",
+                "training minutes",
+                "protocol",
+            ],
+            per_setting(cells),
+        )
+    }
 ## Every job
 
-{markdown_table(["d", "setting", "seed", "status", "protocol", "dependent excess", "echo accuracy", "other excess",
-                 "peak val excess", "gradient reach", "updates", "tokens/update", "minutes", "run id"], details)}
+{
+        markdown_table(
+            [
+                "d",
+                "setting",
+                "seed",
+                "status",
+                "protocol",
+                "dependent excess",
+                "echo accuracy",
+                "other excess",
+                "peak val excess",
+                "gradient reach",
+                "updates",
+                "tokens/update",
+                "minutes",
+                "run id",
+            ],
+            details,
+        )
+    }
 *dependent excess*, *echo accuracy*, *other excess*: the best checkpoint on the test split. *peak val excess*: the job's
 own `dependent_excess_loss` on the validation split at its worst after the first epoch (above ln V: a gradient
 explosion that clipping did not stop).
@@ -279,9 +372,15 @@ def log_to_mlflow(client: MlflowClient, parent: Run, jobs: Sequence[Job], report
     for job in jobs:
         if job.status == "FINISHED":
             run = tracking.RunLogger(client, job.run_id)
-            run.log_metrics({"test_dependent_excess_loss": job.dependent_excess,
-                             "test_echo_accuracy": job.echo_accuracy, "test_other_excess_loss": job.other_excess,
-                             "gradient_reach": job.gradient_reach}, 0)
+            run.log_metrics(
+                {
+                    "test_dependent_excess_loss": job.dependent_excess,
+                    "test_echo_accuracy": job.echo_accuracy,
+                    "test_other_excess_loss": job.other_excess,
+                    "gradient_reach": job.gradient_reach,
+                },
+                0,
+            )
             run.flush()
     for name in ("REPORT.md", HEATMAP, DECAY):
         client.log_artifact(parent.info.run_id, str(report_dir / name), "truncation_study")

@@ -30,17 +30,25 @@ def data_statistics(corpus: Corpus, source: Path, command: str) -> ClaimResult:
         ["sentences parsed", f"{published.SENTENCES_PARSED:,}", f"{stats['sentences_parsed']:,}"],
         ["unique word tokens", f"{published.UNIQUE_WORD_TOKENS:,}", f"{stats['unique_tokens']:,}"],
         ["vocabulary size", f"{published.VOCABULARY_SIZE:,}", f"{vocab_size:,}"],
-        ["least frequent vocabulary word",
-         f"'{published.LEAST_FREQUENT_WORD}', {published.LEAST_FREQUENT_COUNT} times",
-         f"'{stats['least_frequent_word']}', {stats['least_frequent_count']} times"],
+        [
+            "least frequent vocabulary word",
+            f"'{published.LEAST_FREQUENT_WORD}', {published.LEAST_FREQUENT_COUNT} times",
+            f"'{stats['least_frequent_word']}', {stats['least_frequent_count']} times",
+        ],
         [f"X_train[{published.EXAMPLE_INDEX}]", published.EXAMPLE_SENTENCE, example],
         [f"length of X_train[{published.TIMED_SENTENCE_INDEX}]", published.TIMED_SENTENCE_LENGTH, timed_length],
     ]
     same_text = example == published.EXAMPLE_SENTENCE and timed_length == published.TIMED_SENTENCE_LENGTH
-    text_note = ("the first sentences come out word for word as the tutorial's (X_train[17] and the 45 words of "
-                 "X_train[10] match)" if same_text else "the tutorial's X_train[17] and X_train[10] come out otherwise")
-    tools = (f"nltk {nltk.__version__}, sentence splitter {splitter} "
-             "(the tutorial: nltk 3.0 with its pretrained punkt model)")
+    text_note = (
+        "the first sentences come out word for word as the tutorial's (X_train[17] and the 45 words of "
+        "X_train[10] match)"
+        if same_text
+        else "the tutorial's X_train[17] and X_train[10] come out otherwise"
+    )
+    tools = (
+        f"nltk {nltk.__version__}, sentence splitter {splitter} "
+        "(the tutorial: nltk 3.0 with its pretrained punkt model)"
+    )
     if full:
         counts = (stats["sentences_parsed"], stats["unique_tokens"])
         verdict = REPRODUCED if counts == (published.SENTENCES_PARSED, published.UNIQUE_WORD_TOKENS) else CONSISTENT
@@ -60,10 +68,14 @@ def data_statistics(corpus: Corpus, source: Path, command: str) -> ClaimResult:
         number=1,
         source=published.WILDML,
         title="Data: sentences, distinct words, the rarest vocabulary word (vocabulary 8000)",
-        published=(f"{published.SENTENCES_PARSED:,} sentences, {published.UNIQUE_WORD_TOKENS:,} unique tokens, "
-                   f"'{published.LEAST_FREQUENT_WORD}' {published.LEAST_FREQUENT_COUNT}×"),
-        reproduced=(f"{stats['sentences_parsed']:,} sentences, {stats['unique_tokens']:,} unique tokens, "
-                    f"'{stats['least_frequent_word']}' {stats['least_frequent_count']}×, V={vocab_size:,}"),
+        published=(
+            f"{published.SENTENCES_PARSED:,} sentences, {published.UNIQUE_WORD_TOKENS:,} unique tokens, "
+            f"'{published.LEAST_FREQUENT_WORD}' {published.LEAST_FREQUENT_COUNT}×"
+        ),
+        reproduced=(
+            f"{stats['sentences_parsed']:,} sentences, {stats['unique_tokens']:,} unique tokens, "
+            f"'{stats['least_frequent_word']}' {stats['least_frequent_count']}×, V={vocab_size:,}"
+        ),
         verdict=verdict,
         reason=reason,
         command=command,
@@ -75,6 +87,11 @@ def data_statistics(corpus: Corpus, source: Path, command: str) -> ClaimResult:
             "vocab_size_effective": vocab_size,
             "train_sentences": len(corpus.splits["train"]),
         },
-        params={"source": str(source), "full_file": str(full), "sentence_tokenizer": splitter,
-                "nltk": nltk.__version__, "least_frequent_word": str(stats["least_frequent_word"])},
+        params={
+            "source": str(source),
+            "full_file": str(full),
+            "sentence_tokenizer": splitter,
+            "nltk": nltk.__version__,
+            "least_frequent_word": str(stats["least_frequent_word"]),
+        },
     )

@@ -47,22 +47,29 @@ def encoding_claim(corpus: Corpus, command: str) -> ClaimResult:
     return ClaimResult(
         number=8,
         title=f"A sentence becomes x (the input) and y (the next word at each step): "
-              f"X_train[{published.EXAMPLE_INDEX}]",
+        f"X_train[{published.EXAMPLE_INDEX}]",
         source=published.WILDML,
         published=f"x: {published.EXAMPLE_SENTENCE}; y: {published.EXAMPLE_TARGET}",
         reproduced=f"x: {words(x)}; y: {words(y)}; ids x {x.tolist()}, y {y.tolist()}",
         verdict=REPRODUCED if same_words and shifted else NOT_REPRODUCED,
-        reason=("the runner's batch for the sentence holds the same words, y is x shifted by one with SENTENCE_END "
-                "last, and x starts with SENTENCE_START. The ids are frequency ranks of this vocabulary"
-                + ("" if len(vocab) == published.VOCABULARY_SIZE else
-                   f" ({len(vocab):,} words, not the full file's 8,000), so they are not the notebook's ids") + "."),
+        reason=(
+            "the runner's batch for the sentence holds the same words, y is x shifted by one with SENTENCE_END "
+            "last, and x starts with SENTENCE_START. The ids are frequency ranks of this vocabulary"
+            + (
+                ""
+                if len(vocab) == published.VOCABULARY_SIZE
+                else f" ({len(vocab):,} words, not the full file's 8,000), so they are not the notebook's ids"
+            )
+            + "."
+        ),
         command=command,
         metrics={"same_words": float(same_words), "shifted": float(shifted)},
     )
 
 
-def engine_with_halving(sentences: list[np.ndarray], vocab_size: int, lr: float = HALVING_LR,
-                        hidden_dim: int = HALVING_HIDDEN) -> tuple[list[float], list[float]]:
+def engine_with_halving(
+    sentences: list[np.ndarray], vocab_size: int, lr: float = HALVING_LR, hidden_dim: int = HALVING_HIDDEN
+) -> tuple[list[float], list[float]]:
     """The engine from the tutorial's weights, SGD per sentence in file order, the rate from `halve_on_rise`."""
     model = literal.with_tutorial_weights(RNNLM(vocab_size, hidden_dim, 4, "window", "float64"))
     schedule = ScheduleConfig(name="halve_on_rise", factor=0.5, evaluate_loss_after=1, monitor="train")
@@ -99,40 +106,55 @@ def halving_claim(corpus: Corpus, command: str) -> ClaimResult:
     sentences = corpus.splits["train"].sentences[:HALVING_SENTENCES]
     vocab_size = len(corpus.vocab)
     engine_losses, engine_rates = engine_with_halving(sentences, vocab_size)
-    wildml_losses = literal.train_with_sgd(literal.tutorial_model(vocab_size, HALVING_HIDDEN, 4), sentences,
-                                           HALVING_LR, HALVING_EPOCHS, 1)
+    wildml_losses = literal.train_with_sgd(
+        literal.tutorial_model(vocab_size, HALVING_HIDDEN, 4), sentences, HALVING_LR, HALVING_EPOCHS, 1
+    )
     schedule = ScheduleConfig(name="halve_on_rise", factor=0.5, evaluate_loss_after=1, monitor="train")
-    runner_rule = [schedules.learning_rate(schedule, HALVING_LR, i, wildml_losses[: i + 1])
-                   for i in range(len(wildml_losses))]
+    runner_rule = [
+        schedules.learning_rate(schedule, HALVING_LR, i, wildml_losses[: i + 1]) for i in range(len(wildml_losses))
+    ]
     rises = sum(b > a for a, b in zip(engine_losses, engine_losses[1:]))
-    first_rise = next((i + 1 for i, (a, b) in enumerate(zip(wildml_losses, wildml_losses[1:])) if b > a),
-                      len(wildml_losses) - 1)
+    first_rise = next(
+        (i + 1 for i, (a, b) in enumerate(zip(wildml_losses, wildml_losses[1:])) if b > a), len(wildml_losses) - 1
+    )
     gap = max(abs(a - b) for a, b in zip(engine_losses[:first_rise], wildml_losses[:first_rise]))
     rule_holds = engine_rates == wildml_rates(engine_losses, HALVING_LR) and runner_rule == wildml_rates(
-        wildml_losses, HALVING_LR)
+        wildml_losses, HALVING_LR
+    )
     same = rule_holds and gap < LOSS_TOLERANCE
-    rows = [[epoch, f"{w:.9f}", f"{e:.9f}", f"{wr:g}", f"{er:g}"] for epoch, (w, e, wr, er) in
-            enumerate(zip(wildml_losses, engine_losses, wildml_rates(wildml_losses, HALVING_LR), engine_rates))]
+    rows = [
+        [epoch, f"{w:.9f}", f"{e:.9f}", f"{wr:g}", f"{er:g}"]
+        for epoch, (w, e, wr, er) in enumerate(
+            zip(wildml_losses, engine_losses, wildml_rates(wildml_losses, HALVING_LR), engine_rates)
+        )
+    ]
     return ClaimResult(
         number=9,
         title="The learning rate is halved whenever the loss rises",
         source=published.WILDML,
         published="train_with_sgd: “Adjust the learning rate if loss increases”, lr × 0.5",
-        reproduced=(f"{rises} rise(s) in {HALVING_EPOCHS} epochs at lr {HALVING_LR}, each followed by a halving; the "
-                    f"engine's losses equal WildML's to {gap:.1e} until the loss first rises"),
+        reproduced=(
+            f"{rises} rise(s) in {HALVING_EPOCHS} epochs at lr {HALVING_LR}, each followed by a halving; the "
+            f"engine's losses equal WildML's to {gap:.1e} until the loss first rises"
+        ),
         verdict=(REPRODUCED if same and rises else CONSISTENT if same else NOT_REPRODUCED),
-        reason=(f"claim 5's run never halves (its loss never rises at lr 0.005), so this trains both on the first "
-                f"{len(sentences)} sentences in file order from the same np.random.seed(10) weights (V={vocab_size:,}, "
-                f"H={HALVING_HIDDEN}) at lr {HALVING_LR}, high enough for the loss to rise: the runner's "
-                "`schedule=halve_on_rise` rule (`rnnexp.engine.schedules`) drives the engine, WildML's own loop "
-                "drives its RNNNumpy; the runner's rule gives WildML's rates on WildML's losses, and the engine's "
-                "rates follow WildML's rule on the engine's losses. At this rate training is chaotic, so rounding "
-                "differences grow and the two codes' losses part at the epoch that raises the loss; they are "
-                "compared up to the check before it."
-                + ("" if rises else " The loss never rose, so the halving went unexercised.")),
+        reason=(
+            f"claim 5's run never halves (its loss never rises at lr 0.005), so this trains both on the first "
+            f"{len(sentences)} sentences in file order from the same np.random.seed(10) weights (V={vocab_size:,}, "
+            f"H={HALVING_HIDDEN}) at lr {HALVING_LR}, high enough for the loss to rise: the runner's "
+            "`schedule=halve_on_rise` rule (`rnnexp.engine.schedules`) drives the engine, WildML's own loop "
+            "drives its RNNNumpy; the runner's rule gives WildML's rates on WildML's losses, and the engine's "
+            "rates follow WildML's rule on the engine's losses. At this rate training is chaotic, so rounding "
+            "differences grow and the two codes' losses part at the epoch that raises the loss; they are "
+            "compared up to the check before it."
+            + ("" if rises else " The loss never rose, so the halving went unexercised.")
+        ),
         command=command,
-        details=[markdown_table(["check (epoch)", "WildML loop loss", "engine loss", "WildML lr next",
-                                 "engine lr next"], rows)],
+        details=[
+            markdown_table(
+                ["check (epoch)", "WildML loop loss", "engine loss", "WildML lr next", "engine lr next"], rows
+            )
+        ],
         metrics={"rises": float(rises), "max_loss_gap_to_first_halving": gap},
     )
 
@@ -163,17 +185,29 @@ def total_loss_claim(corpus: Corpus, command: str) -> ClaimResult:
         title="The tutorial's calculate_total_loss measures the model's loss (ln V untrained)",
         source=published.TUTORIAL,
         published="calculate_total_loss(X, Y): the mean over sentences of each sentence's mean loss",
-        reproduced=(f"{rows[0][1]:.6f} untrained (ln {vocab_size:,} = {ln_v:.6f}); trained, {rows[1][1]:.4f} against "
-                    f"{rows[1][3]:.4f} per word ({trained_gap:+.4f})"),
+        reproduced=(
+            f"{rows[0][1]:.6f} untrained (ln {vocab_size:,} = {ln_v:.6f}); trained, {rows[1][1]:.4f} against "
+            f"{rows[1][3]:.4f} per word ({trained_gap:+.4f})"
+        ),
         verdict=REPRODUCED if at_init and matches else NOT_REPRODUCED,
-        reason=(f"the gate-based code's calculate_total_loss on the first {len(sentences)} sentences equals the "
-                f"engine's mean of per-sentence mean NLLs to {LOSS_TOLERANCE:g}, and starts within "
-                f"{TOTAL_LOSS_TOLERANCE} of ln V. It weighs every sentence alike, where WildML's calculate_loss (and "
-                "the runner's train_loss) weighs every word alike: once trained the two differ, so the tutorial's "
-                "figures and WildML's are not the same measure."),
+        reason=(
+            f"the gate-based code's calculate_total_loss on the first {len(sentences)} sentences equals the "
+            f"engine's mean of per-sentence mean NLLs to {LOSS_TOLERANCE:g}, and starts within "
+            f"{TOTAL_LOSS_TOLERANCE} of ln V. It weighs every sentence alike, where WildML's calculate_loss (and "
+            "the runner's train_loss) weighs every word alike: once trained the two differ, so the tutorial's "
+            "figures and WildML's are not the same measure."
+        ),
         command=command,
-        details=[markdown_table(["weights", "tutorial calculate_total_loss", "engine: mean of sentence means",
-                                 "engine: mean per word (WildML's measure)"],
-                                [[stage, f"{a:.9f}", f"{b:.9f}", f"{c:.9f}"] for stage, a, b, c in rows])],
+        details=[
+            markdown_table(
+                [
+                    "weights",
+                    "tutorial calculate_total_loss",
+                    "engine: mean of sentence means",
+                    "engine: mean per word (WildML's measure)",
+                ],
+                [[stage, f"{a:.9f}", f"{b:.9f}", f"{c:.9f}"] for stage, a, b, c in rows],
+            )
+        ],
         metrics={"untrained_total_loss": rows[0][1], "ln_v": ln_v, "trained_gap": trained_gap},
     )

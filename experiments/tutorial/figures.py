@@ -23,8 +23,9 @@ def _save(figure, path: Path) -> None:
 def _bar_legend(axes, colours: Mapping[str, str]) -> None:
     from matplotlib.patches import Patch
 
-    axes.legend(handles=[Patch(color=colour, label=label) for label, colour in colours.items()], fontsize=8,
-                loc="lower right")
+    axes.legend(
+        handles=[Patch(color=colour, label=label) for label, colour in colours.items()], fontsize=8, loc="lower right"
+    )
 
 
 def step_times(measured: Mapping[str, float], published: Mapping[str, float | None], path: Path) -> None:

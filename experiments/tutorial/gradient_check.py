@@ -24,8 +24,9 @@ EXACT_LENGTH = 12  # long enough that a 4-step truncation cuts the gradient
 PARAMS = ("U", "V", "W")
 
 
-def wildml_relative_errors(params: dict[str, np.ndarray], gradients: dict[str, np.ndarray],
-                           summed_loss: Callable[[], float], h: float) -> dict[str, float]:
+def wildml_relative_errors(
+    params: dict[str, np.ndarray], gradients: dict[str, np.ndarray], summed_loss: Callable[[], float], h: float
+) -> dict[str, float]:
     """WildML's gradient_check: the largest relative error of each parameter (0/0 counts as 0)."""
     worst = {}
     for name in PARAMS:
@@ -62,16 +63,19 @@ def check_gate(x, y, truncate: int) -> dict[str, float]:
     model.U, model.W, model.V = weights.U, weights.W, weights.V
     dU, dW, dV = model.bptt(x, y)
     params = {"U": model.U, "V": model.V, "W": model.W}
-    return wildml_relative_errors(params, {"U": dU, "V": dV, "W": dW},
-                                  lambda: model.calculate_loss(x, y) * len(y), published.GRADCHECK_H)
+    return wildml_relative_errors(
+        params, {"U": dU, "V": dV, "W": dW}, lambda: model.calculate_loss(x, y) * len(y), published.GRADCHECK_H
+    )
 
 
 def check_engine(x, y, truncation: str, truncate: int) -> dict[str, float]:
     model = literal.with_tutorial_weights(
-        RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, truncate, truncation, "float64"))
+        RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, truncate, truncation, "float64")
+    )
     gradients = model.backprop(x, y, reduction="sum").grads
-    return wildml_relative_errors(model.params, gradients, lambda: float(model.token_nll(x, y)[0].sum()),
-                                  published.GRADCHECK_H)
+    return wildml_relative_errors(
+        model.params, gradients, lambda: float(model.token_nll(x, y)[0].sum()), published.GRADCHECK_H
+    )
 
 
 def gradient_check(seed: int, command: str) -> ClaimResult:
@@ -90,14 +94,20 @@ def gradient_check(seed: int, command: str) -> ClaimResult:
     exact_rows = []
     for truncation, k_exact in (("window", 4), ("full", 4), ("chunk", 4)):
         model = RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, k_exact, truncation, "float64", seed=seed)
-        exact_rows.append((f"engine, {truncation}" + ("" if truncation == "full" else f", bptt_truncate={k_exact}"),
-                           relative_errors(model, long_x, long_y)))
+        exact_rows.append(
+            (
+                f"engine, {truncation}" + ("" if truncation == "full" else f", bptt_truncate={k_exact}"),
+                relative_errors(model, long_x, long_y),
+            )
+        )
     wildml_ok = all(max(e.values()) < published.GRADCHECK_THRESHOLD for _, e in wildml_rows)
     exact_ok = all(max(e.values()) < EXACT_TOLERANCE for _, e in exact_rows)
 
     def table(rows, threshold):
-        body = [[name, *(f"{errors[p]:.1e}" for p in PARAMS), "pass" if max(errors.values()) < threshold else "FAIL"]
-                for name, errors in rows]
+        body = [
+            [name, *(f"{errors[p]:.1e}" for p in PARAMS), "pass" if max(errors.values()) < threshold else "FAIL"]
+            for name, errors in rows
+        ]
         return markdown_table(["implementation", *(f"max rel. error d{p}" for p in PARAMS), "verdict"], body)
 
     worst_wildml = max(max(e.values()) for _, e in wildml_rows)
@@ -107,12 +117,14 @@ def gradient_check(seed: int, command: str) -> ClaimResult:
         source=published.WILDML,
         title="Backpropagation through time passes the gradient check",
         published=f"passes (V={published.GRADCHECK_VOCAB}, H={published.GRADCHECK_HIDDEN}, h={published.GRADCHECK_H}, "
-                  f"threshold {published.GRADCHECK_THRESHOLD})",
+        f"threshold {published.GRADCHECK_THRESHOLD})",
         reproduced=f"passes: largest WildML-style error {worst_wildml:.1e}; exact check {worst_exact:.1e}",
         verdict=REPRODUCED if wildml_ok and exact_ok else NOT_REPRODUCED,
-        reason=("WildML's check passes for the tutorial's code and the engine, in the tutorial's truncation and in "
-                "full BPTT. On x=[0,1,2,3] truncating at 4 (or 1000) steps cuts nothing, so the exact check on a "
-                f"{EXACT_LENGTH}-word sentence is the one that tells truncation from full BPTT."),
+        reason=(
+            "WildML's check passes for the tutorial's code and the engine, in the tutorial's truncation and in "
+            "full BPTT. On x=[0,1,2,3] truncating at 4 (or 1000) steps cuts nothing, so the exact check on a "
+            f"{EXACT_LENGTH}-word sentence is the one that tells truncation from full BPTT."
+        ),
         command=command,
         details=[
             f"WildML's check: x={list(published.GRADCHECK_X)}, y={list(published.GRADCHECK_Y)}, the summed loss, "

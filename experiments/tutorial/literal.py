@@ -40,8 +40,9 @@ def calculate_loss(model: WildMLRNN, sentences: list[np.ndarray]) -> float:
     return total / words
 
 
-def train_with_sgd(model: WildMLRNN, sentences: list[np.ndarray], lr: float, epochs: int,
-                   evaluate_loss_after: int) -> list[float]:
+def train_with_sgd(
+    model: WildMLRNN, sentences: list[np.ndarray], lr: float, epochs: int, evaluate_loss_after: int
+) -> list[float]:
     """WildML's train_with_sgd: the loss at each check, lr halved when it rose; sentences in file order.
 
     It checks once more after the last epoch, as the runner does, so the two curves line up.

@@ -34,11 +34,14 @@ def machine_description() -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
-    return (f"{model}, {len(os.sched_getaffinity(0))} usable cores (shared with other work), Python "
-            f"{platform.python_version()}, numpy {np.__version__} ({blas_description()}), nltk {nltk.__version__}")
+    return (
+        f"{model}, {len(os.sched_getaffinity(0))} usable cores (shared with other work), Python "
+        f"{platform.python_version()}, numpy {np.__version__} ({blas_description()}), nltk {nltk.__version__}"
+    )
 
 
 def claim_section(result: ClaimResult) -> str:

@@ -76,8 +76,13 @@ class Reproduction:
         if experiment not in self.trained_runs:
             run_cfg = self.runner(experiment)
             self.trained_runs[experiment] = runs.train(
-                self.client, run_cfg.experiment_name, run_cfg.run_name, self.overrides(experiment),
-                self.tracking_uri, self.parent.run_id)
+                self.client,
+                run_cfg.experiment_name,
+                run_cfg.run_name,
+                self.overrides(experiment),
+                self.tracking_uri,
+                self.parent.run_id,
+            )
         return self.trained_runs[experiment]
 
     def model_experiment(self) -> str:
@@ -99,16 +104,28 @@ def claim_untrained_loss(r: Reproduction) -> ClaimResult:
 
 
 def claim_gradient_check(r: Reproduction) -> ClaimResult:
-    command = (f"{r.command('gradient_check')}; python -m rnnexp.gradcheck vocab_size=100 hidden_dim=10 "
-               "truncation=window bptt_truncate=4 seq_len=12")
+    command = (
+        f"{r.command('gradient_check')}; python -m rnnexp.gradcheck vocab_size=100 hidden_dim=10 "
+        "truncation=window bptt_truncate=4 seq_len=12"
+    )
     return gradient_check(r.cfg.seed, command)
 
 
 def claim_step_time(r: Reproduction) -> ClaimResult:
     mode, m = r.cfg.mode, r.tutorial.model
     sentence = r.corpus.splits["train"].sentences[published.TIMED_SENTENCE_INDEX]
-    return step_time(sentence, mode.timing_vocab_size, mode.timing_hidden_dim, m.bptt_truncate, r.tutorial.optim.lr,
-                     r.cfg.seed, mode.step_rounds, mode.round_seconds, r.report_dir, r.command("step_time"))
+    return step_time(
+        sentence,
+        mode.timing_vocab_size,
+        mode.timing_hidden_dim,
+        m.bptt_truncate,
+        r.tutorial.optim.lr,
+        r.cfg.seed,
+        mode.step_rounds,
+        mode.round_seconds,
+        r.report_dir,
+        r.command("step_time"),
+    )
 
 
 def claim_sgd_curve(r: Reproduction) -> ClaimResult:
@@ -117,18 +134,42 @@ def claim_sgd_curve(r: Reproduction) -> ClaimResult:
     run_cfg, corpus = r.runner(experiment), r.corpus_of(experiment)
     m = run_cfg.model
     training = runs.command_line("rnnexp.run", r.overrides(experiment))
-    return sgd_curve(r.client, run_id, corpus.splits["train"].sentences, len(corpus.vocab), m.hidden_dim,
-                     m.bptt_truncate, run_cfg.optim.lr, run_cfg.schedule.evaluate_loss_after, run_cfg.schedule.factor,
-                     r.report_dir, training, r.command("sgd_curve"))
+    return sgd_curve(
+        r.client,
+        run_id,
+        corpus.splits["train"].sentences,
+        len(corpus.vocab),
+        m.hidden_dim,
+        m.bptt_truncate,
+        run_cfg.optim.lr,
+        run_cfg.schedule.evaluate_loss_after,
+        run_cfg.schedule.factor,
+        r.report_dir,
+        training,
+        r.command("sgd_curve"),
+    )
 
 
 def claim_epoch_time(r: Reproduction) -> ClaimResult:
     mode, m = r.cfg.mode, r.tutorial.model
     measured = runs.epoch_seconds(r.client, r.trained_run(mode.full_experiment)) if mode.full_experiment else None
-    return epoch_time(r.corpus.splits["train"].sentences, r.corpus.stats["sentences_parsed"],
-                      is_full_file(Path(r.corpus.source)), mode.timing_vocab_size, mode.timing_hidden_dim,
-                      m.bptt_truncate, r.tutorial.optim.lr, r.cfg.seed, mode.epoch_sample, mode.epoch_repeats,
-                      mode.engine_sample, mode.engine_repeats, measured, r.report_dir, r.command("epoch_time"))
+    return epoch_time(
+        r.corpus.splits["train"].sentences,
+        r.corpus.stats["sentences_parsed"],
+        is_full_file(Path(r.corpus.source)),
+        mode.timing_vocab_size,
+        mode.timing_hidden_dim,
+        m.bptt_truncate,
+        r.tutorial.optim.lr,
+        r.cfg.seed,
+        mode.epoch_sample,
+        mode.epoch_repeats,
+        mode.engine_sample,
+        mode.engine_repeats,
+        measured,
+        r.report_dir,
+        r.command("epoch_time"),
+    )
 
 
 def claim_samples(r: Reproduction) -> ClaimResult:
@@ -136,12 +177,23 @@ def claim_samples(r: Reproduction) -> ClaimResult:
     run_id = r.trained_run(experiment)
     run_cfg, corpus = r.runner(experiment), r.corpus_of(experiment)
     model = trained.load(r.client, run_id, "last", runs.PROJECT_ROOT / run_cfg.train.checkpoint_dir)
-    trained_on = (f"run {run_id} (`{runs.command_line('rnnexp.run', r.overrides(experiment))}`: "
-                  f"{len(corpus.splits['train']):,} sentences, {run_cfg.train.epochs} epochs, "
-                  f"H={run_cfg.model.hidden_dim})")
-    result = samples_claim(model.model, model.vocab, r.cfg.seed, mode.samples, mode.sample_min_words,
-                           mode.sample_max_words, trained_on, corpus.stats["train.unknown_fraction"],
-                           corpus.splits["train"].sentences, r.command("samples"))
+    trained_on = (
+        f"run {run_id} (`{runs.command_line('rnnexp.run', r.overrides(experiment))}`: "
+        f"{len(corpus.splits['train']):,} sentences, {run_cfg.train.epochs} epochs, "
+        f"H={run_cfg.model.hidden_dim})"
+    )
+    result = samples_claim(
+        model.model,
+        model.vocab,
+        r.cfg.seed,
+        mode.samples,
+        mode.sample_min_words,
+        mode.sample_max_words,
+        trained_on,
+        corpus.stats["train.unknown_fraction"],
+        corpus.splits["train"].sentences,
+        r.command("samples"),
+    )
     result.run_id = run_id
     return result
 
@@ -162,8 +214,9 @@ MEASURE: dict[str, Callable[[Reproduction], ClaimResult]] = {
 
 def measure(r: Reproduction, name: str) -> ClaimResult:
     """One claim as a child run of the reproduction: its params, metrics and figures."""
-    child = tracking.create_run(r.client, r.tutorial.experiment_name, f"claim-{name}", r.parent.run_id,
-                                tracking.environment_tags())
+    child = tracking.create_run(
+        r.client, r.tutorial.experiment_name, f"claim-{name}", r.parent.run_id, tracking.environment_tags()
+    )
     with tracking.run_status(child):
         log.info("claim %s ...", name)
         result = MEASURE[name](r)
@@ -181,17 +234,19 @@ def data_note(corpus: Corpus) -> str:
     source = Path(corpus.source)
     if is_full_file(source):
         return "The full tutorial CSV."
-    return (f"The shared excerpt ({source.stat().st_size:,} bytes: the first {corpus.stats['comments']} complete "
-            f"comments of the {published.FULL_CSV_BYTES:,}-byte file, which cannot be downloaded offline). This "
-            "changes claim 1 (its counts are the excerpt's, and the 8000-word vocabulary is clamped to the "
-            f"excerpt's {len(corpus.vocab):,} words) and claim 6 (the epoch is projected to the full file's size "
-            "instead of measured); claims 2 and 5 run at the smaller V, which the report accounts for.")
+    return (
+        f"The shared excerpt ({source.stat().st_size:,} bytes: the first {corpus.stats['comments']} complete "
+        f"comments of the {published.FULL_CSV_BYTES:,}-byte file, which cannot be downloaded offline). This "
+        "changes claim 1 (its counts are the excerpt's, and the 8000-word vocabulary is clamped to the "
+        f"excerpt's {len(corpus.vocab):,} words) and claim 6 (the epoch is projected to the full file's size "
+        "instead of measured); claims 2 and 5 run at the smaller V, which the report accounts for."
+    )
 
 
 def relative_uri(uri: str) -> str:
     """A sqlite store named relative to the project (the report must not record this machine's paths)."""
     prefix = "sqlite:///"
-    return prefix + provenance.relative(uri[len(prefix):]) if uri.startswith(prefix) else uri
+    return prefix + provenance.relative(uri[len(prefix) :]) if uri.startswith(prefix) else uri
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="reproduce")
@@ -203,8 +258,13 @@ def main(cfg: DictConfig) -> None:
     corpus = load_corpus(tutorial.dataset, seed=tutorial.seed)
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
     client = tracking.connect(uri)
-    parent = tracking.create_run(client, tutorial.experiment_name, f"reproduce-{cfg.mode.name}", None,
-                                 {**tracking.environment_tags(), "dataset_digest": corpus.digest})
+    parent = tracking.create_run(
+        client,
+        tutorial.experiment_name,
+        f"reproduce-{cfg.mode.name}",
+        None,
+        {**tracking.environment_tags(), "dataset_digest": corpus.digest},
+    )
     load_at_start, started = os.getloadavg()[0], time.monotonic()
     report_dir = runs.PROJECT_ROOT / cfg.report_dir if not Path(cfg.report_dir).is_absolute() else Path(cfg.report_dir)
     with tracking.run_status(parent):

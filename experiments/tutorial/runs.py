@@ -38,8 +38,14 @@ def command_line(module: str, overrides: list[str]) -> str:
     return shlex.join(["python", "-m", module, *overrides])
 
 
-def train(client: MlflowClient, experiment_name: str, run_name: str | None, overrides: list[str],
-          tracking_uri: str, parent_run_id: str) -> str:
+def train(
+    client: MlflowClient,
+    experiment_name: str,
+    run_name: str | None,
+    overrides: list[str],
+    tracking_uri: str,
+    parent_run_id: str,
+) -> str:
     """Run `python -m rnnexp.run <overrides>` (its output goes to the terminal); return its MLflow run id,
     tagged as a child of the reproduction's run."""
     started_ms = int(time.time() * 1000)
@@ -47,12 +53,16 @@ def train(client: MlflowClient, experiment_name: str, run_name: str | None, over
     if subprocess.run(command, cwd=PROJECT_ROOT).returncode != 0:
         raise UserError(f"the training run failed ({command_line('rnnexp.run', overrides)}): see its error above.")
     name_filter = f" and attributes.run_name = '{run_name}'" if run_name else ""
-    runs = client.search_runs([tracking.experiment_id(client, experiment_name)],
-                              filter_string=f"attributes.start_time >= {started_ms}{name_filter}",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [tracking.experiment_id(client, experiment_name)],
+        filter_string=f"attributes.start_time >= {started_ms}{name_filter}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     if not runs:
-        raise UserError(f"the training run finished but is not in {tracking_uri}: "
-                        "check tracking_uri and MLFLOW_TRACKING_URI.")
+        raise UserError(
+            f"the training run finished but is not in {tracking_uri}: check tracking_uri and MLFLOW_TRACKING_URI."
+        )
     client.set_tag(runs[0].info.run_id, "mlflow.parentRunId", parent_run_id)
     return runs[0].info.run_id
 

@@ -37,13 +37,16 @@ class Samples:
     too_long: int
 
 
-def draw(model: RNNLM, vocab: Vocabulary, rng: np.random.Generator, count: int, min_words: int,
-         max_words: int) -> Samples:
+def draw(
+    model: RNNLM, vocab: Vocabulary, rng: np.random.Generator, count: int, min_words: int, max_words: int
+) -> Samples:
     kept, draws, too_short, too_long = [], 0, 0, 0
     while len(kept) < count:
         if draws >= MAX_DRAWS_PER_SENTENCE * count:
-            raise UserError(f"the model wrote no sentence of {min_words} to {max_words} words in {draws} draws: "
-                            "train it longer or lower sample_min_words.")
+            raise UserError(
+                f"the model wrote no sentence of {min_words} to {max_words} words in {draws} draws: "
+                "train it longer or lower sample_min_words."
+            )
         words = model.sample(rng, vocab.start_id, vocab.end_id, vocab.unknown_id, max_len=max_words + 1)
         draws += 1
         if len(words) > max_words:
@@ -77,9 +80,18 @@ def training_bigrams(sentences: list[np.ndarray]) -> set[tuple[int, int]]:
     return {pair for s in sentences for pair in zip(s[:-1].tolist(), s[1:].tolist())}
 
 
-def samples_claim(model: RNNLM, vocab: Vocabulary, seed: int, count: int, min_words: int, max_words: int,
-                  trained_on: str, unknown_share: float, train_sentences: list[np.ndarray],
-                  command: str) -> ClaimResult:
+def samples_claim(
+    model: RNNLM,
+    vocab: Vocabulary,
+    seed: int,
+    count: int,
+    min_words: int,
+    max_words: int,
+    trained_on: str,
+    unknown_share: float,
+    train_sentences: list[np.ndarray],
+    command: str,
+) -> ClaimResult:
     rng = np.random.default_rng(seed)
     result = draw(model, vocab, rng, count, min_words, max_words)
     untrained = RNNLM(model.V, model.H, model.bptt_truncate, dtype="float64", seed=seed)
@@ -90,38 +102,58 @@ def samples_claim(model: RNNLM, vocab: Vocabulary, seed: int, count: int, min_wo
     learnt = share >= BIGRAM_GAIN * untrained_share
     unknown = vocab.unknown_id
     with_unknown = sum(1 for s in result.sentences if unknown is not None and unknown in s)
-    mass = (float(np.mean([unknown_probability(model, s, vocab.start_id, unknown) for s in result.sentences]))
-            if unknown is not None else 0.0)
+    mass = (
+        float(np.mean([unknown_probability(model, s, vocab.start_id, unknown) for s in result.sentences]))
+        if unknown is not None
+        else 0.0
+    )
     text = [" ".join(vocab.words[w] for w in s) for s in result.sentences]
     ok = with_unknown == 0 and all(len(s) >= min_words for s in result.sentences) and learnt
-    exercised = ("" if unknown_share > 0 else " UNKNOWN_TOKEN never occurs in this training data (its vocabulary holds "
-                 "every word), so the ban is barely exercised here; it is with the full file's 8000 words, and in "
-                 "tests/test_tutorial_reproduction.py with a small vocabulary.")
+    exercised = (
+        ""
+        if unknown_share > 0
+        else " UNKNOWN_TOKEN never occurs in this training data (its vocabulary holds "
+        "every word), so the ban is barely exercised here; it is with the full file's 8000 words, and in "
+        "tests/test_tutorial_reproduction.py with a small vocabulary."
+    )
     return ClaimResult(
         number=7,
         source=published.WILDML,
         title="The trained model generates sentences, never sampling UNKNOWN_TOKEN",
-        published=(f"sentences of ≥ {published.SAMPLE_MIN_WORDS} words without UNKNOWN_TOKEN, "
-                   f"e.g. “{published.SAMPLES[0]}”"),
-        reproduced=(f"{len(text)} sentences of {min_words}–{max_words} words, {with_unknown} with UNKNOWN_TOKEN "
-                    f"({result.draws} drawn); {100 * share:.0f}% of their word pairs occur in the training data, "
-                    f"against {100 * untrained_share:.0f}% for an untrained model"),
+        published=(
+            f"sentences of ≥ {published.SAMPLE_MIN_WORDS} words without UNKNOWN_TOKEN, e.g. “{published.SAMPLES[0]}”"
+        ),
+        reproduced=(
+            f"{len(text)} sentences of {min_words}–{max_words} words, {with_unknown} with UNKNOWN_TOKEN "
+            f"({result.draws} drawn); {100 * share:.0f}% of their word pairs occur in the training data, "
+            f"against {100 * untrained_share:.0f}% for an untrained model"
+        ),
         verdict=REPRODUCED if ok else NOT_REPRODUCED,
-        reason=(f"the samples' word pairs are {'' if learnt else 'not '}at least {BIGRAM_GAIN:g}× as often the "
-                f"training data's as an untrained model's ({100 * share:.1f}% against {100 * untrained_share:.1f}%, "
-                "sentences of any length for the untrained one): the model writes what it learnt, which the "
-                "UNKNOWN_TOKEN ban alone does not show. "
-                f"UNKNOWN_TOKEN is excluded at every step, where the model gave it {100 * mass:.2f}% on average "
-                f"(it is {100 * unknown_share:.2f}% of the training words). Sampled from {trained_on}; "
-                f"{result.too_short} drawn sentences were shorter than {min_words} words and {result.too_long} "
-                f"longer than {max_words}, and were redrawn.{exercised}"),
+        reason=(
+            f"the samples' word pairs are {'' if learnt else 'not '}at least {BIGRAM_GAIN:g}× as often the "
+            f"training data's as an untrained model's ({100 * share:.1f}% against {100 * untrained_share:.1f}%, "
+            "sentences of any length for the untrained one): the model writes what it learnt, which the "
+            "UNKNOWN_TOKEN ban alone does not show. "
+            f"UNKNOWN_TOKEN is excluded at every step, where the model gave it {100 * mass:.2f}% on average "
+            f"(it is {100 * unknown_share:.2f}% of the training words). Sampled from {trained_on}; "
+            f"{result.too_short} drawn sentences were shorter than {min_words} words and {result.too_long} "
+            f"longer than {max_words}, and were redrawn.{exercised}"
+        ),
         command=command,
-        details=[markdown_table(["#", "sample (lower-cased, tokenised, as the model writes it)"],
-                                [[i + 1, sentence.replace("|", "\\|")] for i, sentence in enumerate(text)]),
-                 "Published (selected and capitalised by the author): "
-                 + " / ".join(f"“{s}”" for s in published.SAMPLES)],
-        metrics={"samples": len(text), "samples_with_unknown": with_unknown, "draws": result.draws,
-                 "unknown_probability": mass, "seen_bigram_share": share,
-                 "untrained_seen_bigram_share": untrained_share},
+        details=[
+            markdown_table(
+                ["#", "sample (lower-cased, tokenised, as the model writes it)"],
+                [[i + 1, sentence.replace("|", "\\|")] for i, sentence in enumerate(text)],
+            ),
+            "Published (selected and capitalised by the author): " + " / ".join(f"“{s}”" for s in published.SAMPLES),
+        ],
+        metrics={
+            "samples": len(text),
+            "samples_with_unknown": with_unknown,
+            "draws": result.draws,
+            "unknown_probability": mass,
+            "seen_bigram_share": share,
+            "untrained_seen_bigram_share": untrained_share,
+        },
         params={"min_words": str(min_words), "max_words": str(max_words), "seed": str(seed), "trained_on": trained_on},
     )

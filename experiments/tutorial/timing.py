@@ -57,8 +57,9 @@ def seconds_per_call(task: Callable[[], None], calls: int) -> float:
     return (time.perf_counter() - started) / calls
 
 
-def interleaved(tasks: dict[str, Callable[[], None]], rounds: int, round_seconds: float,
-                warm_up: bool = True) -> dict[str, list[float]]:
+def interleaved(
+    tasks: dict[str, Callable[[], None]], rounds: int, round_seconds: float, warm_up: bool = True
+) -> dict[str, list[float]]:
     """Seconds per call of each task, one sample per round; tasks alternate within each round.
 
     The warm-up call also sizes each task's calls per round to fill `round_seconds`; without it,
@@ -70,7 +71,7 @@ def interleaved(tasks: dict[str, Callable[[], None]], rounds: int, round_seconds
     samples: dict[str, list[float]] = {name: [] for name in tasks}
     names = list(tasks)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             samples[name].append(seconds_per_call(tasks[name], calls[name]))
     return samples
 
@@ -80,6 +81,9 @@ def median(samples: list[float]) -> float:
 
 
 def blas_description() -> str:
-    libraries = [f"{lib['internal_api']} {lib['version']}, {lib['num_threads']} threads"
-                 for lib in threadpool_info() if lib["user_api"] == "blas"]
+    libraries = [
+        f"{lib['internal_api']} {lib['version']}, {lib['num_threads']} threads"
+        for lib in threadpool_info()
+        if lib["user_api"] == "blas"
+    ]
     return "; ".join(libraries) or "unknown BLAS"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -68,7 +68,7 @@ def resolve_config(cfg: DatasetConfig | DictConfig | dict[str, Any]) -> DatasetC
         try:
             plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
             merged = OmegaConf.merge(OmegaConf.structured(DatasetConfig), plain)
-            resolved = OmegaConf.to_object(merged)
+            resolved = cast(DatasetConfig, OmegaConf.to_object(merged))
         except OmegaConfBaseException as error:
             message = str(error).splitlines()[0]
             raise UserError(f"Bad dataset config: {message}; check the dataset.* overrides.") from None
@@ -91,13 +91,10 @@ def validate(cfg: DatasetConfig) -> None:
             raise UserError(f"dataset.{key}={value} must be between 0 and 1.")
     total = cfg.valid_fraction + cfg.test_fraction
     if total > 1.0:
-        raise UserError(
-            f"dataset.valid_fraction + dataset.test_fraction = {total:g} must sum to at most 1."
-        )
+        raise UserError(f"dataset.valid_fraction + dataset.test_fraction = {total:g} must sum to at most 1.")
     if total >= 1.0:
         raise UserError(
-            "dataset.valid_fraction + dataset.test_fraction = 1 leaves no training data; "
-            "lower one of them."
+            "dataset.valid_fraction + dataset.test_fraction = 1 leaves no training data; lower one of them."
         )
     if cfg.max_sentences is not None and cfg.max_sentences < 1:
         raise UserError(f"dataset.max_sentences={cfg.max_sentences} must be at least 1 (or null).")

@@ -64,7 +64,7 @@ def save(cache_dir: Path, corpus: Corpus, warnings: list[str]) -> None:
         arrays[f"{split_name}.lengths"] = lengths
         arrays[f"{split_name}.tokens"] = _concatenate(split.sentences, np.int32)
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
     meta = {
         "key": corpus.digest,
         "name": corpus.name,

@@ -28,10 +28,7 @@ class RemoteFile:
     where: str  # for error messages: where a person gets the file
 
 
-REDDIT_URL = (
-    "https://raw.githubusercontent.com/dennybritz/rnn-tutorial-rnnlm/master/data/"
-    "reddit-comments-2015-08.csv"
-)
+REDDIT_URL = "https://raw.githubusercontent.com/dennybritz/rnn-tutorial-rnnlm/master/data/reddit-comments-2015-08.csv"
 REDDIT = RemoteFile(
     "reddit-comments-2015-08.csv",
     REDDIT_URL,

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from rnnexp.data import cache, ptb, reddit, synthetic, text
 from rnnexp.config.dataset import DatasetConfig, resolve_config
+from rnnexp.data import cache, ptb, reddit, synthetic, text
 from rnnexp.data.corpus import Corpus
 from rnnexp.data.prepared import Prepared
 from rnnexp.data.sources import file_sha256

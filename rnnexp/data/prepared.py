@@ -36,11 +36,15 @@ def training_sentences(token_lists: list[list[str]], labels: np.ndarray) -> list
     return [tokens for tokens, label in zip(token_lists, labels.tolist()) if label == 0]
 
 
-def drop_short(units: list[list[str]], min_tokens: int, unit: str, empty_error: str) -> tuple[list[list[str]], list[str]]:
+def drop_short(
+    units: list[list[str]], min_tokens: int, unit: str, empty_error: str
+) -> tuple[list[list[str]], list[str]]:
     """The units longer than `min_tokens`, with a warning that counts the dropped ones (none: `empty_error`)."""
     kept = [tokens for tokens in units if len(tokens) > min_tokens]
     if not kept:
         raise UserError(empty_error)
     dropped = len(units) - len(kept)
-    warnings = [f"Dropped {dropped} of {len(units)} {unit} with {min_tokens} tokens or fewer (dataset.min_sentence_tokens)."]
+    warnings = [
+        f"Dropped {dropped} of {len(units)} {unit} with {min_tokens} tokens or fewer (dataset.min_sentence_tokens)."
+    ]
     return kept, warnings if dropped else []

@@ -27,7 +27,6 @@ from rnnexp.data.prepared import Prepared, drop_short
 from rnnexp.data.sources import configured_path, default_data_dir, locate, read_utf8, require_file
 from rnnexp.data.splits import contiguous_labels
 from rnnexp.data.vocab import build_vocabulary
-from rnnexp.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +45,14 @@ def find_sources(cfg: DatasetConfig) -> dict[str, Path]:
         in_data_dir = {split: default_data_dir(cfg.data_dir) / PTB[split].filename for split in SPLIT_NAMES}
         if cfg.fallback_path is not None and not all(path.is_file() for path in in_data_dir.values()):
             fallback = Path(to_absolute_path(cfg.fallback_path))
-            log.warning("the full PTB is not in %s: using %s split by lines (%.0f%% train, %.0f%% valid, %.0f%% test)",
-                        in_data_dir["train"].parent, fallback, 100 * (1 - cfg.valid_fraction - cfg.test_fraction),
-                        100 * cfg.valid_fraction, 100 * cfg.test_fraction)
+            log.warning(
+                "the full PTB is not in %s: using %s split by lines (%.0f%% train, %.0f%% valid, %.0f%% test)",
+                in_data_dir["train"].parent,
+                fallback,
+                100 * (1 - cfg.valid_fraction - cfg.test_fraction),
+                100 * cfg.valid_fraction,
+                100 * cfg.test_fraction,
+            )
             return {SINGLE_FILE: require_file(fallback, cfg, "fix dataset.fallback_path")}
         return {split: locate(cfg, PTB[split]) for split in SPLIT_NAMES}
     if explicit.is_dir():
@@ -74,24 +78,26 @@ def prepare(cfg: DatasetConfig, sources: dict[str, Path]) -> Prepared:
     if SINGLE_FILE in sources:
         lines = read_sentences(sources[SINGLE_FILE])
         labels = contiguous_labels(len(lines), cfg.valid_fraction, cfg.test_fraction, "lines")
-        sentences = {split: [line for line, label in zip(lines, labels) if label == index]
-                     for index, split in enumerate(SPLIT_NAMES)}
+        sentences = {
+            split: [line for line, label in zip(lines, labels) if label == index]
+            for index, split in enumerate(SPLIT_NAMES)
+        }
     else:
         sentences = {split: read_sentences(path) for split, path in sources.items()}
     warnings = []
     if cfg.min_sentence_tokens:
         for split, lines in sentences.items():
             sentences[split], dropped = drop_short(
-                lines, cfg.min_sentence_tokens, f"{split} sentences",
+                lines,
+                cfg.min_sentence_tokens,
+                f"{split} sentences",
                 f"{sources[split]} has no sentence longer than {cfg.min_sentence_tokens} tokens.",
             )
             warnings += dropped
     if cfg.max_sentences is not None:
         share = min(1.0, cfg.max_sentences / len(sentences["train"]))
         sentences = {split: lines[: math.ceil(len(lines) * share)] for split, lines in sentences.items()}
-    vocab, report = build_vocabulary(
-        sentences["train"], cfg.vocab_size, unknown=UNK, keep=(EOS,), start=EOS, end=EOS
-    )
+    vocab, report = build_vocabulary(sentences["train"], cfg.vocab_size, unknown=UNK, keep=(EOS,), start=EOS, end=EOS)
     if report.clamp_warning:
         warnings.append(report.clamp_warning)
     splits = {}

@@ -56,8 +56,7 @@ def punkt_tab_installed() -> bool:
     roots += [os.path.join(sys.prefix, *parts, "nltk_data") for parts in ((), ("share",), ("lib",))]
     roots += ["/usr/share/nltk_data", "/usr/local/share/nltk_data", "/usr/lib/nltk_data", "/usr/local/lib/nltk_data"]
     return any(
-        Path(root, "tokenizers", "punkt_tab", "english").is_dir()
-        or Path(root, "tokenizers", "punkt_tab.zip").is_file()
+        Path(root, "tokenizers", "punkt_tab", "english").is_dir() or Path(root, "tokenizers", "punkt_tab.zip").is_file()
         for root in roots
     )
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from hydra.utils import to_absolute_path
 
-from rnnexp.data import download
 from rnnexp.config.dataset import DatasetConfig
+from rnnexp.data import download
 from rnnexp.data.download import PTB, PTB_WHERE, REDDIT, RemoteFile
 from rnnexp.errors import UserError
 

@@ -30,9 +30,7 @@ def contiguous_labels(n_units: int, valid_fraction: float, test_fraction: float,
     return np.repeat(np.arange(len(SPLIT_NAMES)), sizes)
 
 
-def random_labels(
-    n_units: int, valid_fraction: float, test_fraction: float, seed: int, unit: str
-) -> np.ndarray:
+def random_labels(n_units: int, valid_fraction: float, test_fraction: float, seed: int, unit: str) -> np.ndarray:
     """A seeded random assignment of units to splits (labels 0 train, 1 valid, 2 test)."""
     ordered = contiguous_labels(n_units, valid_fraction, test_fraction, unit)
     return ordered[np.random.default_rng(seed).permutation(n_units)]

@@ -252,8 +252,17 @@ def make_language(vocab_size: int, cfg: SyntheticConfig, rng: np.random.Generato
     end_hazard = np.zeros(cfg.max_words + 1)
     end_hazard[min_words:] = 1.0 / (mean_words - min_words + 1.0)
     end_hazard[cfg.max_words] = 1.0
-    return SyntheticLanguage(words, state_of, transition, emission, end_hazard, keys, echo_of, cfg.distance,
-                             cfg.key_positions if cfg.distance else None)
+    return SyntheticLanguage(
+        words,
+        state_of,
+        transition,
+        emission,
+        end_hazard,
+        keys,
+        echo_of,
+        cfg.distance,
+        cfg.key_positions if cfg.distance else None,
+    )
 
 
 def language_seed(cfg: DatasetConfig, seed: int) -> int:
@@ -285,8 +294,9 @@ def prepare(cfg: DatasetConfig, seed: int) -> Prepared:
         rows = np.flatnonzero(labels == label)
         sentences = [sample.sentences[i, : sample.lengths[i]].astype(np.int32) for i in rows]
         nll = [sample.token_nll[i, : sample.lengths[i] - 1] for i in rows]
-        dependent = [dependency_marks(len(target), syn.distance, int(sample.key_word[i]))
-                     for target, i in zip(nll, rows)]
+        dependent = [
+            dependency_marks(len(target), syn.distance, int(sample.key_word[i])) for target, i in zip(nll, rows)
+        ]
         splits[name] = Split(sentences, oracle_token_nll=nll, dependent=dependent)
     vocab = Vocabulary(language.words, start=SENTENCE_START, end=SENTENCE_END)
     stats: dict[str, Any] = {"language_seed": chosen_seed}

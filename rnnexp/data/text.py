@@ -46,7 +46,9 @@ def prepare(cfg: DatasetConfig, sources: dict[str, Path]) -> Prepared:
     path = sources["text"]
     lines = tokenize_lines(read_utf8(path), cfg.level, cfg.lowercase)
     sentences, warnings = drop_short(
-        lines, cfg.min_sentence_tokens, "lines",
+        lines,
+        cfg.min_sentence_tokens,
+        "lines",
         f"{path} has no usable line (none longer than {cfg.min_sentence_tokens} tokens).",
     )
     sentences = sentences[: cfg.max_sentences]

@@ -27,20 +27,45 @@ from rnnexp.engine.gated import GatedLM
 from rnnexp.engine.rnn import RNNLM, Step
 
 
-def build_model(cfg: ModelConfig, vocab_size: int, seed: int, counts: np.ndarray | None = None,
-                word_class: np.ndarray | None = None) -> RNNLM | GatedLM:
+def build_model(
+    cfg: ModelConfig, vocab_size: int, seed: int, counts: np.ndarray | None = None, word_class: np.ndarray | None = None
+) -> RNNLM | GatedLM:
     """The model `cfg` describes over `vocab_size` words, initialised from `seed`.
 
     output=class forms its classes from the training split's word `counts`, or takes a
     checkpoint's `word_class` (its `buffers`) as they were.
     """
     if cfg.cell == "rnn":
-        return RNNLM(vocab_size, cfg.hidden_dim, cfg.bptt_truncate, cfg.truncation, cfg.dtype, seed,
-                     output=cfg.output, classes=cfg.classes, counts=counts, word_class=word_class)
-    return GatedLM(vocab_size, cfg.hidden_dim, cell=cfg.cell, layers=cfg.layers, embedding_dim=cfg.embedding_dim,
-                   bptt_truncate=cfg.bptt_truncate, truncation=cfg.truncation, dtype=cfg.dtype,
-                   forget_bias=cfg.forget_bias, dropout=cfg.dropout, tie_weights=cfg.tie_weights, seed=seed,
-                   output=cfg.output, classes=cfg.classes, counts=counts, word_class=word_class)
+        return RNNLM(
+            vocab_size,
+            cfg.hidden_dim,
+            cfg.bptt_truncate,
+            cfg.truncation,
+            cfg.dtype,
+            seed,
+            output=cfg.output,
+            classes=cfg.classes,
+            counts=counts,
+            word_class=word_class,
+        )
+    return GatedLM(
+        vocab_size,
+        cfg.hidden_dim,
+        cell=cfg.cell,
+        layers=cfg.layers,
+        embedding_dim=cfg.embedding_dim,
+        bptt_truncate=cfg.bptt_truncate,
+        truncation=cfg.truncation,
+        dtype=cfg.dtype,
+        forget_bias=cfg.forget_bias,
+        dropout=cfg.dropout,
+        tie_weights=cfg.tie_weights,
+        seed=seed,
+        output=cfg.output,
+        classes=cfg.classes,
+        counts=counts,
+        word_class=word_class,
+    )
 
 
 __all__ = ["GatedLM", "RNNLM", "Step", "build_model"]

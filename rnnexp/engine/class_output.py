@@ -106,7 +106,7 @@ class ClassOutput:
         z = L.sum(axis=1)
         nll = np.log(z) - target
         dS = dV = None
-        grads = None
+        grads: dict[str, np.ndarray] | None = None
         if need_grads:
             L *= (weights / z)[:, None]
             L[rows, target_class] -= weights
@@ -118,7 +118,7 @@ class ClassOutput:
         present, first = np.unique(target_class[by_class], return_index=True)
         for c, R in zip(present.tolist(), np.split(by_class, first[1:])):
             self._word_part(c, R, S, y, weights, nll, dS, dV)
-        if need_grads:
+        if grads is not None and dV is not None:
             grads[self.key] = dV
         return nll, dS, grads
 
@@ -149,9 +149,16 @@ def _logsumexp(a: np.ndarray) -> np.ndarray:
     return np.log(np.exp(a - top[:, None]).sum(axis=1)) + top
 
 
-def make_output(kind: str, params: MutableMapping[str, np.ndarray], key: str, threads: int,
-                rng: np.random.Generator, classes: int | None = None, counts: np.ndarray | None = None,
-                word_class: np.ndarray | None = None) -> SoftmaxOutput | ClassOutput:
+def make_output(
+    kind: str,
+    params: MutableMapping[str, np.ndarray],
+    key: str,
+    threads: int,
+    rng: np.random.Generator,
+    classes: int | None = None,
+    counts: np.ndarray | None = None,
+    word_class: np.ndarray | None = None,
+) -> SoftmaxOutput | ClassOutput:
     """The output layer `kind` (softmax | class) over params[key] (V, H), adding its own parameters to `params`.
 
     `threads` are the softmax's workers (the class output runs in the calling thread). The class
@@ -166,15 +173,19 @@ def make_output(kind: str, params: MutableMapping[str, np.ndarray], key: str, th
     V, H = params[key].shape
     if word_class is None:
         if counts is None:
-            raise UserError("model.output=class needs the training data's word counts to form its classes: "
-                            "build the model through build_model(..., counts=...).")
+            raise UserError(
+                "model.output=class needs the training data's word counts to form its classes: "
+                "build the model through build_model(..., counts=...)."
+            )
         if len(counts) != V:
             raise UserError(f"the word counts cover {len(counts)} words, the vocabulary {V}: count the training split.")
         word_class = frequency_classes(counts, default_classes(V) if classes is None else classes)
     word_class = np.asarray(word_class, dtype=np.int64)
     if word_class.shape != (V,) or word_class.min() < 0 or np.unique(word_class).size != word_class.max() + 1:
-        raise UserError(f"the word classes must give each of the {V} words a class 0..C-1 with no class empty: "
-                        "the checkpoint does not match this vocabulary.")
+        raise UserError(
+            f"the word classes must give each of the {V} words a class 0..C-1 with no class empty: "
+            "the checkpoint does not match this vocabulary."
+        )
     class_key = key + "c"
     if class_key not in params:
         bound = 1.0 / np.sqrt(H)

@@ -130,7 +130,11 @@ class Adam(Optimizer):
 
 
 OPTIMIZER_CLASSES: dict[str, type[Optimizer]] = {
-    "sgd": SGD, "momentum": Momentum, "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam,
+    "sgd": SGD,
+    "momentum": Momentum,
+    "adagrad": Adagrad,
+    "rmsprop": RMSProp,
+    "adam": Adam,
 }
 
 

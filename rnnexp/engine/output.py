@@ -21,6 +21,7 @@ parameter names), `buffers` (non-trained arrays a checkpoint must keep), `logits
 from __future__ import annotations
 
 import math
+from collections.abc import MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -70,7 +71,7 @@ class WorkerPool:
 class SoftmaxOutput:
     """Cross-entropy of softmax(params[key] · s) for many rows at once; `params[key]` is (V, H)."""
 
-    def __init__(self, params: dict[str, np.ndarray], key: str, threads: int):
+    def __init__(self, params: MutableMapping[str, np.ndarray], key: str, threads: int):
         self.params, self.key, self.threads = params, key, threads
         weights = params[key]
         self.vocab_size, self.hidden_dim = weights.shape

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnnexp.config.schema import DTYPES, TRUNCATIONS
-from rnnexp.engine.grads import ColumnGrad
 from rnnexp.engine.class_output import make_output
+from rnnexp.engine.grads import ColumnGrad
 from rnnexp.engine.threads import blas_single_threaded, default_threads
 from rnnexp.errors import DivergedError, UserError
-
 
 
 @dataclass
@@ -45,7 +44,9 @@ def _as_batch(a, name: str) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
-        raise UserError(f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}.")
+        raise UserError(
+            f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}."
+        )
     return arr
 
 
@@ -294,7 +295,7 @@ class RNNLM:
             raise UserError(f"temperature must be > 0, got {temperature}.")
         U_t, W = self.params["U"].T, self.params["W"]
         h = np.zeros(self.H, self.dtype)
-        word, out = int(start_id), []
+        word, out = int(start_id), list[int]()
         for given in prefix:
             h = np.tanh(U_t[word] + W @ h)
             word = int(given)

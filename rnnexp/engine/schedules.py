@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from rnnexp.config.schema import ScheduleConfig
 
+
 def halvings(cfg: ScheduleConfig, losses: Sequence[float]) -> int:
     """How many times the loss-driven schedules have cut the rate, given the losses checked so far."""
     if cfg.name == "halve_on_rise":  # the tutorial: halve each time the loss rose since the last check

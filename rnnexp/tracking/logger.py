@@ -14,6 +14,7 @@ heartbeat tag, so that `is_alive` can tell a running run from one whose process 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -56,8 +57,13 @@ class RunLogger:
     its checkpoint and the kill and must not log them twice.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, already_logged: Mapping[str, int] | None = None,
-                 flush_every_s: float = 15.0):
+    def __init__(
+        self,
+        client: MlflowClient,
+        run_id: str,
+        already_logged: Mapping[str, int] | None = None,
+        flush_every_s: float = 15.0,
+    ):
         self.client, self.run_id = client, run_id
         self.flush_every_s = flush_every_s
         self._already_logged = dict(already_logged or {})
@@ -114,8 +120,11 @@ class RunLogger:
             self._went_away(err)
             return
         if self._away_since is not None:
-            log.warning("the tracking server at %s answers again: sent what waited since %s", self.client.tracking_uri,
-                        time.strftime("%H:%M:%S", time.localtime(self._away_since)))
+            log.warning(
+                "the tracking server at %s answers again: sent what waited since %s",
+                self.client.tracking_uri,
+                time.strftime("%H:%M:%S", time.localtime(self._away_since)),
+            )
             self._away_since = None
 
     @property
@@ -128,8 +137,12 @@ class RunLogger:
             self._away_since = time.time()
             errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(err))
             reason = errno.group(1).strip() if errno else "no answer in time"
-            log.warning("the tracking server at %s stopped answering (%s): training goes on; metrics are kept, also in "
-                        "each checkpoint, and sent when it answers again", self.client.tracking_uri, reason)
+            log.warning(
+                "the tracking server at %s stopped answering (%s): training goes on; metrics are kept, also in "
+                "each checkpoint, and sent when it answers again",
+                self.client.tracking_uri,
+                reason,
+            )
             # MLflow's system-metrics monitor stops at its first failure and says so in two more lines.
             logging.getLogger("mlflow.system_metrics").setLevel(logging.CRITICAL)
 
@@ -152,9 +165,11 @@ class RunLogger:
             self._went_away(err)
             self._deferred[destination] = call
         except OSError as err:  # a local artifact store: a read-only, full or vanished folder
-            raise UserError(f"cannot write the run's artifacts to {self.artifact_folder()} ({err.strerror or err}): "
-                            "make that folder writable or free space there, then continue with "
-                            f"resume={self.run_id}.") from None
+            raise UserError(
+                f"cannot write the run's artifacts to {self.artifact_folder()} ({err.strerror or err}): "
+                "make that folder writable or free space there, then continue with "
+                f"resume={self.run_id}."
+            ) from None
 
     def _spooled(self, artifact_file: str) -> Path:
         if self._spool is None:
@@ -168,19 +183,23 @@ class RunLogger:
         items = [Param(key, str(value)) for key, value in params.items()]
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             chunk = items[start : start + MAX_PARAMS_TAGS_PER_BATCH]
-            self._send(f"params {start}", lambda chunk=chunk: self.client.log_batch(self.run_id, params=chunk))
+            self._send(f"params {start}", functools.partial(self.client.log_batch, self.run_id, params=chunk))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         items = [RunTag(key, str(value)) for key, value in tags.items()]
         for start in range(0, len(items), MAX_PARAMS_TAGS_PER_BATCH):
             chunk = items[start : start + MAX_PARAMS_TAGS_PER_BATCH]
-            self._send(f"tags {','.join(t.key for t in chunk)}",
-                       lambda chunk=chunk: self.client.log_batch(self.run_id, tags=chunk))
+            self._send(
+                f"tags {','.join(t.key for t in chunk)}",
+                functools.partial(self.client.log_batch, self.run_id, tags=chunk),
+            )
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Upload a file; one that waits for the server is sent as it is then (a checkpoint's latest state)."""
-        self._send(f"artifact {artifact_path}/{Path(path).name}",
-                   lambda: self.client.log_artifact(self.run_id, str(path), artifact_path))
+        self._send(
+            f"artifact {artifact_path}/{Path(path).name}",
+            lambda: self.client.log_artifact(self.run_id, str(path), artifact_path),
+        )
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self._away_since is None:
@@ -192,8 +211,7 @@ class RunLogger:
 
     def log_figure(self, figure, artifact_file: str) -> None:
         if self._away_since is None:
-            self._send(f"artifact {artifact_file}",
-                       lambda: self.client.log_figure(self.run_id, figure, artifact_file))
+            self._send(f"artifact {artifact_file}", lambda: self.client.log_figure(self.run_id, figure, artifact_file))
         if self._away_since is not None:
             local = self._spooled(artifact_file)
             figure.savefig(local)
@@ -202,7 +220,8 @@ class RunLogger:
     def _defer_file(self, local: Path, artifact_file: str) -> None:
         folder = str(Path(artifact_file).parent)
         self._deferred[f"artifact {artifact_file}"] = lambda: self.client.log_artifact(
-            self.run_id, str(local), None if folder == "." else folder)
+            self.run_id, str(local), None if folder == "." else folder
+        )
 
     def artifact_folder(self) -> str:
         uri = self.client.get_run(self.run_id).info.artifact_uri
@@ -219,8 +238,10 @@ class RunLogger:
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
                 pass
         except OSError as err:
-            raise UserError(f"cannot write the run's artifacts to {folder} ({err.strerror or err}): make that folder "
-                            "writable or free space there, or log to another tracking_uri.") from None
+            raise UserError(
+                f"cannot write the run's artifacts to {folder} ({err.strerror or err}): make that folder "
+                "writable or free space there, or log to another tracking_uri."
+            ) from None
 
     # ------------------------------------------------------------------ owner
     def start_heartbeat(self, every_s: float = HEARTBEAT_EVERY_S) -> None:
@@ -238,8 +259,9 @@ class RunLogger:
 
         threading.Thread(target=beat, name=f"heartbeat-{run_id[:8]}", daemon=True).start()
 
-    def log_dataset(self, name: str, digest: str, source: str, context: str = "training",
-                    profile: str | None = None) -> None:
+    def log_dataset(
+        self, name: str, digest: str, source: str, context: str = "training", profile: str | None = None
+    ) -> None:
         """Record data as one of the run's MLflow dataset inputs (the UI's Datasets column), used for
         `context` (training, validation or testing)."""
         dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=source, profile=profile)
@@ -274,7 +296,8 @@ class RunLogger:
                 raise UserError(
                     f"the tracking server at {self.client.tracking_uri} has not answered since {since}: run "
                     f"{self.run_id} ended {status} here but still shows RUNNING there, and its last checkpoint holds "
-                    f"the metrics not sent; when the server is back, resume={self.run_id} sends them and closes it.")
+                    f"the metrics not sent; when the server is back, resume={self.run_id} sends them and closes it."
+                )
         finally:
             if self._away_since is None:
                 if reason:
@@ -286,8 +309,12 @@ class RunLogger:
 
 def owner_tags() -> dict[str, str]:
     """Who runs a run: this host, this process and its start time (pids are reused), a first heartbeat."""
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PID_START_TAG: process_start(os.getpid()),
-            HEARTBEAT_TAG: str(int(time.time()))}
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        PID_START_TAG: process_start(os.getpid()),
+        HEARTBEAT_TAG: str(int(time.time())),
+    }
 
 
 def process_start(pid: int) -> str:
@@ -336,8 +363,9 @@ def owner(run: Run) -> str:
     return f"pid {tags.get(PID_TAG, '?')} on host {tags.get(HOST_TAG, '?')}{ago}"
 
 
-def create_run(client: MlflowClient, experiment: str, name: str | None, parent_run_id: str | None,
-               tags: Mapping[str, str]) -> RunLogger:
+def create_run(
+    client: MlflowClient, experiment: str, name: str | None, parent_run_id: str | None, tags: Mapping[str, str]
+) -> RunLogger:
     all_tags = dict(tags)
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
@@ -373,8 +401,10 @@ def reopen_run(client: MlflowClient, run_id: str) -> RunLogger:
     """
     run = get_run(client, run_id)
     if is_alive(run) and not owned_here(run):
-        raise UserError(f"run {run_id} is still running ({owner(run)}): stop that process first (Ctrl-C, or kill its "
-                        "pid), since two processes logging into one run would duplicate its metrics.")
+        raise UserError(
+            f"run {run_id} is still running ({owner(run)}): stop that process first (Ctrl-C, or kill its "
+            "pid), since two processes logging into one run would duplicate its metrics."
+        )
     logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
     client.update_run(run_id, status="RUNNING")
     if FAILURE_TAG in run.data.tags:

@@ -17,6 +17,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 def git_state() -> tuple[str, bool]:
     """(commit, dirty) of the checkout this package runs from; ('unknown', False) outside git."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, check=True).stdout
 
@@ -29,8 +30,11 @@ def git_state() -> tuple[str, bool]:
 def environment_tags() -> dict[str, str]:
     """Where and with what a run ran: code version, numerical libraries, machine."""
     commit, dirty = git_state()
-    blas = [f"{lib['internal_api']} {lib['version']} ({lib['num_threads']} threads)" for lib in threadpool_info()
-            if lib["user_api"] == "blas"]
+    blas = [
+        f"{lib['internal_api']} {lib['version']} ({lib['num_threads']} threads)"
+        for lib in threadpool_info()
+        if lib["user_api"] == "blas"
+    ]
     return {
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),

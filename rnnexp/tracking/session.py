@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import cast
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -20,21 +21,26 @@ from threadpoolctl import threadpool_limits
 from rnnexp.config import RunConfig, resolve
 from rnnexp.data import load_corpus
 from rnnexp.errors import UserError
-from rnnexp.training import checkpoint
-from rnnexp.training.diagnostics import EvalHook
-from rnnexp.training.loop import CHECKPOINT_ARTIFACTS, StopSignals, fit
 from rnnexp.tracking import pyfunc_model, trained
 from rnnexp.tracking.describe import command_overrides, describe, readable_name
 from rnnexp.tracking.logger import create_run, get_run, reopen_run, run_status
 from rnnexp.tracking.store import connect, resolve_tracking_uri
 from rnnexp.tracking.system_metrics import system_metrics
+from rnnexp.training import checkpoint
+from rnnexp.training.diagnostics import EvalHook
+from rnnexp.training.loop import CHECKPOINT_ARTIFACTS, StopSignals, fit
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_name: str | None = None,
-          tags: Mapping[str, str] | None = None, eval_hooks: Sequence[EvalHook] = (),
-          stop: StopSignals | None = None) -> float:
+def train(
+    cfg: DictConfig | RunConfig,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    eval_hooks: Sequence[EvalHook] = (),
+    stop: StopSignals | None = None,
+) -> float:
     """Train one run as `cfg` says (or continue the one `cfg.resume` names); return the best validation loss.
 
     A resumed run continues from its last checkpoint, or, killed before its first, starts again
@@ -59,7 +65,7 @@ def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_nam
     run.flush_every_s = run_cfg.train.flush_every_s
     blas = threadpool_limits(run_cfg.blas_threads, user_api="blas") if run_cfg.blas_threads else nullcontext()
     monitor = system_metrics(client.tracking_uri, run.run_id, resumed=bool(run_cfg.resume))
-    with run_status(run), blas, (stop or StopSignals()) as stop, monitor:
+    with run_status(run), blas, stop or StopSignals() as stop, monitor:
         checkpoint_dir = Path(run_cfg.train.checkpoint_dir) / run.run_id
         checkpoint.check_writable(checkpoint_dir)
         corpus = load_corpus(run_cfg.dataset, seed=run_cfg.seed)
@@ -75,8 +81,9 @@ def train(cfg: DictConfig | RunConfig, parent_run_id: str | None = None, run_nam
         return best
 
 
-def find_checkpoint(resume: str, client: MlflowClient,
-                    checkpoint_dir: Path) -> tuple[str, checkpoint.Checkpoint | None]:
+def find_checkpoint(
+    resume: str, client: MlflowClient, checkpoint_dir: Path
+) -> tuple[str, checkpoint.Checkpoint | None]:
     """The run to resume and where it continues from: the checkpoint at a .npz path, or the run's last one
     (the local copy, else the run's artifact); None for a run killed before its first checkpoint."""
     start = checkpoint.load(Path(resume)) if resume.endswith(".npz") else None
@@ -85,8 +92,10 @@ def find_checkpoint(resume: str, client: MlflowClient,
     if run.info.status == "FINISHED":
         raise UserError(f"run {run_id} has finished: there is nothing to resume; start a new run instead.")
     if run.data.tags.get("sweep") == "true":
-        raise UserError(f"run {run_id} is a sweep's parent run: finish the sweep from the command line with "
-                        f"python -m rnnexp.run resume={run_id}.")
+        raise UserError(
+            f"run {run_id} is a sweep's parent run: finish the sweep from the command line with "
+            f"python -m rnnexp.run resume={run_id}."
+        )
     if start is None and has_checkpoint(client, run_id, checkpoint_dir):
         start = checkpoint.load(trained.local_checkpoint(client, run_id, "last.npz", checkpoint_dir))
     return run_id, start
@@ -104,9 +113,10 @@ def saved_config(client: MlflowClient, run_id: str) -> dict:
         try:
             path = client.download_artifacts(run_id, trained.CONFIG_ARTIFACT, tmp)
         except (MlflowException, OSError):
-            raise UserError(f"run {run_id} stopped before it logged its config, so it cannot be resumed: start a "
-                            "new run instead.") from None
-        return OmegaConf.to_container(OmegaConf.load(path))
+            raise UserError(
+                f"run {run_id} stopped before it logged its config, so it cannot be resumed: start a new run instead."
+            ) from None
+        return cast(dict, OmegaConf.to_container(OmegaConf.load(path)))
 
 
 def described(client: MlflowClient, run_id: str) -> bool:

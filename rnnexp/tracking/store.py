@@ -36,8 +36,12 @@ DEFAULT_DB = "mlflow.db"
 # server dies. A dead server refuses at once, so a request fails in about 2 s; a busy one gets 20 s.
 # A logger that loses its server keeps metrics and asks /health (HEALTH_TIMEOUT_S) before trying
 # again (logger.py). Each can be set in the environment.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "20", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2"}
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+}
 HEALTH_TIMEOUT_S = 1.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
 _PG_LOCK_KEY = 0x726E6E657870  # "rnnexp": one advisory lock for table creation and upgrades
@@ -73,7 +77,8 @@ def check_reachable(uri: str) -> None:
     db = sqlite_path(uri)
     if db is not None and not db.parent.is_dir():
         raise UserError(
-            f"the MLflow store's folder {db.parent} does not exist: create it or choose another tracking_uri.")
+            f"the MLflow store's folder {db.parent} does not exist: create it or choose another tracking_uri."
+        )
     if is_postgres(uri):
         check_postgres(uri)
     if uri.startswith(("http://", "https://")):
@@ -117,15 +122,19 @@ def check_postgres(uri: str) -> None:
     try:
         engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S})
     except ModuleNotFoundError as err:
-        raise UserError(f"tracking_uri {redacted(uri)} needs the PostgreSQL driver {err.name}: install it with "
-                        "pip install -e '.[postgres]'.") from None
+        raise UserError(
+            f"tracking_uri {redacted(uri)} needs the PostgreSQL driver {err.name}: install it with "
+            "pip install -e '.[postgres]'."
+        ) from None
     try:
         with engine.connect():
             pass
     except sqlalchemy.exc.SQLAlchemyError as err:
         reason = str(getattr(err, "orig", err)).strip().splitlines()[0]
-        raise UserError(f"cannot reach the PostgreSQL store {redacted(uri)} ({reason}): start it (make server) "
-                        "or set tracking_uri / MLFLOW_TRACKING_URI to a reachable store.") from None
+        raise UserError(
+            f"cannot reach the PostgreSQL store {redacted(uri)} ({reason}): start it (make server) "
+            "or set tracking_uri / MLFLOW_TRACKING_URI to a reachable store."
+        ) from None
     finally:
         engine.dispose()
 
@@ -146,8 +155,10 @@ def connect(uri: str, writing: bool = False) -> MlflowClient:
     db = sqlite_path(uri)
     if db is not None and not os.access(db.parent, os.W_OK):
         if writing or not db.is_file():
-            raise UserError(f"the MLflow store's folder {db.parent} is not writable (sqlite writes a journal beside "
-                            f"{db.name}): make it writable or choose another tracking_uri.")
+            raise UserError(
+                f"the MLflow store's folder {db.parent} is not writable (sqlite writes a journal beside "
+                f"{db.name}): make it writable or choose another tracking_uri."
+            )
         return MlflowClient(tracking_uri=uri)  # an existing store, only read: no tables to create, no lock
     if uri.startswith(("http://", "https://")):
         for name, value in HTTP_DEFAULTS.items():
@@ -159,8 +170,10 @@ def connect(uri: str, writing: bool = False) -> MlflowClient:
         except Exception as err:  # alembic's and SQLAlchemy's errors too: the store cannot be opened
             if uri.startswith(("http://", "https://")):
                 if server_unreachable(err):
-                    raise UserError(f"the MLflow tracking server at {uri} does not answer in time: check that it "
-                                    "runs and is not overloaded, or set MLFLOW_HTTP_REQUEST_TIMEOUT higher.") from None
+                    raise UserError(
+                        f"the MLflow tracking server at {uri} does not answer in time: check that it "
+                        "runs and is not overloaded, or set MLFLOW_HTTP_REQUEST_TIMEOUT higher."
+                    ) from None
                 raise
             raise UserError(diagnose(uri, err)) from None
     return client
@@ -176,14 +189,17 @@ def store_lock(uri: str) -> Iterator[None]:
         try:
             handle = open(lock_file, "a")
         except OSError as err:
-            raise UserError(f"cannot create the MLflow store's lock file {lock_file} ({err.strerror}): make "
-                            f"{db.parent} writable or choose another tracking_uri.") from None
+            raise UserError(
+                f"cannot create the MLflow store's lock file {lock_file} ({err.strerror}): make "
+                f"{db.parent} writable or choose another tracking_uri."
+            ) from None
         with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
     elif is_postgres(uri):
-        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
-                                          poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(
+            uri, connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}, poolclass=sqlalchemy.pool.NullPool
+        )
         with engine.connect() as connection:
             connection.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({_PG_LOCK_KEY})"))
             try:
@@ -214,18 +230,24 @@ def diagnose(uri: str, err: BaseException) -> str:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
                 conn.execute("SELECT name FROM sqlite_master").fetchall()
         except sqlite3.DatabaseError as bad:
-            return (f"{db} is not a readable sqlite database ({bad}): restore it from a backup, or move it aside "
-                    "and let a new run create a new store.")
+            return (
+                f"{db} is not a readable sqlite database ({bad}): restore it from a backup, or move it aside "
+                "and let a new run create a new store."
+            )
     try:
         leftovers = leftover_migration_tables(uri)
     except sqlalchemy.exc.SQLAlchemyError:
         leftovers = []
     if leftovers:
-        return (f"the MLflow store {redacted(uri)} was left half-migrated by an interrupted schema upgrade (tables "
-                f"{', '.join(leftovers)}): back it up, then repair it with {repair}.")
+        return (
+            f"the MLflow store {redacted(uri)} was left half-migrated by an interrupted schema upgrade (tables "
+            f"{', '.join(leftovers)}): back it up, then repair it with {repair}."
+        )
     if "out-of-date database schema" in text:
-        return (f"the MLflow store {redacted(uri)} has an older schema than this MLflow: back it up, then upgrade "
-                f"it with {repair}.")
+        return (
+            f"the MLflow store {redacted(uri)} has an older schema than this MLflow: back it up, then upgrade "
+            f"it with {repair}."
+        )
     return f"cannot open the MLflow store {redacted(uri)} ({text[:300]}): back it up, then try {repair}."
 
 
@@ -254,7 +276,7 @@ def repair_store(uri: str) -> list[str]:
             tables = set(sqlalchemy.inspect(engine).get_table_names())
             with engine.begin() as connection:
                 for leftover in sorted(t for t in tables if t.startswith("_alembic_tmp_")):
-                    original = leftover[len("_alembic_tmp_"):]
+                    original = leftover[len("_alembic_tmp_") :]
                     if original in tables:
                         connection.execute(sqlalchemy.text(f'DROP TABLE "{leftover}"'))
                         done.append(f"dropped {leftover} (a leftover copy of {original})")
@@ -265,9 +287,11 @@ def repair_store(uri: str) -> list[str]:
             if before != head:
                 inspector = sqlalchemy.inspect(engine)
                 present = set(inspector.get_table_names())
-                current = all(name in present and {c.name for c in table.columns}
-                              <= {c["name"] for c in inspector.get_columns(name)}
-                              for name, table in Base.metadata.tables.items())
+                current = all(
+                    name in present
+                    and {c.name for c in table.columns} <= {c["name"] for c in inspector.get_columns(name)}
+                    for name, table in Base.metadata.tables.items()
+                )
                 if current:
                     command.stamp(_get_alembic_config(str(engine.url.render_as_string(hide_password=False))), head)
                     done.append(f"recorded schema version {head} (was {before}): the tables were upgraded already")
@@ -276,8 +300,9 @@ def repair_store(uri: str) -> list[str]:
                     done.append(f"upgraded the schema from {before} to {_get_schema_version(engine)}")
         except Exception as err:  # noqa: BLE001 - alembic's and the driver's errors: one sentence
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(f"the repair of {redacted(uri)} stopped ({first[:300]}): restore the store from its "
-                            "backup.") from None
+            raise UserError(
+                f"the repair of {redacted(uri)} stopped ({first[:300]}): restore the store from its backup."
+            ) from None
         finally:
             engine.dispose()
     return done

@@ -33,8 +33,10 @@ def local_checkpoint(client: MlflowClient, run_id: str, name: str, checkpoint_di
             try:
                 downloaded = Path(client.download_artifacts(run_id, f"{CHECKPOINT_ARTIFACTS}/{name}", tmp))
             except MlflowException:
-                raise UserError(f"run {run_id} has no checkpoint {name}, neither in {local.parent} nor in MLflow: "
-                                "it stopped before its first checkpoint.") from None
+                raise UserError(
+                    f"run {run_id} has no checkpoint {name}, neither in {local.parent} nor in MLflow: "
+                    "it stopped before its first checkpoint."
+                ) from None
             local.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(downloaded, local)
     return local

@@ -29,8 +29,9 @@ def scored_tokens(split: Split, protocol: str) -> np.ndarray | list[np.ndarray]:
     return split.stream() if protocol == "stateful" else batches.usable(split.sentences)
 
 
-def order_scores(corpus: Corpus, protocol: str, order: int, modified: bool,
-                 cache_dir: Path | None = None) -> dict[str, np.ndarray]:
+def order_scores(
+    corpus: Corpus, protocol: str, order: int, modified: bool, cache_dir: Path | None = None
+) -> dict[str, np.ndarray]:
     """Per-token NLL of the valid and test splits (where not empty) under one Kneser–Ney model, cached."""
     directory = (cache_dir or default_cache_dir()) / "kneser_ney"
     key = f"{corpus.digest[:24]}-{protocol}-{order}-{'modified' if modified else 'plain'}"
@@ -40,17 +41,21 @@ def order_scores(corpus: Corpus, protocol: str, order: int, modified: bool,
             if not path.is_file():
                 train = scored_tokens(corpus.splits["train"], protocol)
                 model = KneserNey.fit(train, order, len(corpus.vocab), modified)
-                scores = {name: model.token_nll(scored_tokens(corpus.splits[name], protocol))
-                          for name in SCORED_SPLITS if batches.usable(corpus.splits[name].sentences)}
+                scores = {
+                    name: model.token_nll(scored_tokens(corpus.splits[name], protocol))
+                    for name in SCORED_SPLITS
+                    if batches.usable(corpus.splits[name].sentences)
+                }
                 partial = path.with_name(path.name + ".partial.npz")
-                np.savez(partial, **scores)
+                np.savez(partial, **scores)  # type: ignore[arg-type]
                 partial.replace(path)
     with np.load(path, allow_pickle=False) as saved:
         return {name: saved[name] for name in saved.files}
 
 
-def baseline_metrics(corpus: Corpus, protocol: str, cfg: KneserNeyConfig,
-                     cache_dir: Path | None = None) -> dict[str, float]:
+def baseline_metrics(
+    corpus: Corpus, protocol: str, cfg: KneserNeyConfig, cache_dir: Path | None = None
+) -> dict[str, float]:
     """`kn<order>_val_ppl` and `kn<order>_test_ppl` for every configured order."""
     metrics: dict[str, float] = {}
     for order in cfg.orders:
@@ -59,8 +64,9 @@ def baseline_metrics(corpus: Corpus, protocol: str, cfg: KneserNeyConfig,
     return metrics
 
 
-def interpolation_metrics(corpus: Corpus, protocol: str, cfg: KneserNeyConfig, model_nll: dict[str, np.ndarray],
-                          cache_dir: Path | None = None) -> dict[str, float]:
+def interpolation_metrics(
+    corpus: Corpus, protocol: str, cfg: KneserNeyConfig, model_nll: dict[str, np.ndarray], cache_dir: Path | None = None
+) -> dict[str, float]:
     """The RNN mixed with the order that is best on validation, λ tuned on validation, scored on test."""
     scores = {order: order_scores(corpus, protocol, order, cfg.modified, cache_dir) for order in cfg.orders}
     scores = {order: s for order, s in scores.items() if "valid" in s and "test" in s}

@@ -61,8 +61,10 @@ def check_writable(folder: Path) -> None:
 
 def unwritable(path: Path, err: OSError) -> UserError:
     folder = path if path.suffix != ".npz" else path.parent
-    return UserError(f"cannot write the checkpoint {path} ({err.strerror or err}): free space in {folder} or make it "
-                     "writable, or set train.checkpoint_dir to another folder; the last good checkpoint is intact.")
+    return UserError(
+        f"cannot write the checkpoint {path} ({err.strerror or err}): free space in {folder} or make it "
+        "writable, or set train.checkpoint_dir to another folder; the last good checkpoint is intact."
+    )
 
 
 def load(path: Path) -> Checkpoint:
@@ -78,14 +80,14 @@ def load(path: Path) -> Checkpoint:
                     sections[section][name] = data[key]
     except (zipfile.BadZipFile, ValueError, KeyError, OSError) as err:
         raise UserError(
-            f"{path} is not a readable rnnexp checkpoint ({err}): it is damaged or not a checkpoint; "
-            "give another one.") from None
+            f"{path} is not a readable rnnexp checkpoint ({err}): it is damaged or not a checkpoint; give another one."
+        ) from None
     return Checkpoint(sections["params"], sections["optimizer"], meta, sections["arrays"])
 
 
 def generator_state(rng: np.random.Generator) -> dict:
     """The generator's exact state as JSON-serialisable data (Python ints keep all 128 bits)."""
-    return rng.bit_generator.state
+    return dict(rng.bit_generator.state)
 
 
 def restore_generator(state: dict) -> np.random.Generator:

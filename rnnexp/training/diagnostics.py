@@ -95,8 +95,10 @@ class GradientDiagnostics:
         metrics["tanh_saturation"] = saturation(model.hidden_states(x), mask)
         metrics.update(gradient_norms(step.grads))
         metrics.update(sgd_update_ratios(model.params, step.grads, evaluation.lr))
-        evaluation.recorder.log_metrics({PREFIX + key if not key.startswith(PREFIX) else key: value
-                                         for key, value in metrics.items()}, evaluation.step)
+        evaluation.recorder.log_metrics(
+            {PREFIX + key if not key.startswith(PREFIX) else key: value for key, value in metrics.items()},
+            evaluation.step,
+        )
         self.decay_by_epoch[evaluation.epoch] = decay
         now, interval = time.monotonic(), self.cfg.figure_interval_s
         if interval is not None and (evaluation.final or now - self.last_drawn >= interval):
@@ -138,16 +140,20 @@ class DependencyLoss:
         model_nll, oracle_nll = dependent_target_nll(evaluation.model, split)
         if not model_nll.size:
             return
-        evaluation.recorder.log_metrics({
-            "dependent_val_loss": float(model_nll.mean()),
-            "oracle_dependent_val_loss": float(oracle_nll.mean()),
-            "dependent_excess_loss": float(model_nll.mean() - oracle_nll.mean()),
-        }, evaluation.step)
+        evaluation.recorder.log_metrics(
+            {
+                "dependent_val_loss": float(model_nll.mean()),
+                "oracle_dependent_val_loss": float(oracle_nll.mean()),
+                "dependent_excess_loss": float(model_nll.mean() - oracle_nll.mean()),
+            },
+            evaluation.step,
+        )
 
 
 def dependent_target_nll(model: Any, split: Split, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """The model's and the oracle's NLL of every dependent target, each sentence from a zero state."""
     prefixes = []
+    assert split.dependent is not None and split.oracle_token_nll is not None, "a split without dependent targets"
     for sentence, dependent, oracle in zip(split.sentences, split.dependent, split.oracle_token_nll):
         if dependent.any():
             end = int(np.flatnonzero(dependent)[-1]) + 1  # targets up to the last dependent one
@@ -187,9 +193,7 @@ def saturation(states: np.ndarray, mask=None) -> float:
 
 def gradient_norms(grads: dict) -> dict[str, float]:
     """The L2 norm of each parameter's gradient."""
-    return {
-        f"grad_norm_{name}": float(np.sqrt(squared_norm(g))) for name, g in grads.items()
-    }
+    return {f"grad_norm_{name}": float(np.sqrt(squared_norm(g))) for name, g in grads.items()}
 
 
 def plot_gradient_decay(history: dict[int, np.ndarray], truncate: int | None = None) -> Any:

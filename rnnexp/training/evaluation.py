@@ -46,13 +46,16 @@ def sentence_nll(model: Any, sentences: Sequence[np.ndarray], batch_size: int) -
 def stateful_nll(model: Any, stream: np.ndarray, segment_length: int) -> np.ndarray:
     """Every token's NLL but the first, reading the stream once with the state carried throughout."""
     if len(stream) < 2:
-        raise UserError(f"a stream of {len(stream)} token(s) has nothing to predict: stateful evaluation needs "
-                        "a split of two tokens or more; use more data or smaller split fractions.")
+        raise UserError(
+            f"a stream of {len(stream)} token(s) has nothing to predict: stateful evaluation needs "
+            "a split of two tokens or more; use more data or smaller split fractions."
+        )
     x, y = stream[:-1], stream[1:]
     scores, state = [], None
     for start in range(0, len(x), segment_length):
-        nll, state = model.token_nll(x[None, start : start + segment_length], y[None, start : start + segment_length],
-                                     h0=state)
+        nll, state = model.token_nll(
+            x[None, start : start + segment_length], y[None, start : start + segment_length], h0=state
+        )
         scores.append(nll[0])
     return np.concatenate(scores)
 

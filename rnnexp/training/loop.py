@@ -117,9 +117,16 @@ class StopSignals:
             signal.signal(sig, handler)
 
 
-def fit(cfg: RunConfig, corpus: Corpus, recorder: Recorder, checkpoint_dir: Path, run_id: str,
-        start: checkpoint.Checkpoint | None = None, stop: StopSignals | None = None,
-        extra_hooks: Sequence[EvalHook] = ()) -> float:
+def fit(
+    cfg: RunConfig,
+    corpus: Corpus,
+    recorder: Recorder,
+    checkpoint_dir: Path,
+    run_id: str,
+    start: checkpoint.Checkpoint | None = None,
+    stop: StopSignals | None = None,
+    extra_hooks: Sequence[EvalHook] = (),
+) -> float:
     """Train as `cfg` says (from `start` if given); log through `recorder`; return the best validation loss."""
     stop = stop or StopSignals()
     data = prepare_data(cfg, corpus)
@@ -164,16 +171,30 @@ def train_counts(cfg: RunConfig, corpus: Corpus) -> np.ndarray | None:
 def new_state(cfg: RunConfig, corpus: Corpus) -> TrainState:
     model = build_model(cfg.model, len(corpus.vocab), cfg.seed, counts=train_counts(cfg, corpus))
     order = np.arange(len(batches.usable(corpus.splits["train"].sentences)))
-    return TrainState(Progress(), model, make_optimizer(cfg.optim), np.random.default_rng(cfg.seed), order, None,
-                      copy_params(model.params))
+    return TrainState(
+        Progress(),
+        model,
+        make_optimizer(cfg.optim),
+        np.random.default_rng(cfg.seed),
+        order,
+        None,
+        copy_params(model.params),
+    )
 
 
 def restore_state(cfg: RunConfig, corpus: Corpus, start: checkpoint.Checkpoint, checkpoint_dir: Path) -> TrainState:
-    model = build_model(cfg.model, len(corpus.vocab), cfg.seed, counts=train_counts(cfg, corpus),
-                        word_class=start.arrays.get("word_class"))
+    model = build_model(
+        cfg.model,
+        len(corpus.vocab),
+        cfg.seed,
+        counts=train_counts(cfg, corpus),
+        word_class=start.arrays.get("word_class"),
+    )
     if set(start.params) != set(model.params):
-        raise UserError(f"the checkpoint holds parameters {sorted(start.params)}, but a {cfg.model.cell} model has "
-                        f"{sorted(model.params)}: resume it with the cell it was trained with.")
+        raise UserError(
+            f"the checkpoint holds parameters {sorted(start.params)}, but a {cfg.model.cell} model has "
+            f"{sorted(model.params)}: resume it with the cell it was trained with."
+        )
     for name, value in start.params.items():
         model.params[name][...] = value
     optimizer = make_optimizer(cfg.optim)
@@ -181,21 +202,40 @@ def restore_state(cfg: RunConfig, corpus: Corpus, start: checkpoint.Checkpoint, 
     best = checkpoint_dir / "best.npz"
     source = checkpoint.load(best).params if best.is_file() else start.params
     best_params = {name: value.astype(model.dtype) for name, value in source.items()}
-    return TrainState(Progress(**start.meta["progress"]), model, optimizer,
-                      checkpoint.restore_generator(start.meta["rng"]), start.arrays["order"],
-                      start.arrays.get("hidden"), best_params)
+    return TrainState(
+        Progress(**start.meta["progress"]),
+        model,
+        optimizer,
+        checkpoint.restore_generator(start.meta["rng"]),
+        start.arrays["order"],
+        start.arrays.get("hidden"),
+        best_params,
+    )
 
 
 # ---------------------------------------------------------------------- training
-def train_epoch(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder, checkpoint_dir: Path,
-                run_id: str, stop: StopSignals) -> None:
+def train_epoch(
+    cfg: RunConfig,
+    data: Data,
+    state: TrainState,
+    recorder: Recorder,
+    checkpoint_dir: Path,
+    run_id: str,
+    stop: StopSignals,
+) -> None:
     p = state.progress
     if p.position == 0:
         state.order = state.rng.permutation(len(data.train_sentences))
         state.hidden = None
         p.epoch_loss, p.epoch_tokens = 0.0, 0
-    bar = tqdm(total=data.n_batches, initial=p.position, desc=f"epoch {p.epoch + 1}/{cfg.train.epochs}",
-               unit="batch", leave=False, disable=not sys.stderr.isatty())
+    bar = tqdm(
+        total=data.n_batches,
+        initial=p.position,
+        desc=f"epoch {p.epoch + 1}/{cfg.train.epochs}",
+        unit="batch",
+        leave=False,
+        disable=not sys.stderr.isatty(),
+    )
     window = (time.perf_counter(), p.tokens)
     for index in range(p.position, data.n_batches):
         started = time.perf_counter()
@@ -223,15 +263,18 @@ def train_step(cfg: RunConfig, data: Data, state: TrainState, index: int) -> Non
         x, y, mask = batches.sentence_batch(data.train_sentences, state.order, index, cfg.train.batch_size)
     where = f"at step {p.step + 1} (epoch {p.epoch + 1})"
     try:
-        result = state.model.backprop(x, y, mask=mask, h0=state.hidden, reduction=cfg.train.reduction,
-                                      sparse_u=cfg.model.sparse_u)
+        result = state.model.backprop(
+            x, y, mask=mask, h0=state.hidden, reduction=cfg.train.reduction, sparse_u=cfg.model.sparse_u
+        )
     except DivergedError as err:
         raise DivergedError(f"diverged {where}: {err}") from None
     check_diverged("training", result.loss, state.model.V, where)
     grad_norm = clip_global_norm(result.grads, cfg.optim.clip_norm)
     if not math.isfinite(grad_norm):
-        raise DivergedError(f"diverged {where}: the gradient norm became {grad_norm}; lower the learning rate "
-                            "or clip gradients (optim.clip_norm).")
+        raise DivergedError(
+            f"diverged {where}: the gradient norm became {grad_norm}; lower the learning rate "
+            "or clip gradients (optim.clip_norm)."
+        )
     state.optimizer.step(state.model.params, result.grads, current_lr(cfg, data, p))
     if data.chunks is not None:
         state.hidden = result.h_last
@@ -260,8 +303,9 @@ def current_lr(cfg: RunConfig, data: Data, p: Progress) -> float:
     return learning_rate(cfg.schedule, cfg.optim.lr, p.epoch + p.position / data.n_batches, p.monitored_losses)
 
 
-def log_training(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder,
-                 window: tuple[float, int], bar: tqdm) -> tuple[float, int]:
+def log_training(
+    cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder, window: tuple[float, int], bar: tqdm
+) -> tuple[float, int]:
     """The training metrics of the steps since the last call; returns the next window's start."""
     p = state.progress
     started, tokens_then = window
@@ -277,8 +321,14 @@ def log_training(cfg: RunConfig, data: Data, state: TrainState, recorder: Record
     p.window_loss, p.window_tokens, p.window_grad_norm, p.window_steps = 0.0, 0, 0.0, 0
     if bar.disable:
         if p.step % (cfg.train.log_every * 10) == 0:
-            log.info("step %d  epoch %d  train_loss %.4f  lr %.3g  %.0f tokens/s", p.step, p.epoch + 1, loss,
-                     metrics["lr"], metrics["tokens_per_sec"])
+            log.info(
+                "step %d  epoch %d  train_loss %.4f  lr %.3g  %.0f tokens/s",
+                p.step,
+                p.epoch + 1,
+                loss,
+                metrics["lr"],
+                metrics["tokens_per_sec"],
+            )
     else:
         bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(loss):.1f}", tok_s=f"{metrics['tokens_per_sec']:.0f}")
     return now, p.tokens
@@ -290,8 +340,15 @@ def held_out_loss(cfg: RunConfig, model: Any, split: Split) -> float:
     return evaluation.mean_nll(model, split, cfg.eval.protocol, cfg.eval.batch_size, cfg.eval.segment_length)
 
 
-def evaluate(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder, hooks: Sequence[EvalHook],
-             checkpoint_dir: Path, run_id: str) -> None:
+def evaluate(
+    cfg: RunConfig,
+    data: Data,
+    state: TrainState,
+    recorder: Recorder,
+    hooks: Sequence[EvalHook],
+    checkpoint_dir: Path,
+    run_id: str,
+) -> None:
     """After each epoch and before the first: validate, feed the schedule, keep the best, checkpoint."""
     p = state.progress
     val_loss = held_out_loss(cfg, state.model, data.held_out)
@@ -326,16 +383,24 @@ def evaluate(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder, 
     lr = current_lr(cfg, data, p)
     for hook in hooks:
         hook(Evaluation(state.model, data.held_out, p.epoch, p.step, lr, final, recorder))
-    p.history.append({"epoch": p.epoch, "step": p.step, "val_loss": val_loss,
-                      "train_loss_epoch": metrics.get("train_loss_epoch")})
+    p.history.append(
+        {"epoch": p.epoch, "step": p.step, "val_loss": val_loss, "train_loss_epoch": metrics.get("train_loss_epoch")}
+    )
     if improved:
         save(state, checkpoint_dir / "best.npz", run_id, cfg, recorder, params=state.best_params)
     if p.epoch > 0:
         save(state, checkpoint_dir / "last.npz", run_id, cfg, recorder)
         recorder.log_artifact(checkpoint_dir / "last.npz", CHECKPOINT_ARTIFACTS)
         recorder.log_artifact(checkpoint_dir / "best.npz", CHECKPOINT_ARTIFACTS)
-        log.info("epoch %d/%d  step %d  val_loss %.4f  val_ppl %.2f%s", p.epoch, cfg.train.epochs, p.step, val_loss,
-                 metrics["val_ppl"], f"  (oracle {metrics['oracle_val_ppl']:.2f})" if oracle is not None else "")
+        log.info(
+            "epoch %d/%d  step %d  val_loss %.4f  val_ppl %.2f%s",
+            p.epoch,
+            cfg.train.epochs,
+            p.step,
+            val_loss,
+            metrics["val_ppl"],
+            f"  (oracle {metrics['oracle_val_ppl']:.2f})" if oracle is not None else "",
+        )
 
 
 def finish(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder) -> None:
@@ -352,9 +417,13 @@ def finish(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder) ->
             metrics["oracle_test_ppl"] = math.exp(test.oracle_nll)
         log.info("test_ppl %.2f (best validation loss %.4f)", metrics["test_ppl"], p.best_val_loss)
     if cfg.baseline.enabled and data.held_out_name == "valid":
-        model_nll = {name: evaluation.token_nll(state.model, data.corpus.splits[name], cfg.eval.protocol,
-                                                cfg.eval.batch_size, cfg.eval.segment_length)
-                     for name in baseline.SCORED_SPLITS if batches.usable(data.corpus.splits[name].sentences)}
+        model_nll = {
+            name: evaluation.token_nll(
+                state.model, data.corpus.splits[name], cfg.eval.protocol, cfg.eval.batch_size, cfg.eval.segment_length
+            )
+            for name in baseline.SCORED_SPLITS
+            if batches.usable(data.corpus.splits[name].sentences)
+        }
         metrics.update(baseline.interpolation_metrics(data.corpus, cfg.eval.protocol, cfg.baseline, model_nll))
     recorder.log_metrics(metrics, p.step)
     vocab = data.corpus.vocab
@@ -366,8 +435,14 @@ def finish(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder) ->
 
 
 # ---------------------------------------------------------------------- checkpoints
-def save(state: TrainState, path: Path, run_id: str, cfg: RunConfig, recorder: Recorder,
-         params: dict[str, np.ndarray] | None = None) -> None:
+def save(
+    state: TrainState,
+    path: Path,
+    run_id: str,
+    cfg: RunConfig,
+    recorder: Recorder,
+    params: dict[str, np.ndarray] | None = None,
+) -> None:
     arrays = {"order": state.order, **state.model.output.buffers}  # buffers: the class output's word classes
     if state.hidden is not None:
         arrays["hidden"] = state.hidden
