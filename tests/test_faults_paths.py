@@ -62,6 +62,7 @@ def test_a_read_only_working_folder(tmp_path: Path) -> None:
         ],
     )
     assert elapsed < PROMPT_S
+    print(f"one sentence, exit 2, in {elapsed:.1f} s (the whole command, Python's start included)")
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["new store", "existing store"])
@@ -84,6 +85,7 @@ def test_a_sqlite_store_in_a_read_only_folder(tmp_path: Path, existing: bool) ->
         ],
     )
     assert elapsed < PROMPT_S
+    print(f"one sentence, exit 2, in {elapsed:.1f} s (the whole command, Python's start included)")
     if existing:  # reading it still works
         listing = in_mount_namespace(
             f"{read_only(folder)}\n{shlex.quote(sys.executable)} -m rnnexp.runs "
@@ -108,6 +110,7 @@ def test_a_read_only_artifact_folder_fails_the_run_at_its_start(tmp_path: Path) 
     assert (status, errors) == (2, [f"error: {reason}"])
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == reason
     assert elapsed < PROMPT_S
+    print(f"one sentence, exit 2, in {elapsed:.1f} s (the whole command, Python's start included)")
 
 
 def test_a_vanished_artifact_folder_is_made_again(tmp_path: Path) -> None:
@@ -157,3 +160,4 @@ def test_a_full_checkpoint_disk_keeps_the_last_good_checkpoint_and_no_partial(tm
     assert sorted(p.name for p in folder.iterdir()) == ["best.npz", "last.npz"]  # no .partial
     assert checkpoint.load(folder / "last.npz").meta["progress"]["step"] == 3
     assert elapsed < PROMPT_S
+    print(f"one sentence, exit 2, in {elapsed:.1f} s (the whole command, Python's start included)")

@@ -33,6 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
@@ -305,7 +306,10 @@ class SweepCallback(Callback):
             return
         other = json.loads(parent_file.read_text()).get("parent_run_id")
         if other and other != self.parent_run_id:
-            run = self.client.get_run(other)
+            try:
+                run = self.client.get_run(other)
+            except MlflowException:  # a sweep of another store: not this store's business
+                return
             if is_alive(run):
                 raise UserError(f"the sweep directory {parent_file.parent} belongs to sweep {other}, still running "
                                 f"({owner(run)}): give this sweep its own hydra.sweep.dir.")
