@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from runner_setup import TINY, compose_run, store
 
 from rnnexp import tracking
+from rnnexp.tracking.store import check_reachable
 from rnnexp.errors import UserError
 from rnnexp.tracking import train
 
@@ -96,7 +97,7 @@ def mlflow_server(tmp_path: Path):
         deadline = time.monotonic() + 120
         while True:
             try:
-                tracking.check_reachable(uri)
+                check_reachable(uri)
                 break
             except UserError:
                 if server.poll() is not None or time.monotonic() > deadline:

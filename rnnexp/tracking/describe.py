@@ -121,12 +121,14 @@ def command_line() -> str:
     return shlex.join(["python", "-m", "rnnexp.run", *overrides])
 
 
-def readable_name(overrides: Sequence[str] | None, cfg: RunConfig) -> str:
+def readable_name(overrides: Sequence[str] | None, cfg: RunConfig | None) -> str:
     """A short name from the overrides that change the result (`lstm h200 lr20`), `default` without any.
 
     Outside Hydra, where the overrides are unknown, the name spells out the model instead.
     """
     if overrides is None:
+        if cfg is None:
+            return "default"
         return f"{cfg.model.cell} h{cfg.model.hidden_dim} lr{cfg.optim.lr:g}"
     words = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):

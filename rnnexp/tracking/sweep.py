@@ -90,14 +90,22 @@ def current_job() -> SweepJob | None:
         info = json.loads(parent_file.read_text())
     else:
         raise UserError(
-            f"{parent_file} is missing: run sweeps with conf/config.yaml's hydra.callbacks.mlflow_sweep enabled.")
+            f"{parent_file} is missing: run sweeps with conf/config.yaml's hydra.callbacks.mlflow_sweep enabled."
+        )
     overrides = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") != "resume"]
     parsed = OverridesParser.create().parse_overrides(overrides)
-    swept = [o.input_line for o in parsed if o.key_or_group not in info["common_keys"]]
+    swept = [str(o.input_line) for o in parsed if o.key_or_group not in info["common_keys"]]
     n_jobs = hydra.launcher.get("n_jobs", 1)  # joblib's convention: -1 all cores, -2 all but one
     parallel = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return SweepJob(info["parent_run_id"], hydra.job.num, overrides, swept, parallel, Path(hydra.sweep.dir),
-                    info.get("resuming", False))
+    return SweepJob(
+        info["parent_run_id"],
+        hydra.job.num,
+        overrides,
+        swept,
+        parallel,
+        Path(hydra.sweep.dir),
+        info.get("resuming", False),
+    )
 
 
 def stopping(job: SweepJob) -> bool:
@@ -127,12 +135,12 @@ def watch_stop(job: SweepJob, stop: StopSignals) -> threading.Event:
 def job_run(client: MlflowClient, job: SweepJob) -> Run | None:
     """The run this job had in an earlier launch of the sweep (a resumed sweep), or None."""
     parent = client.get_run(job.parent_run_id)
-    children = client.search_runs([parent.info.experiment_id],
-                                  f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{job.parent_run_id}'")
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{job.parent_run_id}'")
     key = " ".join(job.swept)
     matching = [run for run in children if run.data.tags.get(KEY_TAG) == key]
     finished = [run for run in matching if run.info.status == "FINISHED"]
-    return (finished or sorted(matching, key=lambda run: run.info.start_time) or [None])[-1]
+    candidates = finished or sorted(matching, key=lambda run: run.info.start_time)
+    return candidates[-1] if candidates else None
 
 
 def best_loss(client: MlflowClient, run: Run) -> float:
@@ -148,12 +156,14 @@ def sweep_parent(cfg: DictConfig) -> Run | None:
     return run if run.data.tags.get("sweep") == "true" else None
 
 
-def resume_command(parent: Run, overrides: DictConfig) -> list[str]:
+def resume_command(parent: Run, overrides: Any) -> list[str]:
     """The command line that launches the parent's sweep again: its overrides, this command's
     (resume=, tracking_uri=, hydra.*), and its sweep directory where it still exists."""
     if ARGS_TAG not in parent.data.tags:
-        raise UserError(f"sweep {parent.info.run_id} was started by an older rnnexp that did not record its command "
-                        "line: start it again as a new sweep.")
+        raise UserError(
+            f"sweep {parent.info.run_id} was started by an older rnnexp that did not record its command "
+            "line: start it again as a new sweep."
+        )
     started = json.loads(parent.data.tags[ARGS_TAG])
 
     def key(override: str) -> str:
@@ -199,6 +209,21 @@ class SweepCallback(Callback):
         self.sweep_dir: Path | None = None
         self._closed = False
 
+    @property
+    def _store(self) -> MlflowClient:
+        assert self.client is not None, "the store is opened when the multirun starts"
+        return self.client
+
+    @property
+    def _parent(self) -> RunLogger:
+        assert self.parent is not None, "the parent run is opened when the multirun starts"
+        return self.parent
+
+    @property
+    def _dir(self) -> Path:
+        assert self.sweep_dir is not None, "the sweep directory is made when the multirun starts"
+        return self.sweep_dir
+
     def __getstate__(self) -> dict:
         """Launchers pickle the callbacks with each job (joblib): the job needs none of the launcher's state."""
         return {**self.__dict__, "client": None, "parent": None}
@@ -211,8 +236,10 @@ class SweepCallback(Callback):
                 self._close("FAILED", str(err))
             cli.exit_with(err)
         except OSError as err:  # the sweep directory cannot be written
-            reason = (f"cannot write the sweep directory {config.hydra.sweep.dir} ({err.strerror or err}): run from "
-                      "a writable folder or set hydra.sweep.dir to one.")
+            reason = (
+                f"cannot write the sweep directory {config.hydra.sweep.dir} ({err.strerror or err}): run from "
+                "a writable folder or set hydra.sweep.dir to one."
+            )
             if self.parent is not None:
                 self._close("FAILED", reason)
             cli.exit_with(UserError(reason))
@@ -228,13 +255,13 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-        stop = self.sweep_dir / STOP_FILE
+        stop = self._dir / STOP_FILE
         if stop.exists():
             reason = self._resume_hint(stop.read_text().strip() or "the sweep was interrupted")
             self._close("KILLED", reason)
             print(f"interrupted: {reason}", file=sys.stderr)
             sys.exit(cli.INTERRUPTED_EXIT)
-        self.parent.stop_heartbeat()
+        self._parent.stop_heartbeat()
         try:
             self._compare_children()
         except UserError as err:
@@ -246,17 +273,20 @@ class SweepCallback(Callback):
         self._closed = True
 
     def _resume_hint(self, what: str) -> str:
-        return (f"{what}: python -m rnnexp.run resume={self.parent_run_id} runs its unfinished jobs, from their "
-                "checkpoints, and compares them.")
+        return (
+            f"{what}: python -m rnnexp.run resume={self.parent_run_id} runs its unfinished jobs, from their "
+            "checkpoints, and compares them."
+        )
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         """First signal: the sweep stops after each running job's current step. Second: at once."""
-        stop = self.sweep_dir / STOP_FILE
+        stop = self._dir / STOP_FILE
         if stop.exists():
             raise KeyboardInterrupt(self._resume_hint("the sweep was stopped at once"))
-        request_stop(self.sweep_dir, f"the sweep was stopped by signal {signum}")
-        log.warning("stopping the sweep: running jobs checkpoint and stop, no other starts; signal again to stop "
-                    "at once")
+        request_stop(self._dir, f"the sweep was stopped by signal {signum}")
+        log.warning(
+            "stopping the sweep: running jobs checkpoint and stop, no other starts; signal again to stop at once"
+        )
 
     def _close(self, status: str, reason: str) -> None:
         if not self._closed and self.parent is not None:
@@ -275,8 +305,13 @@ class SweepCallback(Callback):
         else:
             args = json.dumps({"task": task, "hydra": list(config.hydra.overrides.hydra)})
             name = f"sweep {readable_name([o for o in task if o.split('=', 1)[0] != 'resume'], None)}"
-            parent = create_run(self.client, config.experiment_name, name, None,
-                                {"sweep": "true", OVERRIDES_TAG: sweep, ARGS_TAG: args, **environment_tags()})
+            parent = create_run(
+                self.client,
+                config.experiment_name,
+                name,
+                None,
+                {"sweep": "true", OVERRIDES_TAG: sweep, ARGS_TAG: args, **environment_tags()},
+            )
         self.parent, self.parent_run_id = parent, parent.run_id
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         self.sweep_dir = sweep_dir
@@ -293,12 +328,12 @@ class SweepCallback(Callback):
         log.info("sweep: MLflow parent run %s in %s", parent.run_id, self.client.tracking_uri)
 
     def _reopen_parent(self, run_id: str) -> RunLogger:
-        run = get_run(self.client, run_id)
+        run = get_run(self._store, run_id)
         if run.data.tags.get("sweep") != "true":
             raise UserError(f"run {run_id} is not a sweep's parent run: resume a single run without -m.")
         if run.info.status == "FINISHED" and not run.data.tags.get("failure_reason"):
             raise UserError(f"sweep {run_id} has finished: there is nothing to resume; start a new sweep instead.")
-        return reopen_run(self.client, run_id)
+        return reopen_run(self._store, run_id)
 
     def _claim(self, parent_file: Path) -> None:
         """Refuse a sweep directory that a live sweep of another parent uses (a fixed hydra.sweep.dir)."""
@@ -307,22 +342,28 @@ class SweepCallback(Callback):
         other = json.loads(parent_file.read_text()).get("parent_run_id")
         if other and other != self.parent_run_id:
             try:
-                run = self.client.get_run(other)
+                run = self._store.get_run(other)
             except MlflowException:  # a sweep of another store: not this store's business
                 return
             if is_alive(run):
-                raise UserError(f"the sweep directory {parent_file.parent} belongs to sweep {other}, still running "
-                                f"({owner(run)}): give this sweep its own hydra.sweep.dir.")
+                raise UserError(
+                    f"the sweep directory {parent_file.parent} belongs to sweep {other}, still running "
+                    f"({owner(run)}): give this sweep its own hydra.sweep.dir."
+                )
 
     def _compare_children(self) -> None:
-        parent = RunLogger(self.client, self.parent_run_id)
-        children = summarise(self.client, parent)
+        parent = RunLogger(self._store, self._parent.run_id)
+        children = summarise(self._store, parent)
         failed = [run.info.run_name for run in children if run.info.status != "FINISHED"]
         with_runs = {run.data.tags.get(JOB_TAG) for run in children}
-        failures = sorted((Path(self.sweep_dir) / FAILED_DIR).glob("*.txt"))
+        failures = sorted((self._dir / FAILED_DIR).glob("*.txt"))
         failed += [path.read_text() for path in failures if path.stem not in with_runs]  # no run to show
         jobs = len(with_runs | {path.stem for path in failures})
-        parent.end("FINISHED" if len(failed) < jobs else "FAILED", f"{len(failed)} of {jobs} jobs failed" if failed else None)
+        parent.end(
+            "FINISHED" if len(failed) < jobs else "FAILED", f"{len(failed)} of {jobs} jobs failed" if failed else None
+        )
         if failed:
-            raise UserError(f"{len(failed)} of {jobs} sweep jobs failed ({'; '.join(failed)}): "
-                            f"see the failure column of the table above, or parent run {self.parent_run_id} in MLflow.")
+            raise UserError(
+                f"{len(failed)} of {jobs} sweep jobs failed ({'; '.join(failed)}): "
+                f"see the failure column of the table above, or parent run {self.parent_run_id} in MLflow."
+            )
