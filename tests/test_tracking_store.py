@@ -15,9 +15,9 @@ from mlflow import MlflowClient
 from runner_setup import TINY, compose_run, store
 
 from rnnexp import tracking
-from rnnexp.tracking.store import check_reachable
 from rnnexp.errors import UserError
 from rnnexp.tracking import train
+from rnnexp.tracking.store import check_reachable
 
 
 def test_the_default_store_is_an_absolute_sqlite_file_in_the_launch_directory(tmp_path, monkeypatch) -> None:
