@@ -41,7 +41,8 @@ import numpy as np
 
 from rnnexp.config.schema import DTYPES, TRUNCATIONS
 from rnnexp.engine.class_output import make_output
-from rnnexp.engine.grads import ColumnGrad
+from rnnexp.engine.grads import column_grad
+from rnnexp.engine.inputs import check_batch, draw_word
 from rnnexp.engine.rnn import Step
 from rnnexp.engine.threads import blas_single_threaded, default_threads
 from rnnexp.errors import DivergedError, UserError
@@ -380,17 +381,6 @@ class _TiedOutput(MutableMapping):
         return len(list(iter(self)))
 
 
-def _as_batch(a, name: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise UserError(
-            f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}."
-        )
-    return arr
-
-
 class GatedLM:
     """A GRU or LSTM language model with the engine's public API (see `rnnexp.engine`).
 
@@ -482,40 +472,7 @@ class GatedLM:
 
     # ------------------------------------------------------------------ checks
     def _check(self, x, y=None, mask=None, h0=None):
-        x = _as_batch(x, "x")
-        if x.size == 0:
-            raise UserError("x is empty: every sequence needs at least one token.")
-        arrays = [("x", x)]
-        if y is not None:
-            y = _as_batch(y, "y")
-            if y.shape != x.shape:
-                raise UserError(f"x and y must have the same shape, got {x.shape} and {y.shape}.")
-            arrays.append(("y", y))
-        for name, a in arrays:
-            if not np.issubdtype(a.dtype, np.integer):
-                raise UserError(f"token ids must be integers, got dtype {a.dtype}.")
-            lo, hi = int(a.min()), int(a.max())
-            if lo < 0 or hi >= self.V:
-                raise UserError(
-                    f"{name} holds token id {lo if lo < 0 else hi}, outside the vocabulary 0..{self.V - 1}."
-                )
-        if mask is not None:
-            mask = _as_batch(mask, "mask")
-            if mask.shape != x.shape:
-                raise UserError(f"mask must have the shape of x, got {mask.shape} and {x.shape}.")
-            mask = mask.astype(bool)
-            if not np.array_equal(mask, np.arange(x.shape[1]) < mask.sum(axis=1)[:, None]):
-                raise UserError("mask must mark each sequence's real tokens as a prefix (padding only at the end).")
-        if h0 is not None:
-            h0 = np.asarray(h0, dtype=self.dtype)
-            if h0.ndim == 1:
-                h0 = h0[None, :]
-            if h0.shape != (x.shape[0], self.state_size):
-                raise UserError(
-                    f"h0 must have shape {(x.shape[0], self.state_size)} (the {self.cell}'s whole state), "
-                    f"got {h0.shape}."
-                )
-        return x, y, mask, h0
+        return check_batch(x, y, mask, h0, self.V, self.state_size, self.dtype, f"the {self.cell}'s whole state")
 
     # ---------------------------------------------------------------- dropout
     def dropout_masks(self, x, y, mask=None, h0=None) -> DropoutMasks | None:
@@ -735,7 +692,7 @@ class GatedLM:
         d_embed = self._input_grad(0, accs[0])
         if masks is not None:
             d_embed *= masks.inputs[0].reshape(T * B, self.E)
-        columns = _column_grad(x.T.reshape(-1), d_embed, m.reshape(-1) > 0)
+        columns = column_grad(x.T.reshape(-1), d_embed, m.reshape(-1) > 0)
         if self.tie_weights:
             dV[columns.cols] += columns.rows  # dV is the gradient of Uᵀ: one dense (V, E) array
             grads["U"] = dV.T
@@ -842,22 +799,8 @@ class GatedLM:
         while len(out) < max_len:
             layers, top = self._forward(np.array([[word]]), state, None, backward=False)
             state = self._last_state(layers, np.ones(1, int))
-            logits = self.output.logits(top[0, 0]).astype(np.float64) / temperature
-            logits[banned] = -np.inf
-            if top_k is not None and top_k < self.V:
-                logits[np.argpartition(logits, -top_k)[:-top_k]] = -np.inf
-            p = np.exp(logits - logits.max())
-            word = int(rng.choice(self.V, p=p / p.sum()))
+            word = draw_word(self.output.logits(top[0, 0]), rng, banned, temperature, top_k)
             if word == end_id:
                 break
             out.append(word)
         return out
-
-
-def _column_grad(ids: np.ndarray, rows: np.ndarray, real: np.ndarray) -> ColumnGrad:
-    """Sum the embedding gradients of each word over the real positions where it is the input."""
-    ids, rows = ids[real], rows[real]
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    return ColumnGrad(sorted_ids[starts], np.add.reduceat(rows[order], starts, axis=0))

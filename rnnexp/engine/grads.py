@@ -26,3 +26,12 @@ class ColumnGrad:
 def squared_norm(grad: np.ndarray | ColumnGrad) -> float:
     """The squared L2 norm of a gradient, dense or restricted to a batch's columns."""
     return grad.sum_sq() if isinstance(grad, ColumnGrad) else float(np.vdot(grad, grad))
+
+
+def column_grad(ids: np.ndarray, rows: np.ndarray, real: np.ndarray) -> ColumnGrad:
+    """Sum the gradient rows of each input word over the real positions: dU[:, w] = sum over t with x_t = w."""
+    ids, rows = ids[real], rows[real]
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    return ColumnGrad(sorted_ids[starts], np.add.reduceat(rows[order], starts, axis=0))

@@ -24,7 +24,8 @@ import numpy as np
 
 from rnnexp.config.schema import DTYPES, TRUNCATIONS
 from rnnexp.engine.class_output import make_output
-from rnnexp.engine.grads import ColumnGrad
+from rnnexp.engine.grads import column_grad
+from rnnexp.engine.inputs import check_batch, draw_word
 from rnnexp.engine.threads import blas_single_threaded, default_threads
 from rnnexp.errors import DivergedError, UserError
 
@@ -37,17 +38,6 @@ class Step:
     n_tokens: int
     grads: dict  # 'U' (array or ColumnGrad), 'W', and the output layer's: 'V' ('V' and 'Vc' for output=class)
     h_last: np.ndarray  # (B, H) hidden state after each sequence's last real token
-
-
-def _as_batch(a, name: str) -> np.ndarray:
-    arr = np.asarray(a)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise UserError(
-            f"{name} must be a 1-D sequence of token ids or a 2-D (batch, time) array, got shape {arr.shape}."
-        )
-    return arr
 
 
 class RNNLM:
@@ -100,39 +90,7 @@ class RNNLM:
 
     # ------------------------------------------------------------------ checks
     def _check(self, x, y=None, mask=None, h0=None):
-        x = _as_batch(x, "x")
-        if x.size == 0:
-            raise UserError("x is empty: every sequence needs at least one token.")
-        if not np.issubdtype(x.dtype, np.integer):
-            raise UserError(f"token ids must be integers, got dtype {x.dtype}.")
-        arrays = [("x", x)]
-        if y is not None:
-            y = _as_batch(y, "y")
-            if y.shape != x.shape:
-                raise UserError(f"x and y must have the same shape, got {x.shape} and {y.shape}.")
-            if not np.issubdtype(y.dtype, np.integer):
-                raise UserError(f"token ids must be integers, got dtype {y.dtype}.")
-            arrays.append(("y", y))
-        for name, a in arrays:
-            lo, hi = int(a.min()), int(a.max())
-            if lo < 0 or hi >= self.V:
-                bad = lo if lo < 0 else hi
-                raise UserError(f"{name} holds token id {bad}, outside the vocabulary 0..{self.V - 1}.")
-        if mask is not None:
-            mask = _as_batch(mask, "mask")
-            if mask.shape != x.shape:
-                raise UserError(f"mask must have the shape of x, got {mask.shape} and {x.shape}.")
-            mask = mask.astype(bool)
-            lengths = mask.sum(axis=1)
-            if not np.array_equal(mask, np.arange(x.shape[1]) < lengths[:, None]):
-                raise UserError("mask must mark each sequence's real tokens as a prefix (padding only at the end).")
-        if h0 is not None:
-            h0 = np.asarray(h0, dtype=self.dtype)
-            if h0.ndim == 1:
-                h0 = h0[None, :]
-            if h0.shape != (x.shape[0], self.H):
-                raise UserError(f"h0 must have shape {(x.shape[0], self.H)}, got {h0.shape}.")
-        return x, y, mask, h0
+        return check_batch(x, y, mask, h0, self.V, self.H, self.dtype)
 
     # ---------------------------------------------------------------- forward
     def _states(self, x: np.ndarray, h0: np.ndarray | None) -> np.ndarray:
@@ -196,19 +154,10 @@ class RNNLM:
         S_prev[1:] = S[:-1]
         Gf = G.reshape(T * B, self.H)
         dW = Gf.T @ S_prev.reshape(T * B, self.H)
-        dU = self._column_grad(x.T.reshape(-1), Gf, m.reshape(-1) > 0)
+        dU = column_grad(x.T.reshape(-1), Gf, m.reshape(-1) > 0)
         grads = {"U": dU if sparse_u else dU.toarray(self.V), "W": dW, **output_grads}
         h_last = S[m.sum(axis=0).astype(int) - 1, np.arange(B)]
         return Step(loss, n_tokens, grads, h_last)
-
-    @staticmethod
-    def _column_grad(ids: np.ndarray, G: np.ndarray, real: np.ndarray) -> ColumnGrad:
-        """Sum the pre-activation gradients of each word: dU[:, w] = sum over t with x_t = w."""
-        ids, G = ids[real], G[real]
-        order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[order]
-        starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-        return ColumnGrad(sorted_ids[starts], np.add.reduceat(G[order], starts, axis=0))
 
     def loss_and_grads(self, x, y, mask=None) -> tuple[float, dict]:
         """Mean loss and dense gradients of it: the notebook-friendly form of `backprop`."""
@@ -302,12 +251,7 @@ class RNNLM:
         banned = [i for i in (unknown_id, start_id) if i is not None]
         while len(out) < max_len:
             h = np.tanh(U_t[word] + W @ h)
-            logits = self.output.logits(h).astype(np.float64) / temperature
-            logits[banned] = -np.inf
-            if top_k is not None and top_k < self.V:
-                logits[np.argpartition(logits, -top_k)[:-top_k]] = -np.inf
-            p = np.exp(logits - logits.max())
-            word = int(rng.choice(self.V, p=p / p.sum()))
+            word = draw_word(self.output.logits(h), rng, banned, temperature, top_k)
             if word == end_id:
                 break
             out.append(word)
