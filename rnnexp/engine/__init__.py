@@ -20,6 +20,9 @@ returns (nll, dS, dV), for code written against it before.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from rnnexp.config.schema import ModelConfig
@@ -68,4 +71,10 @@ def build_model(
     )
 
 
-__all__ = ["GatedLM", "RNNLM", "Step", "build_model"]
+def load_params(model: Any, params: Mapping[str, np.ndarray]) -> None:
+    """Copy saved parameters into a model's arrays in place, so the optimiser's and output layer's views stay valid."""
+    for name, value in params.items():
+        model.params[name][...] = value
+
+
+__all__ = ["GatedLM", "RNNLM", "Step", "build_model", "load_params"]

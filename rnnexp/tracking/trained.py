@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 
 from rnnexp.config import RunConfig, resolve
 from rnnexp.data.vocab import Vocabulary
-from rnnexp.engine import build_model
+from rnnexp.engine import build_model, load_params
 from rnnexp.errors import UserError
 from rnnexp.tracking import comparison
 from rnnexp.tracking.logger import get_run
@@ -67,8 +67,7 @@ def from_files(checkpoint_path: Path, vocab_path: Path) -> TrainedModel:
     run_cfg = resolve(saved.meta["config"])
     vocab = Vocabulary.load(vocab_path)
     model = build_model(run_cfg.model, len(vocab), run_cfg.seed, word_class=saved.arrays.get("word_class"))
-    for name, value in saved.params.items():
-        model.params[name][...] = value
+    load_params(model, saved.params)
     return TrainedModel(model, vocab, run_cfg)
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from rnnexp.config import RunConfig, as_tree
 from rnnexp.data import Corpus, Split
-from rnnexp.engine import build_model
+from rnnexp.engine import build_model, load_params
 from rnnexp.engine.optim import Optimizer, clip_global_norm, make_optimizer
 from rnnexp.engine.schedules import checks_loss, halvings, learning_rate
 from rnnexp.errors import DivergedError, UserError
@@ -195,8 +195,7 @@ def restore_state(cfg: RunConfig, corpus: Corpus, start: checkpoint.Checkpoint, 
             f"the checkpoint holds parameters {sorted(start.params)}, but a {cfg.model.cell} model has "
             f"{sorted(model.params)}: resume it with the cell it was trained with."
         )
-    for name, value in start.params.items():
-        model.params[name][...] = value
+    load_params(model, start.params)
     optimizer = make_optimizer(cfg.optim)
     optimizer.load_state_dict(start.optimizer)
     best = checkpoint_dir / "best.npz"
@@ -406,8 +405,7 @@ def evaluate(
 def finish(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder) -> None:
     """Score the best model on the test split; write samples and curves."""
     p = state.progress
-    for name, value in state.best_params.items():
-        state.model.params[name][...] = value
+    load_params(state.model, state.best_params)
     test = data.corpus.splits["test"]
     metrics = {"tokens_per_sec_mean": p.tokens / max(p.train_seconds, 1e-9)} if p.train_seconds else {}
     if batches.usable(test.sentences):
