@@ -15,13 +15,12 @@ import numpy as np
 
 from benchmarks.common import THREADS, fixed_threads, interleaved, zipf_tokens
 from rnnexp.engine.optim import make_optimizer
-from rnnexp.engine.output import OUTPUT_BLOCK_ROWS
+from rnnexp.engine.output import block_rows_for
 from rnnexp.engine.rnn import RNNLM
 
 LEARNING_RATE = 0.1
 TARGET_FRACTION = 0.7
 TARGET_THREAD_SPEEDUP = 1.6  # the engine's own step, one thread against two
-BLOCK_ROWS = OUTPUT_BLOCK_ROWS  # rows of logits the engine's softmax works on at once
 
 
 def flops_per_token(vocab: int, hidden: int) -> dict[str, int]:
@@ -81,19 +80,20 @@ def _timings(threads: int, vocab: int, hidden: int, batch: int, length: int, opt
             **_gemms(S, Vm, L, G, model.params["W"].copy(), batch),
         }
         if threads == 1:
-            block = S[:BLOCK_ROWS] @ Vm.T
+            rows = block_rows_for(vocab)  # rows of logits the engine's softmax works on at once
+            block = S[:rows] @ Vm.T
             contenders.update(
                 {
                     f"softmax: {name}": step
                     for name, step in _softmax_steps(
-                        block - block.max(axis=1, keepdims=True), y.reshape(-1)[:BLOCK_ROWS]
+                        block - block.max(axis=1, keepdims=True), y.reshape(-1)[:rows]
                     ).items()
                 }
             )
         timings = interleaved(contenders, **options)
     if threads > 1:
         return {name: t.median for name, t in timings.items()}
-    blocks = n / min(n, BLOCK_ROWS)  # the softmax steps ran on one block: scale to all rows
+    blocks = n / min(n, block_rows_for(vocab))  # the softmax steps ran on one block: scale to all rows
     return {name: t.cpu_median * (blocks if name.startswith("softmax") else 1) for name, t in timings.items()}
 
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from rnnexp.engine import output
 from rnnexp.engine.optim import make_optimizer
-from rnnexp.engine.output import SoftmaxOutput, WorkerPool, block_plan
+from rnnexp.engine.output import SoftmaxOutput, WorkerPool, block_plan, block_rows_for
 from rnnexp.engine.rnn import RNNLM
 
 
@@ -44,11 +45,17 @@ def test_block_plan_covers_every_row_once_in_equal_blocks_and_equal_shares(rows,
     assert max(sizes) <= 320 and max(sizes) - min(sizes) <= 1
 
 
+def test_a_block_holds_at_most_its_budget_of_logits_and_at_least_one_row():
+    assert block_rows_for(10_000) * 10_000 <= output.OUTPUT_BLOCK_LOGITS < (block_rows_for(10_000) + 1) * 10_000
+    assert block_rows_for(10 * output.OUTPUT_BLOCK_LOGITS) == 1
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("scale", [1.0, 400.0, -1.0])  # safe; rows that overflow exp; rows that underflow it
-def test_fused_blocks_equal_the_obvious_softmax(threads, scale):
+def test_fused_blocks_equal_the_obvious_softmax(threads, scale, monkeypatch):
+    monkeypatch.setattr(output, "OUTPUT_BLOCK_LOGITS", 128 * 2000)
     out, rng = layer(2000, 12, threads, scale=abs(scale))
-    S = np.tanh(rng.standard_normal((700, 12)) * 3)  # 700 x 2000 logits: more than one block, both workers
+    S = np.tanh(rng.standard_normal((700, 12)) * 3)  # 700 x 2000 logits in blocks of 128 rows: several per worker
     if scale < 0:
         out.params["V"][:] = -np.abs(out.params["V"]) - 150.0  # every logit far below -745: exp underflows
         S = np.abs(S)
@@ -112,3 +119,11 @@ def test_a_training_step_repeats_bitwise_and_the_optimiser_restores_blas_threads
         runs.append(model.params)
         assert after == {2}  # the step ran single-threaded inside and put the setting back
     assert all(np.array_equal(runs[0][n], runs[1][n]) for n in "UWV")
+
+
+def test_the_engine_limits_every_blas_library_the_process_has_loaded():
+    from rnnexp.engine import threads
+
+    loaded = {lib["filepath"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert len(loaded) >= 2  # numpy's and scipy's OpenBLAS
+    assert {lib["filepath"] for lib in threads._BLAS.info() if lib["user_api"] == "blas"} == loaded

@@ -10,8 +10,11 @@ block is one fused task over a (rows × V) buffer the worker keeps across calls:
     dV += Eᵀ (S · w/z)       one GEMM, the 1/z normalisation folded into the small (rows × H) factor
 
 so the only pass over the logits besides the three products is the exponential. Blocks are fixed
-by the row count and the thread count, and the workers' dV are summed in a fixed order, so results
-repeat bitwise for a given thread count.
+by the row count, V and the thread count, and the workers' dV are summed in a fixed order, so
+results repeat bitwise for a given thread count.
+
+Every product goes through NumPy's matmul: scipy's BLAS (a second OpenBLAS) serialises calls from
+concurrent threads, which made the dV product of two workers take twice as long as one.
 
 Every output layer offers the same contract (the cells use nothing else): `params_of` (its
 parameter names), `buffers` (non-trained arrays a checkpoint must keep), `logits(s)`, and
@@ -25,16 +28,20 @@ from collections.abc import MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy.linalg.blas import get_blas_funcs
 
-# Rows of the output layer processed at once: big enough for efficient matrix products, small
-# enough that the (rows × V) block of logits stays in cache through exp and both later products.
-OUTPUT_BLOCK_ROWS = 320
+# Logits of one block at most (16 MiB in float32): a worker whose rows fit does them as one block,
+# so its dV comes from one product; beyond it, the block's dV is added to the worker's running sum.
+OUTPUT_BLOCK_LOGITS = 1 << 22
 # Below this many logits a batch is too small to repay handing blocks to worker threads.
 PARALLEL_MIN_LOGITS = 1 << 20
 
 
-def block_plan(n_rows: int, workers: int, block_rows: int = OUTPUT_BLOCK_ROWS) -> list[list[tuple[int, int]]]:
+def block_rows_for(vocab_size: int) -> int:
+    """Rows of logits one block holds at this vocabulary size."""
+    return max(1, OUTPUT_BLOCK_LOGITS // vocab_size)
+
+
+def block_plan(n_rows: int, workers: int, block_rows: int) -> list[list[tuple[int, int]]]:
     """Rows 0..n_rows in equal blocks of at most `block_rows`, the same number for each worker."""
     per_worker = max(1, math.ceil(n_rows / (workers * block_rows)))
     edges = [n_rows * i // (workers * per_worker) for i in range(workers * per_worker + 1)]
@@ -78,7 +85,6 @@ class SoftmaxOutput:
         self.dtype = weights.dtype
         self.params_of = (key,)
         self.buffers: dict[str, np.ndarray] = {}
-        self._gemm = get_blas_funcs("gemm", dtype=self.dtype)
         self._pool = WorkerPool(threads)
         self._augmented = np.ones((self.vocab_size, self.hidden_dim + 1), self.dtype)  # [V | 1]
 
@@ -101,7 +107,7 @@ class SoftmaxOutput:
         nll = np.empty(N, self.dtype)
         dS = np.empty((N, self.hidden_dim), self.dtype) if need_grads else None
         workers = min(self.threads, N) if N * self.vocab_size >= PARALLEL_MIN_LOGITS else 1
-        plan = block_plan(N, workers, OUTPUT_BLOCK_ROWS)
+        plan = block_plan(N, workers, block_rows_for(self.vocab_size))
         rows = max(b - a for blocks in plan for a, b in blocks)
         if need_grads:
             np.copyto(self._augmented[:, : self.hidden_dim], self.params[self.key])
@@ -157,12 +163,9 @@ class SoftmaxOutput:
         L[index, yb] -= z
         scaled = Sb * scale[:, None]
         if dV is None:
-            dV = np.empty((self.vocab_size, H), self.dtype)
-            beta = 0.0
-        else:
-            beta = 1.0
-        # dV is C-ordered, so dVᵀ (H×V) is Fortran-ordered: dVᵀ (+)= scaledᵀ·E in place.
-        self._gemm(1.0, scaled.T, L.T, beta=beta, c=dV.T, trans_b=1, overwrite_c=1)
+            return np.matmul(L.T, scaled)
+        share = self._pool.scratch(worker, "dV", (self.vocab_size, H), self.dtype)
+        dV += np.matmul(L.T, scaled, out=share)
         return dV
 
     def _shifted(self, Sb: np.ndarray, L: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import os
 
+import scipy.linalg.blas  # noqa: F401  (loads scipy's own OpenBLAS before the controller lists the libraries)
 from threadpoolctl import ThreadpoolController
 
+# Both OpenBLAS copies, numpy's and scipy's: a limit that missed one would leave its threads
+# spinning on the second core after every call.
 _BLAS = ThreadpoolController()
 
 
