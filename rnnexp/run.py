@@ -17,10 +17,12 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from rnnexp import cli
 from rnnexp import config as _schemas  # noqa: F401  (registers the schemas conf/ names, before Hydra composes)
+from rnnexp.config.resolve import resolve
 from rnnexp.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,8 @@ UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 @cli.reports_user_errors
 def main(cfg: DictConfig) -> float:
+    if HydraConfig.get().mode != RunMode.MULTIRUN and not cfg.resume:
+        resolve(cfg)  # a bad value answers before MLflow loads (a sweep job's becomes its FAILED run instead)
     # MLflow and the trainer load here, not at import: --help, --cfg and a mistyped override answer at once
     from rnnexp.tracking import sweep
     from rnnexp.tracking.logger import OVERRIDES_TAG

@@ -20,6 +20,7 @@ LAYERS = [
         "rnnexp.gradcheck",
         "rnnexp.baseline",
         "rnnexp.runs",
+        "rnnexp.callbacks",
         "rnnexp.__init__",
     },
 ]

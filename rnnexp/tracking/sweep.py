@@ -193,7 +193,7 @@ def record_failure(job: SweepJob, reason: str) -> None:
     (folder / f"{job.number}.txt").write_text(f"{job.name}: {reason}")
 
 
-class SweepCallback(Callback):
+class SweepParent(Callback):
     """Opens the parent run when a multirun starts; compares the children when it ends.
 
     Hydra turns a callback's exceptions into warnings and carries on, so a UserError here ends
