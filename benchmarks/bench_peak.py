@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import THREADS, fixed_threads, interleaved, zipf_tokens
+from benchmarks.common import REPEATS, THREADS, fixed_threads, interleaved, zipf_tokens
 from rnnexp.engine.optim import make_optimizer
 from rnnexp.engine.output import block_rows_for
 from rnnexp.engine.rnn import RNNLM
@@ -127,7 +127,7 @@ def run(smoke: bool = False) -> dict:
     On 2 threads (the target) by wall-clock time; on one thread by CPU time, which other work on
     the machine barely moves and which gives the profile.
     """
-    vocab, hidden, batch, length, repeats = (300, 16, 4, 6, 2) if smoke else (8000, 100, 32, 35, 5)
+    vocab, hidden, batch, length, repeats = (300, 16, 4, 6, 2) if smoke else (8000, 100, 32, 35, REPEATS)
     n = batch * length
     options = {"repeats": repeats, "min_seconds": 0.0 if smoke else 0.1}
     two = _timings(THREADS, vocab, hidden, batch, length, options)

@@ -2,10 +2,11 @@
 softmax), hidden size, batch, truncation length (window and chunk modes) and sequence length, one knob at a time.
 
 Every other setting stays at the PyTorch comparison's (V=8000, H=100, B=32, T=35, float32, full
-BPTT, SGD with the sparse U update). The points of one sweep are timed in alternating rounds, so
-a busy moment on the shared machine bends no curve, on 2 threads by wall-clock time and again on
-one thread by CPU time, which other jobs on the machine move far less. Peak memory is what numpy allocates during one
-step (tracemalloc), on top of the parameters.
+BPTT, SGD with the sparse U update). Each distinct point is timed once (the base point belongs to
+four curves, and is one measurement in all of them), every point taking its turn in each of the
+rounds, so a busy moment on the shared machine bends no curve; on 2 threads by wall-clock time and
+again on one thread by CPU time, which other jobs on the machine move far less. Peak memory is
+what numpy allocates during one step (tracemalloc), on top of the parameters.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from benchmarks.common import THREADS, fixed_threads, interleaved, peak_bytes, zipf_tokens
+from benchmarks.common import REPEATS, THREADS, fixed_threads, interleaved, peak_bytes, zipf_tokens
 from rnnexp.engine.optim import make_optimizer
 from rnnexp.engine.rnn import RNNLM
 
@@ -104,8 +105,8 @@ def training_step(point: Point, seed: int = 0):
     return step
 
 
-def _series(points: list[Point], threads: int, options: dict) -> tuple[dict, dict]:
-    """Timings of one series' points, taking turns, and the step callables (built under `threads`)."""
+def _timed(points: list[Point], threads: int, options: dict) -> tuple[dict, dict]:
+    """Timings of the points, taking turns, and the step callables (built under `threads`), keyed by index."""
     with fixed_threads(threads):
         steps = {str(i): training_step(p) for i, p in enumerate(points)}
         return interleaved(steps, block=2, **options), steps
@@ -115,21 +116,24 @@ def run(smoke: bool = False) -> dict:
     """For each sweep and series: the knob's values, tokens/s on 2 threads, tokens per CPU second on
     one thread (the work, whatever the machine's load) and peak MiB at each."""
     sweeps = SMOKE_SWEEPS if smoke else SWEEPS
-    options = {"repeats": 1, "min_seconds": 0.0} if smoke else {"repeats": 2, "min_seconds": 0.2}
-    results = {}
+    options = {"repeats": 1, "min_seconds": 0.0} if smoke else {"repeats": REPEATS, "min_seconds": 0.2}
+    points = list(dict.fromkeys(p for series in sweeps.values() for curve in series.values() for p in curve))
+    key = {p: str(i) for i, p in enumerate(points)}
+    two, steps = _timed(points, THREADS, options)
+    one, _ = _timed(points, 1, options)
+    with fixed_threads():
+        peaks = {p: peak_bytes(steps[key[p]]) / 2**20 for p in points}
+    results: dict = {}
     for knob, series in sweeps.items():
-        results[knob] = {}
-        for label, points in series.items():
-            two, steps = _series(points, THREADS, options)
-            one, _ = _series(points, 1, options)
-            with fixed_threads():
-                peaks = [peak_bytes(steps[str(i)]) / 2**20 for i in range(len(points))]
-            results[knob][label] = {
-                "x": [getattr(p, knob) for p in points],
-                "tokens_per_sec": [p.tokens_per_call / two[str(i)].median for i, p in enumerate(points)],
-                "one_thread_tokens_per_cpu_sec": [
-                    p.tokens_per_call / one[str(i)].cpu_median for i, p in enumerate(points)
-                ],
-                "peak_mib": peaks,
+        results[knob] = {
+            label: {
+                "x": [getattr(p, knob) for p in curve],
+                "tokens_per_sec": [p.tokens_per_call / two[key[p]].median for p in curve],
+                "spread": [two[key[p]].spread for p in curve],
+                "one_thread_tokens_per_cpu_sec": [p.tokens_per_call / one[key[p]].cpu_median for p in curve],
+                "peak_mib": [peaks[p] for p in curve],
+                "base": [p == Point() for p in curve],
             }
-    return {"base": Point().__dict__, "sweeps": results}
+            for label, curve in series.items()
+        }
+    return {"base": Point().__dict__, "sweeps": results, "points": len(points), "repeats": options["repeats"]}

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, THREADS
+from benchmarks.common import REPEATS, ROOT, THREADS, Timing
 from rnnexp import tracking
 
 LAUNCHERS = {"basic": ["hydra/launcher=basic"], "joblib": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={THREADS}"]}
@@ -56,7 +56,7 @@ def sweep_seconds(launcher: str, overrides: list[str], workdir: Path) -> tuple[f
 
 def run(smoke: bool = False) -> dict:
     """Seconds per sweep with each launcher (median of the rounds) and joblib's speed-up."""
-    overrides, repeats = (SMOKE, 1) if smoke else (FULL, 2)
+    overrides, repeats = (SMOKE, 1) if smoke else (FULL, REPEATS)
     samples: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
     cpu: dict[str, list[float]] = {name: [] for name in LAUNCHERS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,6 +76,7 @@ def run(smoke: bool = False) -> dict:
             f"medians of {repeats} alternating runs."
         ),
         "samples": samples,
+        "spread": {name: Timing(s).spread for name, s in samples.items()},
         "seconds": seconds,
         "cpu_seconds": {name: statistics.median(c) for name, c in cpu.items()},
         "speedup": seconds["basic"] / seconds["joblib"],

@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from benchmarks.common import ROOT, THREADS, fixed_threads, interleaved, try_import_torch, zipf_tokens
+from benchmarks.common import REPEATS, ROOT, THREADS, fixed_threads, interleaved, try_import_torch, zipf_tokens
 from rnnexp.engine.optim import make_optimizer
 from rnnexp.engine.rnn import RNNLM
 
@@ -134,7 +134,7 @@ def _contest(threads: int, batches: list, vocab: int, hidden: int, options: dict
 
 
 def _shapes(smoke: bool) -> tuple[int, int, int, int, int]:
-    return (300, 16, 4, 6, 2) if smoke else (8000, 100, 32, 35, 7)
+    return (300, 16, 4, 6, 2) if smoke else (8000, 100, 32, 35, REPEATS)
 
 
 def _batches(vocab: int, batch: int, length: int) -> list:
@@ -165,7 +165,7 @@ def run(smoke: bool = False) -> dict:
     options = {"repeats": repeats, "min_seconds": 0.0 if smoke else 0.2}
     two = _contest(THREADS, batches, vocab, hidden, options)
     thp = _thp_contest(smoke)
-    one = _contest(1, batches, vocab, hidden, {**options, "repeats": max(1, repeats // 2)})
+    one = _contest(1, batches, vocab, hidden, options)
     return {
         "setting": {
             "vocab_size": vocab,

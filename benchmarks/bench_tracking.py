@@ -15,7 +15,7 @@ from unittest import mock
 from hydra import compose, initialize_config_dir
 
 import rnnexp.config  # noqa: F401  (registers the schemas the configs name)
-from benchmarks.common import ROOT, fixed_threads, interleaved
+from benchmarks.common import REPEATS, ROOT, fixed_threads, interleaved
 from rnnexp import tracking
 from rnnexp.tracking import train
 
@@ -66,7 +66,7 @@ def _untracked(cfg) -> None:
 
 def run(smoke: bool = False) -> dict:
     """Seconds per run with and without MLflow tracking, and the relative overhead."""
-    overrides, repeats = (SMOKE, 1) if smoke else (FULL, 5)
+    overrides, repeats = (SMOKE, 1) if smoke else (FULL, REPEATS)
     with tempfile.TemporaryDirectory() as tmp, fixed_threads():
         cfg = _config(Path(tmp), overrides)
         timings = interleaved(
@@ -85,6 +85,7 @@ def run(smoke: bool = False) -> dict:
         ),
         "overrides": overrides,
         "seconds_per_run": {name: t.median for name, t in timings.items()},
+        "spread": {name: t.spread for name, t in timings.items()},
         "cpu_seconds_per_run": {name: t.cpu_median for name, t in timings.items()},
         "overhead": on.cpu_median / off.cpu_median - 1.0,
         "overhead_cpu_seconds": on.cpu_median - off.cpu_median,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import fixed_threads, interleaved, profile_top, zipf_tokens
+from benchmarks.common import REPEATS, fixed_threads, interleaved, profile_top, zipf_tokens
 from rnnexp.engine.optim import make_optimizer
 from rnnexp.engine.reference import GateRNN, WildMLRNN
 from rnnexp.engine.rnn import RNNLM
@@ -32,7 +32,7 @@ def _max_rel_err(a: np.ndarray, b: np.ndarray) -> float:
 
 def run(smoke: bool = False) -> dict:
     """Seconds per SGD step of each implementation, and the engine's speed-up over the other two."""
-    vocab, hidden, length, repeats = (300, 16, 20, 2) if smoke else (8000, 100, 20, 5)
+    vocab, hidden, length, repeats = (300, 16, 20, 2) if smoke else (8000, 100, 20, REPEATS)
     rng = np.random.default_rng(0)
     sentence = zipf_tokens(rng, vocab, length + 1)
     x, y = sentence[:-1], sentence[1:]
@@ -63,7 +63,7 @@ def run(smoke: bool = False) -> dict:
         timings = interleaved(contenders, repeats=repeats, **options)
         profile = profile_top(engine_step, calls=5 if smoke else 50)
     with fixed_threads(1):  # one thread: CPU time measures each side's work whatever the machine's load
-        one_thread = interleaved(contenders, repeats=max(1, repeats // 2), **options)
+        one_thread = interleaved(contenders, repeats=repeats, **options)
     engine = timings["rnnexp engine"].median
     return {
         "setting": {

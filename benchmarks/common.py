@@ -25,6 +25,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 from experiments import provenance
 
 THREADS = 2
+REPEATS = 7  # interleaved rounds: every figure is the median of this many, with its interquartile range
 ROOT = Path(__file__).resolve().parent.parent
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -143,6 +144,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_details() -> str:
+    """Family, model, clock, the widest SIMD the CPU offers and cpu0's caches: what GEMM speed depends on."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return "-"
+    flags = set(fields.get("flags", "").split())
+    simd = [name for name in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if name in flags]
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        caches.append(f"L{level}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''} {size}")
+    return (
+        f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')} stepping "
+        f"{fields.get('stepping', '?')}, {fields.get('cpu MHz', '?')} MHz, {' '.join(simd) or 'no AVX2'}; "
+        f"caches (cpu0) {', '.join(caches) or '-'}"
+    )
+
+
 def _ram_gib() -> float | None:
     """Physical memory the machine reports (MemTotal), in GiB."""
     try:
@@ -189,6 +215,7 @@ def machine_info() -> dict:
         ]
     return {
         "cpu": _cpu_model(),
+        "cpu_details": _cpu_details(),
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "load_average_1min": round(os.getloadavg()[0], 2),

@@ -73,6 +73,7 @@ def _machine(m: dict) -> list[str]:
     env = ", ".join(f"{k}={v}" for k, v in m["environment"].items())
     rows = [
         ["CPU", m["cpu"]],
+        ["CPU details", m["cpu_details"]],
         ["cores (logical / usable)", f"{m['logical_cores']} / {m['usable_cores']}"],
         ["memory", f"{m['ram_gib']} GiB" if m.get("ram_gib") else "not recorded"],
         ["load average (1 min) at start / end", f"{m['load_average_1min_start']} / {m['load_average_1min']}"],
@@ -343,7 +344,10 @@ def _scaling(s: dict, plots: dict[str, str]) -> list[str]:
         "Tokens per second of training (backprop + SGD step) on 2 threads (solid lines), tokens per CPU second on "
         "one thread (dashed: the work, which other jobs on the machine move far less) and the peak memory numpy "
         "allocates during one step (tracemalloc), one knob at a time, the others at V=8000, H=100, B=32, T=35, full "
-        "BPTT, float32. In chunk mode a call trains one chunk of k steps of B streams, carrying the hidden state.",
+        f"BPTT, float32. In chunk mode a call trains one chunk of k steps of B streams, carrying the hidden state. "
+        f"Each of the {s['points']} distinct points is one measurement: medians of {s['repeats']} "
+        "rounds in which every point takes its turn, ± half the interquartile range; the base point (marked *) "
+        "belongs to several curves and is the same measurement in each.",
         "",
     ]
     for knob, series in s["sweeps"].items():
@@ -356,8 +360,8 @@ def _scaling(s: dict, plots: dict[str, str]) -> list[str]:
         )
         xs = next(iter(series.values()))["x"]
         rows = [
-            [x]
-            + [f"{d['tokens_per_sec'][i]:,.0f}" for d in series.values()]
+            [f"{x}{' *' if any(d['base'][i] for d in series.values()) else ''}"]
+            + [f"{d['tokens_per_sec'][i]:,.0f} ±{d['spread'][i] * 50:.0f}%" for d in series.values()]
             + [f"{d['one_thread_tokens_per_cpu_sec'][i]:,.0f}" for d in series.values()]
             + [f"{d['peak_mib'][i]:.1f}" for d in series.values()]
             for i, x in enumerate(xs)
@@ -369,7 +373,10 @@ def _scaling(s: dict, plots: dict[str, str]) -> list[str]:
 def _tracking(t: dict) -> list[str]:
     if "skipped" in t:
         return ["## 5. Tracking overhead", "", f"Skipped: {t['skipped']}", ""]
-    rows = [[name, f"{t['cpu_seconds_per_run'][name]:.2f}", f"{sec:.2f}"] for name, sec in t["seconds_per_run"].items()]
+    rows = [
+        [name, f"{t['cpu_seconds_per_run'][name]:.2f}", f"{sec:.2f} ±{t['spread'][name] * 50:.0f}%"]
+        for name, sec in t["seconds_per_run"].items()
+    ]
     return [
         "## 5. Tracking overhead",
         "",
@@ -387,7 +394,8 @@ def _sweep(t: dict) -> list[str]:
     if "skipped" in t:
         return ["## 6. Sweep scaling", "", f"Skipped: {t['skipped']}", ""]
     rows = [
-        [name, f"{sec:.1f}", " / ".join(f"{x:.1f}" for x in t["samples"][name]), f"{t['cpu_seconds'][name]:.1f}"]
+        [name, f"{sec:.1f} ±{t['spread'][name] * 50:.0f}%"]
+        + [f"{min(t['samples'][name]):.1f}–{max(t['samples'][name]):.1f}", f"{t['cpu_seconds'][name]:.1f}"]
         for name, sec in t["seconds"].items()
     ]
     return [
@@ -395,7 +403,7 @@ def _sweep(t: dict) -> list[str]:
         "",
         t["description"],
         "",
-        *_table(["launcher", "seconds for the sweep (median)", "each run", "CPU seconds (all processes)"], rows),
+        *_table(["launcher", "seconds for the sweep (median ± IQR/2)", "range", "CPU seconds (all processes)"], rows),
         f"The joblib sweep takes **{t['time_ratio']:.2f}** of the basic launcher's time ({t['speedup']:.2f}× as fast).",
         "",
     ]
