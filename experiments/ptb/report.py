@@ -15,13 +15,14 @@ import time
 from pathlib import Path
 
 import hydra
+from nltk.util import ngrams
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks import bench_ptb_parity
 from experiments.provenance import provenance
 from rnnexp import cli, tracking
 from rnnexp.config import compose_run, resolve
-from rnnexp.data import load_corpus
+from rnnexp.data import Corpus, load_corpus
 from rnnexp.tracking import trained
 from rnnexp.tracking.tables import markdown_table
 from rnnexp.training import evaluation
@@ -30,6 +31,7 @@ from rnnexp.training.baseline import timed_table
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 CODE = ("experiments/ptb", "benchmarks/bench_ptb_parity.py", "benchmarks/bench_torch.py")  # what makes the numbers
+OVERLAP_ORDERS = (4, 5, 6, 8)
 
 
 def row_config(overrides: list[str], tracking_uri: str) -> DictConfig:
@@ -71,6 +73,46 @@ def train_row(label: str, overrides: list[str], uri: str) -> dict:
     }
 
 
+def ngram_overlap(corpus: Corpus, orders: tuple[int, ...] = OVERLAP_ORDERS) -> dict[int, dict[str, float]]:
+    """For each n, the share of the valid and test streams' n-grams that occur in the training stream.
+
+    A split that repeats passages of the training text rewards a model that memorises n-grams
+    (Kneser–Ney does, exactly) over one regularised not to (dropout): the two splits can then
+    rank the same models differently.
+    """
+    train = corpus.splits["train"].stream().tolist()
+    overlap: dict[int, dict[str, float]] = {}
+    for n in orders:
+        seen = set(ngrams(train, n))
+        overlap[n] = {}
+        for name in ("valid", "test"):
+            grams = list(ngrams(corpus.splits[name].stream().tolist(), n))
+            overlap[n][name] = sum(g in seen for g in grams) / max(1, len(grams))
+    return overlap
+
+
+def overlap_section(overlap: dict[int, dict[str, float]]) -> list[str]:
+    longest = max(overlap)
+    ratio = overlap[longest]["test"] / max(overlap[longest]["valid"], 1e-12)
+    return [
+        "## Why test ranks the models differently from validation",
+        "",
+        "The share of each split's n-grams that occur verbatim in the training stream:",
+        "",
+        markdown_table(
+            ["n", "valid", "test"],
+            [[str(n), f"{100 * s['valid']:.1f}%", f"{100 * s['test']:.1f}%"] for n, s in overlap.items()],
+        ),
+        f"The test split repeats {ratio:.1f}× as many {longest}-grams of the training text as validation does "
+        "(the excerpt's articles recur, as Wall Street Journal stories do). Kneser–Ney memorises every n-gram it "
+        "was trained on, so repeated passages are nearly free for it on test; a model regularised by dropout "
+        "0.5 and selected on validation, which rewards generalising, does not memorise them. That is why the "
+        "gated models beat Kneser–Ney on validation and lose to it on test, and why the two interpolate so well: "
+        "each is right where the other is not.",
+        "",
+    ]
+
+
 def verdicts(rows: list[dict], kn: list[dict]) -> list[str]:
     """For each model: does it beat the best Kneser–Ney order on test, on its own and interpolated?"""
     best = min(kn, key=lambda entry: entry["test_ppl"])
@@ -93,7 +135,7 @@ def verdicts(rows: list[dict], kn: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def render(rows: list[dict], kn: list[dict], parity: dict | None, corpus_line: str, stamp: str) -> str:
+def render(rows: list[dict], kn: list[dict], overlap: dict, parity: dict | None, corpus_line: str, stamp: str) -> str:
     header = ["model", "valid ppl", "test ppl", "+ KN, interpolated: test ppl (λ)", "epochs", "train s", "run"]
     table = []
     for row in rows:
@@ -141,6 +183,7 @@ def render(rows: list[dict], kn: list[dict], parity: dict | None, corpus_line: s
         "",
         markdown_table(header, table),
         *verdicts(rows, kn),
+        *overlap_section(overlap),
         "## What the old protocol said",
         "",
         f"Scored as rnnexp scored it before (every 35-token segment from a zero state), the same best parameters of "
@@ -193,7 +236,8 @@ def main(cfg: DictConfig) -> None:
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     stamp = provenance(CODE).markdown()
-    (report_dir / "REPORT.md").write_text(render(rows, kn, parity, corpus_line, stamp))
+    report = render(rows, kn, ngram_overlap(corpus), parity, corpus_line, stamp)
+    (report_dir / "REPORT.md").write_text(report)
     log.info("wrote %s", report_dir / "REPORT.md")
 
 
