@@ -1,12 +1,9 @@
 """The class-based softmax: Mikolov's binning, normalised probabilities, gradients against a literal
 per-token reference and central differences in every truncation mode, threads, and bad input."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from runner_setup import client, compose_run
+from runner_setup import client, compose_run, run_on_trained
 
 from rnnexp.config import resolve
 from rnnexp.data import load_corpus
@@ -289,28 +286,9 @@ def test_a_class_output_run_trains_checkpoints_resumes_generates_and_evaluates(t
     state = loop.restore_state(run_cfg, corpus, saved, tmp_path / "checkpoints" / run.info.run_id)
     assert np.array_equal(state.model.buffers["word_class"], saved.arrays["word_class"])
     assert all(np.array_equal(state.model.params[n], saved.params[n]) for n in saved.params)
-    common = [
-        f"run_id={run.info.run_id}",
-        f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-        f"checkpoint_dir={tmp_path}/checkpoints",
-    ]
-    generated = subprocess.run(
-        [sys.executable, "-m", "rnnexp.generate", *common, "num=3"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert generated.returncode == 0, generated.stderr
+    generated = run_on_trained(tmp_path, "rnnexp.generate", run.info.run_id, "num=3")
     assert len(generated.stdout.strip().splitlines()) == 3
-    scored = subprocess.run(
-        [sys.executable, "-m", "rnnexp.evaluate", *common, "split=test"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert scored.returncode == 0, scored.stderr
+    scored = run_on_trained(tmp_path, "rnnexp.evaluate", run.info.run_id, "split=test")
     assert f"{run.data.metrics['test_ppl']:.2f}" in scored.stdout
 
 

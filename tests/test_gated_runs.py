@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from runner_setup import TINY, client, command, compose_run, metric_histories, run_cli, store
+from runner_setup import TINY, client, compose_run, kill_mid_epoch_2, metric_histories, run_cli, run_on_trained, store
 
 from rnnexp.config import resolve
 from rnnexp.data import load_corpus
@@ -50,47 +46,10 @@ def test_a_gated_run_learns_logs_its_diagnostics_checkpoints_generates_and_evalu
     assert isinstance(model, GatedLM) and set(saved.params) == set(model.params)
     assert saved.params["U"].shape == (8, 40) and f"{cell}1_Wh" in saved.params
 
-    common = [
-        f"run_id={run.info.run_id}",
-        f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-        f"checkpoint_dir={tmp_path}/checkpoints",
-        f"hydra.run.dir={tmp_path}/hydra",
-    ]
-    generated = subprocess.run(
-        [sys.executable, "-m", "rnnexp.generate", *common, "num=3"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert generated.returncode == 0, generated.stderr
+    generated = run_on_trained(tmp_path, "rnnexp.generate", run.info.run_id, "num=3")
     assert len(generated.stdout.splitlines()) == 3
-    scored = subprocess.run(
-        [sys.executable, "-m", "rnnexp.evaluate", *common, "split=test"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert scored.returncode == 0, scored.stderr
+    scored = run_on_trained(tmp_path, "rnnexp.evaluate", run.info.run_id, "split=test")
     assert f"perplexity {run.data.metrics['test_ppl']:.2f}" in scored.stdout
-
-
-def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if process.poll() is not None:
-            pytest.fail(f"training ended before the test could kill it:\n{process.stderr.read()}")
-        if time.monotonic() > deadline:
-            pytest.fail("no checkpoint appeared in time")
-        time.sleep(0.002)
-
-
-def _progress(path: Path) -> dict:
-    try:
-        return checkpoint.load(path).meta["progress"]
-    except (UserError, FileNotFoundError):
-        return {}
 
 
 @pytest.mark.parametrize(
@@ -112,28 +71,7 @@ def test_a_killed_gated_run_with_dropout_resumes_bitwise(tmp_path: Path, cell: s
     (uninterrupted,) = mlflow.search_runs([mlflow.get_experiment_by_name("resume").experiment_id])
     reference_id = uninterrupted.info.run_id
 
-    process = subprocess.Popen(
-        command(tmp_path, *TINY, *store(tmp_path), *overrides),
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-
-        def own() -> Path | None:
-            found = [p for p in (tmp_path / "checkpoints").glob("*/last.npz") if p.parent.name != reference_id]
-            return found[0] if found else None
-
-        _wait_for(
-            lambda: own() is not None and _progress(own()).get("epoch", 0) >= 1 and _progress(own())["position"] > 0,
-            process,
-        )
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
-    killed = checkpoint.load(own())
+    killed = checkpoint.load(kill_mid_epoch_2(tmp_path, overrides, reference_id))
     killed_id = killed.meta["run_id"]
     assert mlflow.get_run(killed_id).info.status == "RUNNING"  # SIGKILL left it open
     assert 0 < killed.meta["progress"]["position"] < TRAIN_BATCHES

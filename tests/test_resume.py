@@ -5,12 +5,21 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from runner_setup import TINY, client, command, compose_run, metric_histories, store
+from runner_setup import (
+    TINY,
+    client,
+    command,
+    compose_run,
+    kill_mid_epoch_2,
+    metric_histories,
+    saved_progress,
+    store,
+    wait_for,
+)
 
 from rnnexp.errors import UserError
 from rnnexp.tracking import train
@@ -18,23 +27,6 @@ from rnnexp.training import checkpoint
 
 # Two epochs of 20 batches, a checkpoint every 3 steps: long enough to be killed mid-epoch.
 SETUP = ["epochs=2", "batch_size=16", "train.checkpoint_every=3", "train.log_every=2", "experiment_name=resume"]
-
-
-def wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if process.poll() is not None:
-            pytest.fail(f"training ended before the test could kill it:\n{process.stderr.read()}")
-        if time.monotonic() > deadline:
-            pytest.fail("no checkpoint appeared in time")
-        time.sleep(0.002)
-
-
-def saved_progress(path: Path) -> dict | None:
-    try:
-        return checkpoint.load(path).meta["progress"]
-    except (UserError, FileNotFoundError):
-        return None
 
 
 @pytest.mark.parametrize(
@@ -55,39 +47,14 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
     (uninterrupted,) = mlflow.search_runs([mlflow.get_experiment_by_name("resume").experiment_id])
     uninterrupted_id = uninterrupted.info.run_id
 
-    process = subprocess.Popen(
-        command(tmp_path, *TINY, *store(tmp_path), *overrides),
-        cwd=tmp_path,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-
-        def own_checkpoint() -> Path | None:
-            found = [p for p in (tmp_path / "checkpoints").glob("*/last.npz") if p.parent.name != uninterrupted_id]
-            return found[0] if found else None
-
-        wait_for(lambda: own_checkpoint() is not None, process)
-        early = tmp_path / "early.npz"
-        shutil.copy(own_checkpoint(), early)
-        wait_for(
-            lambda: (
-                (saved_progress(own_checkpoint()) or {}).get("epoch", 0) >= 1
-                and saved_progress(own_checkpoint())["position"] > 0
-            ),
-            process,
-        )
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
+    early = tmp_path / "early.npz"
+    killed = kill_mid_epoch_2(tmp_path, overrides, uninterrupted_id, on_first=lambda path: shutil.copy(path, early))
     early_progress = saved_progress(early)
     assert early_progress["epoch"] == 0 and 0 < early_progress["position"] < 20  # mid-epoch 1
     killed_id = checkpoint.load(early).meta["run_id"]
     assert mlflow.get_run(killed_id).info.status == "RUNNING"  # SIGKILL left it open
 
-    resumed_from = saved_progress(own_checkpoint())
+    resumed_from = saved_progress(killed)
     assert resumed_from["epoch"] == 1 and 0 < resumed_from["position"] < 20  # mid-epoch 2
 
     best = train(
