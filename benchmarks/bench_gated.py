@@ -16,7 +16,15 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from benchmarks.common import THREADS, fixed_threads, interleaved, try_import_torch, zipf_tokens
+from benchmarks.common import (
+    THREADS,
+    contest_summary,
+    fixed_threads,
+    interleaved,
+    training_steps,
+    try_import_torch,
+    zipf_tokens,
+)
 from rnnexp.engine.gated import GatedLM
 from rnnexp.engine.optim import make_optimizer
 
@@ -95,43 +103,12 @@ def _check_same_function(model: GatedLM, net, x: np.ndarray, y: np.ndarray) -> d
 
 def _contest(cell: str, threads: int, batches: list, vocab: int, hidden: int, options: dict) -> dict:
     """Both sides built and timed with `threads` threads (the engine picks its worker count from BLAS's)."""
-    torch = try_import_torch()
     with fixed_threads(threads):
         model = GatedLM(vocab, hidden, cell=cell, truncation="full", dtype="float32", seed=10)
         net = torch_twin(model)
         agreement = _check_same_function(model, net, *batches[0])
-        torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
-        sgd = make_optimizer("sgd")
-        torch_sgd = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
-        turn = {"engine": 0, "torch": 0}
-
-        def next_batch(side: str, pool: list):
-            turn[side] += 1
-            return pool[turn[side] % N_BATCHES]
-
-        def engine_train():
-            x, y = next_batch("engine", batches)
-            step = model.backprop(x, y, sparse_u=True)
-            sgd.step(model.params, step.grads, LEARNING_RATE)
-
-        def torch_train():
-            x, y = next_batch("torch", torch_batches)
-            torch_sgd.zero_grad(set_to_none=True)
-            net(x, y).backward()
-            torch_sgd.step()
-
-        timings = interleaved({"rnnexp engine": engine_train, "PyTorch": torch_train}, **options)
-    tokens = batches[0][0].size
-    rates = {name: tokens / t.median for name, t in timings.items()}
-    cpu_rates = {name: tokens / t.cpu_median for name, t in timings.items()}
-    return {
-        "agreement": agreement,
-        "tokens_per_sec": rates,
-        "tokens_per_cpu_sec": cpu_rates,
-        "spread": {name: t.spread for name, t in timings.items()},
-        "ratio": rates["rnnexp engine"] / rates["PyTorch"],
-        "cpu_ratio": cpu_rates["rnnexp engine"] / cpu_rates["PyTorch"],
-    }
+        timings = interleaved(training_steps(model, net, batches, LEARNING_RATE), **options)
+    return {"agreement": agreement, **contest_summary(timings, batches[0][0].size)}
 
 
 def _cpu_least(fn: Callable[[], object], repeats: int) -> float:

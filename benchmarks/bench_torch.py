@@ -21,8 +21,17 @@ import sys
 
 import numpy as np
 
-from benchmarks.common import REPEATS, ROOT, THREADS, fixed_threads, interleaved, try_import_torch, zipf_tokens
-from rnnexp.engine.optim import make_optimizer
+from benchmarks.common import (
+    REPEATS,
+    ROOT,
+    THREADS,
+    contest_summary,
+    fixed_threads,
+    interleaved,
+    training_steps,
+    try_import_torch,
+    zipf_tokens,
+)
 from rnnexp.engine.rnn import RNNLM
 
 LEARNING_RATE = 0.1
@@ -86,24 +95,11 @@ def _contest(threads: int, batches: list, vocab: int, hidden: int, options: dict
         net = torch_twin(model)
         agreement = _check_same_function(model, net, *batches[0])
         torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
-        sgd = make_optimizer("sgd")
-        torch_sgd = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=LEARNING_RATE)
-        turn = {"engine": 0, "torch": 0, "engine_eval": 0, "torch_eval": 0}
+        turn = {"engine_eval": 0, "torch_eval": 0}
 
         def next_batch(side: str, pool: list):
             turn[side] += 1
             return pool[turn[side] % N_BATCHES]
-
-        def engine_train():
-            x, y = next_batch("engine", batches)
-            step = model.backprop(x, y, sparse_u=True)
-            sgd.step(model.params, step.grads, LEARNING_RATE)
-
-        def torch_train():
-            x, y = next_batch("torch", torch_batches)
-            torch_sgd.zero_grad(set_to_none=True)
-            net(x, y).backward()
-            torch_sgd.step()
 
         def engine_eval():
             x, y = next_batch("engine_eval", batches)
@@ -115,22 +111,11 @@ def _contest(threads: int, batches: list, vocab: int, hidden: int, options: dict
                 net(x, y)
 
         timings = {
-            "training": interleaved({"rnnexp engine": engine_train, "PyTorch": torch_train}, **options),
+            "training": interleaved(training_steps(model, net, batches, LEARNING_RATE), **options),
             "evaluation": interleaved({"rnnexp engine": engine_eval, "PyTorch": torch_eval}, **options),
         }
 
-    def summary(part: dict) -> dict:
-        rates = {name: tokens / t.median for name, t in part.items()}
-        cpu_rates = {name: tokens / t.cpu_median for name, t in part.items()}
-        return {
-            "tokens_per_sec": rates,
-            "tokens_per_cpu_sec": cpu_rates,
-            "spread": {name: t.spread for name, t in part.items()},
-            "ratio": rates["rnnexp engine"] / rates["PyTorch"],
-            "cpu_ratio": cpu_rates["rnnexp engine"] / cpu_rates["PyTorch"],
-        }
-
-    return {"agreement": agreement, **{part: summary(t) for part, t in timings.items()}}
+    return {"agreement": agreement, **{part: contest_summary(t, tokens) for part, t in timings.items()}}
 
 
 def _shapes(smoke: bool) -> tuple[int, int, int, int, int]:

@@ -23,6 +23,7 @@ import scipy
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from experiments import provenance
+from rnnexp.engine.optim import make_optimizer
 
 THREADS = 2
 REPEATS = 7  # interleaved rounds: every figure is the median of this many, with its interquartile range
@@ -111,6 +112,43 @@ def interleaved(
                     timings[name].samples.append((time.perf_counter() - start) / n)
                     timings[name].cpu_samples.append((time.process_time() - cpu_start) / n)
     return timings
+
+
+def training_steps(model, net, batches: list, lr: float) -> dict[str, Callable[[], None]]:
+    """One SGD training step per call on each side, cycling through the same batches: the engine's
+    (sparse U update) and its PyTorch twin's (`net(x, y)` returns the loss)."""
+    torch = try_import_torch()
+    torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+    sgd = make_optimizer("sgd")
+    torch_sgd = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr)
+    turn = {"engine": 0, "torch": 0}
+
+    def engine_train() -> None:
+        turn["engine"] += 1
+        x, y = batches[turn["engine"] % len(batches)]
+        sgd.step(model.params, model.backprop(x, y, sparse_u=True).grads, lr)
+
+    def torch_train() -> None:
+        turn["torch"] += 1
+        x, y = torch_batches[turn["torch"] % len(torch_batches)]
+        torch_sgd.zero_grad(set_to_none=True)
+        net(x, y).backward()
+        torch_sgd.step()
+
+    return {"rnnexp engine": engine_train, "PyTorch": torch_train}
+
+
+def contest_summary(timings: dict[str, Timing], tokens: int) -> dict:
+    """Tokens per second and per CPU second of the engine and PyTorch, their spreads and ratios."""
+    rates = {name: tokens / t.median for name, t in timings.items()}
+    cpu_rates = {name: tokens / t.cpu_median for name, t in timings.items()}
+    return {
+        "tokens_per_sec": rates,
+        "tokens_per_cpu_sec": cpu_rates,
+        "spread": {name: t.spread for name, t in timings.items()},
+        "ratio": rates["rnnexp engine"] / rates["PyTorch"],
+        "cpu_ratio": cpu_rates["rnnexp engine"] / cpu_rates["PyTorch"],
+    }
 
 
 def peak_bytes(fn: Callable[[], object]) -> int:
