@@ -179,6 +179,33 @@ def breakdown(cell: str, x: np.ndarray, y: np.ndarray, vocab: int, hidden: int, 
     return parts
 
 
+def output_gemm_seconds(vocab: int, hidden: int, rows: int, options: dict) -> float:
+    """Wall seconds of the output layer's three products (logits, dS, dV) at numpy's own speed on
+    THREADS threads: a floor under any exact full-softmax step at these shapes, the engine's or PyTorch's."""
+    rng = np.random.default_rng(1)
+    S, Vm = rng.standard_normal((rows, hidden), np.float32), rng.standard_normal((vocab, hidden), np.float32)
+    L = np.empty((rows, vocab), np.float32)
+
+    def products() -> None:
+        np.matmul(S, Vm.T, out=L)
+        np.matmul(L, Vm)
+        np.matmul(L.T, S)
+
+    with fixed_threads(THREADS):
+        return interleaved({"products": products}, **options)["products"].median
+
+
+def ceilings(cell: dict, tokens: int, gemm_seconds: float) -> dict:
+    """Ratios to PyTorch no engine could pass at these shapes: a step that were only the output layer's
+    products at numpy's speed; and the engine's own one-thread work split perfectly over THREADS cores."""
+    torch_step = tokens / cell["training"]["tokens_per_sec"]["PyTorch"]
+    engine_work = tokens / cell["one_thread"]["tokens_per_cpu_sec"]["rnnexp engine"]
+    return {
+        "products_only": torch_step / gemm_seconds,
+        "perfect_split": torch_step / max(gemm_seconds, engine_work / THREADS),
+    }
+
+
 def run(smoke: bool = False) -> dict:
     """Tokens per second of training on both sides, per cell, on 2 threads (the target) and per CPU second
     on one thread; and where the engine's step spends its time."""
@@ -200,6 +227,9 @@ def run(smoke: bool = False) -> dict:
             "cpu_seconds_per_step": breakdown(cell, *batches[0], vocab, hidden, repeats),
             "target_met": two["ratio"] >= TARGET_RATIO,
         }
+    gemm_seconds = output_gemm_seconds(vocab, hidden, batch * length, options)
+    for r in cells.values():
+        r["ceiling_ratio"] = ceilings(r, batch * length, gemm_seconds)
     return {
         "setting": {
             "vocab_size": vocab,
@@ -213,6 +243,7 @@ def run(smoke: bool = False) -> dict:
             "repeats": repeats,
         },
         "cells": cells,
+        "output_products_seconds": gemm_seconds,
         "target_ratio": TARGET_RATIO,
         "command": "python -m benchmarks.bench_gated",
     }
@@ -286,7 +317,11 @@ def notes(result: dict) -> list[str]:
             f"{result['target_ratio']}× ({r['one_thread']['cpu_ratio']:.2f}× on one thread by CPU time). The "
             f"engine's step takes {parts['step'] * 1e3:.1f} CPU ms on one thread: {shares}. The output layer "
             "is most of it and the same work on both sides, so its gain from the second core sets the ratio; the "
-            "cell's time loops stay in one thread (split, numpy's small per-step calls contend for the GIL)."
+            "cell's time loops stay in one thread (split, numpy's small per-step calls contend for the GIL). "
+            f"Ceilings: a step that were nothing but the output layer's three products at numpy's {THREADS}-thread "
+            f"speed ({result['output_products_seconds'] * 1e3:.1f} ms) would run at "
+            f"{r['ceiling_ratio']['products_only']:.2f}× PyTorch; the engine's one-thread work split perfectly over "
+            f"{THREADS} cores, at {r['ceiling_ratio']['perfect_split']:.2f}×."
         )
     return out
 
