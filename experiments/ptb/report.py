@@ -106,7 +106,7 @@ def overlap_section(overlap: dict[int, dict[str, float]]) -> list[str]:
         f"The test split repeats {ratio:.1f}× as many {longest}-grams of the training text as validation does "
         "(the excerpt's articles recur, as Wall Street Journal stories do). Kneser–Ney memorises every n-gram it "
         "was trained on, so repeated passages are nearly free for it on test; a model regularised by dropout "
-        "0.5 and selected on validation, which rewards generalising, does not memorise them. That is why the "
+        "and selected on validation, which rewards generalising, does not memorise them. That is why the "
         "gated models beat Kneser–Ney on validation and lose to it on test, and why the two interpolate so well: "
         "each is right where the other is not.",
         "",
