@@ -54,6 +54,27 @@ def sweep_seconds(launcher: str, overrides: list[str], workdir: Path) -> tuple[f
     return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def worker_start_seconds() -> float:
+    """Wall seconds for a fresh Python to import what a joblib worker needs before its first job (Hydra, the
+    trainer, MLflow): the cost each worker pays once, which the basic launcher's one process pays with the sweep's."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import rnnexp.run, rnnexp.tracking.session"], check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def serial_share(basic: float, joblib: float, worker_start: float, jobs: int) -> dict:
+    """The sweep split into its serial part C (start-up, parent run, comparison) and J per job, from
+    basic = C + jobs·J and joblib = C + worker_start + (jobs / THREADS)·J, and the joblib/basic ratio
+    a sweep would reach if its workers started for free: (C + (jobs / THREADS)·J) / (C + jobs·J)."""
+    per_job = (basic - joblib + worker_start) / (jobs - jobs / THREADS)
+    serial = basic - jobs * per_job
+    return {
+        "serial_seconds": serial,
+        "per_job_seconds": per_job,
+        "free_workers_ratio": (serial + jobs / THREADS * per_job) / basic,
+    }
+
+
 def run(smoke: bool = False) -> dict:
     """Seconds per sweep with each launcher (median of the rounds) and joblib's speed-up."""
     overrides, repeats = (SMOKE, 1) if smoke else (FULL, REPEATS)
@@ -69,6 +90,7 @@ def run(smoke: bool = False) -> dict:
                 cpu[name].append(used)
     seconds = {name: statistics.median(s) for name, s in samples.items()}
     jobs = len(overrides[0].split("=", 1)[1].split(","))
+    worker_start = statistics.median(worker_start_seconds() for _ in range(repeats))
     return {
         "description": (
             f"`python -m rnnexp.run {' '.join(overrides)} -m`: {jobs} jobs, with `hydra/launcher=basic` and with "
@@ -83,4 +105,7 @@ def run(smoke: bool = False) -> dict:
         "time_ratio": seconds["joblib"] / seconds["basic"],
         "target_time_ratio": TARGET_TIME_RATIO,
         "target_met": seconds["joblib"] <= TARGET_TIME_RATIO * seconds["basic"],
+        "jobs": jobs,
+        "worker_start_seconds": worker_start,
+        **serial_share(seconds["basic"], seconds["joblib"], worker_start, jobs),
     }

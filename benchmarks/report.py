@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
+from benchmarks.common import THREADS  # noqa: E402
+
 KNOB_LABELS = {
     "vocab_size": "vocabulary size V",
     "hidden_dim": "hidden size H",
@@ -405,6 +407,13 @@ def _sweep(t: dict) -> list[str]:
         "",
         *_table(["launcher", "seconds for the sweep (median ± IQR/2)", "range", "CPU seconds (all processes)"], rows),
         f"The joblib sweep takes **{t['time_ratio']:.2f}** of the basic launcher's time ({t['speedup']:.2f}× as fast).",
+        "",
+        f"Where the time goes: a fresh Python takes {t['worker_start_seconds']:.1f} s to import what a worker needs "
+        f"(Hydra, the trainer, MLflow). Solving basic = C + {t['jobs']}·J and joblib = C + "
+        f"{t['worker_start_seconds']:.1f} s + {t['jobs'] / THREADS:g}·J gives "
+        f"C = {t['serial_seconds']:.1f} s that no launcher parallelises (the sweep's own start-up, its "
+        f"parent run, the comparison) and J = {t['per_job_seconds']:.1f} s per job; with workers that started for "
+        f"free the ratio would still be {t['free_workers_ratio']:.2f}.",
         "",
     ]
 
