@@ -15,12 +15,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_CODE = ("rnnexp", "conf", "pyproject.toml")  # what every report's numbers depend on
+# What the reports write (documents, figures, raw results): outputs, not code. Left out of the hash
+# and of the dirty flag, so that a report made after another, whose outputs are not committed yet,
+# still names the code it ran.
+OUTPUT_SUFFIXES = (".md", ".png")
+OUTPUT_NAMES = ("results.json",)
 
 
 @dataclass(frozen=True)
 class Provenance:
     commit: str  # 12 hex digits, or "unknown" outside a git checkout
-    dirty: bool | None  # uncommitted changes to tracked files; None when unknown
+    dirty: bool | None  # uncommitted changes to the tracked code it hashes (outputs aside); None when unknown
     code_hash: str  # sha256 (first 12 hex digits) of the listed files' paths and bytes
 
     def markdown(self) -> str:
@@ -43,7 +48,15 @@ def code_files(paths: Sequence[str]) -> list[Path]:
         found = [p for path in paths for p in ([ROOT / path] if (ROOT / path).is_file() else (ROOT / path).rglob("*"))]
     else:
         found = [ROOT / line for line in listed.splitlines() if line]
-    return sorted(p for p in found if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return sorted(p for p in found if p.is_file() and _is_code(p))
+
+
+def _is_code(path: Path) -> bool:
+    return (
+        "__pycache__" not in path.parts
+        and path.suffix not in (".pyc", *OUTPUT_SUFFIXES)
+        and path.name not in OUTPUT_NAMES
+    )
 
 
 def code_hash(paths: Sequence[str]) -> str:
@@ -54,10 +67,12 @@ def code_hash(paths: Sequence[str]) -> str:
 
 
 def provenance(paths: Sequence[str]) -> Provenance:
-    """The checkout's commit and dirty flag, and the hash of the code under `paths` (plus ENGINE_CODE)."""
+    """The checkout's commit, whether the code under `paths` (plus ENGINE_CODE) differs from it, and its hash."""
+    code = [*ENGINE_CODE, *paths]
     commit = (_git("rev-parse", "HEAD") or "unknown").strip()[:12] or "unknown"
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    return Provenance(commit, None if status is None else bool(status.strip()), code_hash([*ENGINE_CODE, *paths]))
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", *code)
+    dirty = None if changed is None else any(_is_code(Path(line[3:])) for line in changed.splitlines() if line)
+    return Provenance(commit, dirty, code_hash(code))
 
 
 def relative(path: str | Path) -> str:

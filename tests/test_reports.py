@@ -65,3 +65,10 @@ def test_the_code_hash_follows_the_bytes_of_the_code(tmp_path: Path) -> None:
     assert first != provenance.code_hash(["experiments/provenance.py", "tests/test_reports.py"])
     stamp = provenance.provenance([])
     assert re.fullmatch(r"[0-9a-f]{12}|unknown", stamp.commit) and stamp.dirty in (True, False, None)
+
+
+def test_the_code_hash_covers_code_and_not_the_reports_outputs() -> None:
+    files = {p.relative_to(ROOT).as_posix() for p in provenance.code_files(["experiments/truncation", "benchmarks"])}
+    assert {"experiments/truncation/report.py", "experiments/truncation/single_seed_study.json"} <= files
+    assert not files & {"experiments/truncation/REPORT.md", "experiments/truncation/excess_heatmap.png"}
+    assert not files & {"benchmarks/RESULTS.md", "benchmarks/results.json", "benchmarks/scaling_batch.png"}
