@@ -226,3 +226,17 @@ def test_a_tiny_study_runs_as_one_sweep_and_reports_its_intervals(tmp_path: Path
     excesses = [client.get_run(j.info.run_id).data.metrics["test_dependent_excess_loss"] for j in chunk]
     interval = t_interval(excesses)
     assert f"{interval.mean:.2f} [{interval.low:.2f}, {interval.high:.2f}]" in text
+
+
+CELLS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf/experiment/truncation_cell").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_of_the_study_trains_on_the_same_tokens_per_update(cell: str) -> None:
+    """The study's claim: equal tokens per update, so a chunk cell's streams make up for its short chunks."""
+    from rnnexp.config import compose_run
+
+    run = resolve(compose_run(["experiment=truncation_study", f"experiment/truncation_cell={cell}"]))
+    mean_targets = run.dataset.synthetic.mean_words + 1  # a sentence's words and its end token
+    per_update = run.train.batch_size * (run.model.bptt_truncate if run.model.truncation == "chunk" else mean_targets)
+    assert per_update == pytest.approx(16 * mean_targets, rel=0.04)  # to the nearest whole number of streams
