@@ -135,7 +135,7 @@ def _targets(r: dict) -> list[str]:
     rows.append(
         [
             "the same training, fraction of the bound set by numpy's GEMM speed at its shapes",
-            f"{peak['fraction_of_bound']:.2f}",
+            f"{peak['fraction_of_bound']:.3f}",
             f"{peak['one_thread_fraction_of_bound']:.2f}",
             f"≥ {peak['target_fraction']}",
             _yes(peak["target_met"]),
@@ -288,7 +288,7 @@ def _peak(p: dict) -> list[str]:
         "",
         *_table(["product", "GFLOP/s", "ms per batch"], gemms),
         f"Bound: {p['bound_tokens_per_sec']:,.0f} tokens/s. Training reaches {p['training_tokens_per_sec']:,.0f} "
-        f"tokens/s = {p['training_gflops']:.1f} GFLOP/s, **{p['fraction_of_bound']:.2f} of the bound** on 2 threads "
+        f"tokens/s = {p['training_gflops']:.1f} GFLOP/s, **{p['fraction_of_bound']:.3f} of the bound** on 2 threads "
         f"({p['one_thread_fraction_of_bound']:.2f} on one thread, by CPU time). The training rate is the step's "
         f"own, from the thread contest below; timed beside the 2-thread GEMMs it was "
         f"{p['training_beside_gemms_tokens_per_sec']:,.0f} tokens/s, sharing the cores with OpenBLAS's threads, "

@@ -80,7 +80,7 @@ def notes(results: dict) -> list[str]:
         gemm_gain = prof["GEMMs at full size (the bound)"] / sum(peak["gemm_seconds_per_batch"].values())
         step_gain = peak["training_tokens_per_sec"] / (n / prof["training step"])
         out.append(
-            f"Fraction of the bound: {peak['fraction_of_bound']:.2f} on 2 threads is short of "
+            f"Fraction of the bound: {peak['fraction_of_bound']:.3f} on 2 threads is short of "
             f"{peak['target_fraction']}, against {peak['one_thread_fraction_of_bound']:.2f} on one thread: "
             f"{breakdown}. From one thread to two, numpy's GEMMs at these shapes speed up {gemm_gain:.1f}× but "
             f"the training step only {step_gain:.1f}×: the second core is where the shortfall is."
