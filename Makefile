@@ -59,7 +59,7 @@ reproduce: $(STAMP)  ## the tutorial's claims, quick (<15 min): experiments/tuto
 reproduce-full: $(STAMP)  ## the same on the full reddit CSV (make data first; hours)
 	$(PY) -m experiments.tutorial.reproduce mode=full
 
-ptb: $(STAMP)  ## the word-LM recipe on PTB beside Kneser–Ney, and parity with PyTorch (~5 min): experiments/ptb/REPORT.md
+ptb: $(STAMP)  ## the word-LM recipe on PTB beside Kneser–Ney, and parity with PyTorch (25 min measured): experiments/ptb/REPORT.md
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(PY) -m experiments.ptb.report
 
@@ -77,7 +77,7 @@ reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation st
 	$(MAKE) ptb
 	$(MAKE) bench
 
-bench: $(STAMP)  ## throughput against the tutorial's code and PyTorch, and scaling: benchmarks/RESULTS.md (~10 min)
+bench: $(STAMP)  ## throughput against the tutorial's code and PyTorch, and scaling: benchmarks/RESULTS.md (13 min measured)
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks.run_all
 
