@@ -67,11 +67,11 @@ truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell
 	$(PY) -m rnnexp.run -m experiment=truncation_study hydra/launcher=joblib
 	$(PY) -m experiments.truncation.report experiment_name=truncation_study
 
-truncation-study-quick: $(STAMP)  ## the same on fewer cells (18 min measured at load 8-18): experiments/truncation/quick/REPORT.md
+truncation-study-quick: $(STAMP)  ## the same on fewer cells (40 jobs, 4.5 min measured): experiments/truncation/quick/REPORT.md
 	$(PY) -m rnnexp.run -m experiment=truncation_study_quick hydra/launcher=joblib
 	$(PY) -m experiments.truncation.report experiment_name=truncation_study_quick report_dir=experiments/truncation/quick
 
-reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation study, tutorial quick, ptb, bench; ~65 min)
+reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation study, tutorial quick, ptb, bench; about 61 min measured)
 	$(MAKE) truncation-study
 	$(MAKE) reproduce
 	$(MAKE) ptb
