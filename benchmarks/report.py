@@ -408,12 +408,28 @@ def _sweep(t: dict) -> list[str]:
         *_table(["launcher", "seconds for the sweep (median ± IQR/2)", "range", "CPU seconds (all processes)"], rows),
         f"The joblib sweep takes **{t['time_ratio']:.2f}** of the basic launcher's time ({t['speedup']:.2f}× as fast).",
         "",
-        f"Where the time goes: a fresh Python takes {t['worker_start_seconds']:.1f} s to import what a worker needs "
-        f"(Hydra, the trainer, MLflow). Solving basic = C + {t['jobs']}·J and joblib = C + "
-        f"{t['worker_start_seconds']:.1f} s + {t['jobs'] / THREADS:g}·J gives "
-        f"C = {t['serial_seconds']:.1f} s that no launcher parallelises (the sweep's own start-up, its "
-        f"parent run, the comparison) and J = {t['per_job_seconds']:.1f} s per job; with workers that started for "
-        f"free the ratio would still be {t['free_workers_ratio']:.2f}.",
+        "Where the time goes, from the runs' start and end times in the store (medians, seconds):",
+        "",
+        *_table(
+            ["launcher", *t["phases"]["basic"]],
+            [[name, *(f"{sec:.2f}" for sec in phase.values())] for name, phase in t["phases"].items()],
+        ),
+        "The joblib workers start as the sweep starts, each importing what a job needs "
+        f"({t['worker_start_seconds']:.1f} s in a fresh Python: Hydra, the trainer, MLflow), while the sweep's own "
+        f"process opens the parent run; {THREADS} workers and that process share {THREADS} cores, so the start-up "
+        "takes longer than the basic launcher's.",
+        "",
+        "The least time a launcher of worker processes could take: the joblib sweep does "
+        f"{t['cpu_seconds']['joblib']:.1f} CPU seconds of work, which spread perfectly over {THREADS} cores would "
+        f"take {t['cpu_seconds']['joblib'] / THREADS:.1f} s, "
+        f"**{t['cpu_floor_ratio']:.2f}** of the basic launcher's {t['seconds']['basic']:.1f} s (the target: "
+        f"{t['target_time_ratio']}). That work is the jobs, the sweep's start-up, comparison and exit, and each "
+        "worker's repeat of the imports the sweep's process has done; "
+        + (
+            "with jobs of this size, worker processes cannot reach the target on these cores."
+            if t["cpu_floor_ratio"] > t["target_time_ratio"]
+            else "the target is within that bound."
+        ),
         "",
     ]
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from runner_setup import TINY, client, run_cli, store, store_overrides
+from hydra import compose, initialize_config_dir
+from joblib import Parallel, delayed
+from runner_setup import CONF_DIR, TINY, client, run_cli, store, store_overrides
 
+from rnnexp import callbacks
 from rnnexp.run import FAILED_JOB_LOSS
 
 
@@ -127,3 +133,27 @@ def test_submitit_runs_the_jobs_of_a_sweep_as_cluster_jobs_would(tmp_path: Path)
         "comparison.csv",
         "val_curves.png",
     }
+
+
+def joblib_config(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[*store(tmp_path), *overrides], return_hydra_config=True)
+
+
+def test_the_joblib_launcher_finds_the_workers_the_sweep_started_and_prepared(tmp_path: Path) -> None:
+    settings = callbacks.joblib_settings(joblib_config(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"))
+    assert settings is not None and settings["backend"] == "loky" and settings["n_jobs"] == 2
+    warm = callbacks.warm_joblib_workers(settings, None)
+
+    def job() -> tuple[int, bool]:
+        time.sleep(0.2)  # long enough that both workers take a job
+        return os.getpid(), "mlflow.store.tracking.sqlalchemy_store" in sys.modules
+
+    jobs = Parallel(**settings)(delayed(job)() for _ in range(4))  # as the launcher calls it
+    assert len(set(warm)) == 2 and {pid for pid, _ in jobs} == set(warm)
+    assert all(prepared for _, prepared in jobs)
+
+
+def test_other_launchers_start_no_workers_early(tmp_path: Path) -> None:
+    config = joblib_config(tmp_path)
+    assert callbacks.joblib_settings(config) is None and callbacks.start_joblib_workers(config) is None
