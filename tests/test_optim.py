@@ -85,3 +85,22 @@ def test_clipping_scales_all_gradients_to_the_global_norm():
 def test_unknown_optimiser_is_refused():
     with pytest.raises(UserError, match="choose one of sgd, momentum"):
         make_optimizer("lbfgs")
+
+
+def test_the_running_average_is_the_mean_of_the_iterates_and_round_trips():
+    model = RNNLM(40, 5, seed=2)
+    opt = make_optimizer("sgd")
+    assert opt.average() is None
+    iterates = []
+    for seed in range(5):
+        x, y = batch(seed)
+        opt.step(model.params, model.backprop(x, y, sparse_u=True).grads, lr=0.5)
+        opt.accumulate_average(model.params)
+        iterates.append({n: model.params[n].copy() for n in "UWV"})
+    average = opt.average()
+    for n in "UWV":
+        np.testing.assert_allclose(average[n], np.mean([it[n] for it in iterates], axis=0), rtol=1e-12, atol=1e-15)
+    assert not np.allclose(average["W"], model.params["W"])  # the mean is not the last iterate
+    restored = make_optimizer("sgd")
+    restored.load_state_dict(opt.state_dict())
+    assert all(np.array_equal(restored.average()[n], average[n]) for n in "UWV")

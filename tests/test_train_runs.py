@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 from runner_setup import client, compose_run
 
+from rnnexp.config import resolve
 from rnnexp.data import load_corpus
+from rnnexp.engine import build_model, load_params
 from rnnexp.errors import DivergedError, UserError
 from rnnexp.tracking import train
+from rnnexp.training import checkpoint
+from rnnexp.training.loop import held_out_loss
 
 TRAIN_BATCHES = 20  # 400 sentences, 80% for training, 16 a batch
 
@@ -113,3 +117,34 @@ def test_impossible_values_are_refused_before_any_run_starts(tmp_path: Path) -> 
     with pytest.raises(UserError, match="hidden_dim must be >= 1, got -5"):
         train(compose_run(tmp_path, "hidden_dim=-5", "experiment_name=refused"))
     assert client(tmp_path).get_experiment_by_name("refused") is None
+
+
+def test_averaged_parameters_are_what_is_validated_kept_and_tested(tmp_path: Path) -> None:
+    cfg = compose_run(tmp_path, "epochs=3", "optim.average_from_epoch=1", "experiment_name=averaged")
+    train(cfg)
+    mlflow, run = only_run(tmp_path, "averaged")
+    folder = tmp_path / "checkpoints" / run.info.run_id
+    last, best = checkpoint.load(folder / "last.npz"), checkpoint.load(folder / "best.npz")
+    steps = int(last.optimizer["t"])
+    assert int(last.optimizer["average_count"]) == steps - steps // 3  # every update of epochs 2 and 3
+    average = {key.removeprefix("average."): v for key, v in last.optimizer.items() if key.startswith("average.")}
+    assert set(average) == set(last.params)
+
+    run_cfg = resolve(cfg)
+    corpus = load_corpus(run_cfg.dataset, seed=run_cfg.seed)
+    model = build_model(run_cfg.model, len(corpus.vocab), run_cfg.seed)
+
+    def loss(params: dict, split: str) -> float:
+        load_params(model, params)
+        return held_out_loss(run_cfg, model, corpus.splits[split])
+
+    val_losses = [m.value for m in sorted(mlflow.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
+    assert loss(average, "valid") == pytest.approx(val_losses[-1], rel=1e-9)  # the mean, not the iterate, is scored
+    assert abs(loss(last.params, "valid") - val_losses[-1]) > 1e-6
+    assert loss(best.params, "valid") == pytest.approx(min(val_losses), rel=1e-9)
+    assert loss(best.params, "test") == pytest.approx(run.data.metrics["test_loss"], rel=1e-9)
+
+
+def test_averaging_cannot_start_before_the_first_epoch(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="optim.average_from_epoch must be >= 0 or null, got -1"):
+        train(compose_run(tmp_path, "optim.average_from_epoch=-1", "experiment_name=refused"))

@@ -69,6 +69,10 @@ def validate(run: RunConfig) -> None:
     _require(
         optim.clip_norm is None or optim.clip_norm > 0, f"optim.clip_norm must be > 0 or null, got {optim.clip_norm}."
     )
+    _require(
+        optim.average_from_epoch is None or optim.average_from_epoch >= 0,
+        f"optim.average_from_epoch must be >= 0 or null, got {optim.average_from_epoch}.",
+    )
     _require(train.epochs >= 1, f"epochs must be >= 1, got {train.epochs}.")
     _require(train.batch_size >= 1, f"batch_size must be >= 1, got {train.batch_size}.")
     _require(train.reduction in ("mean", "sum"), f"train.reduction must be mean or sum, got {train.reduction!r}.")

@@ -54,6 +54,10 @@ class OptimConfig:
     beta1: float = 0.9  # adam
     beta2: float = 0.999  # adam
     eps: float = 1e-8  # adagrad, rmsprop, adam
+    # From this epoch on (0: from the first update), validation, the best checkpoint and the test
+    # score use the running mean of the parameters after every update (Polyak averaging, the "A"
+    # of Merity et al.'s NT-ASGD); training itself goes on from the current parameters. null: off.
+    average_from_epoch: int | None = None
 
 
 @dataclass

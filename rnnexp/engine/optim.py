@@ -4,6 +4,9 @@ U's gradient usually arrives as a `ColumnGrad` (only the words of the batch). SG
 RMSProp then touch only those columns, which is exact because their update is zero wherever the
 gradient is zero; momentum and Adam decay their buffers everywhere, as their definitions require.
 U and its state are handled through the (V, H) transpose, where a word's column is a contiguous row.
+
+Every optimiser can also keep the running mean of the parameters after each update (Polyak
+averaging); the training loop says from when, and evaluates the mean instead of the iterate.
 """
 
 from __future__ import annotations
@@ -73,6 +76,21 @@ class Optimizer:
 
     def update(self, name, p, idx, g, lr) -> None:
         raise NotImplementedError
+
+    def accumulate_average(self, params: dict) -> None:
+        """Add the parameters after this update to their running mean: mean += (p - mean) / n."""
+        n = int(self.state.get("average_count", 0)) + 1
+        for name, value in params.items():
+            mean = self._slot("average", name, value)
+            mean += (value - mean) / n
+        self.state["average_count"] = np.array(n)
+
+    def average(self) -> dict[str, np.ndarray] | None:
+        """The running mean of the parameters, by name; None before the first averaged update."""
+        if "average_count" not in self.state:
+            return None
+        prefix = "average."
+        return {key[len(prefix) :]: value for key, value in self.state.items() if key.startswith(prefix)}
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"t": np.array(self.t), **self.state}

@@ -13,7 +13,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,8 @@ def train_step(cfg: RunConfig, data: Data, state: TrainState, index: int) -> Non
             "or clip gradients (optim.clip_norm)."
         )
     state.optimizer.step(state.model.params, result.grads, current_lr(cfg, data, p))
+    if cfg.optim.average_from_epoch is not None and p.epoch >= cfg.optim.average_from_epoch:
+        state.optimizer.accumulate_average(state.model.params)
     if data.chunks is not None:
         state.hidden = result.h_last
     p.step += 1
@@ -348,7 +351,40 @@ def evaluate(
     checkpoint_dir: Path,
     run_id: str,
 ) -> None:
-    """After each epoch and before the first: validate, feed the schedule, keep the best, checkpoint."""
+    """After each epoch and before the first: validate, feed the schedule, keep the best, checkpoint.
+
+    Once parameters are averaged (optim.average_from_epoch), the averaged model is the one that is
+    validated, kept as the best and shown to the hooks.
+    """
+    with averaged_params(state):
+        improved = evaluate_model(cfg, data, state, recorder, hooks)
+    if improved:
+        save(state, checkpoint_dir / "best.npz", run_id, cfg, recorder, params=state.best_params)
+    if state.progress.epoch > 0:  # the iterate, not the average: what training continues from
+        save(state, checkpoint_dir / "last.npz", run_id, cfg, recorder)
+        recorder.log_artifact(checkpoint_dir / "last.npz", CHECKPOINT_ARTIFACTS)
+        recorder.log_artifact(checkpoint_dir / "best.npz", CHECKPOINT_ARTIFACTS)
+
+
+@contextmanager
+def averaged_params(state: TrainState) -> Iterator[None]:
+    """Inside: the model holds the optimiser's running mean of its parameters, if it keeps one."""
+    average = state.optimizer.average()
+    if average is None:
+        yield
+        return
+    current = copy_params(state.model.params)
+    load_params(state.model, average)
+    try:
+        yield
+    finally:
+        load_params(state.model, current)
+
+
+def evaluate_model(
+    cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder, hooks: Sequence[EvalHook]
+) -> bool:
+    """Validate the model as it is, log it, feed the schedule and keep it if it is the best so far (True)."""
     p = state.progress
     val_loss = held_out_loss(cfg, state.model, data.held_out)
     check_diverged("validation", val_loss, state.model.V, f"after epoch {p.epoch}")
@@ -383,14 +419,14 @@ def evaluate(
     for hook in hooks:
         hook(Evaluation(state.model, data.held_out, p.epoch, p.step, lr, final, recorder))
     p.history.append(
-        {"epoch": p.epoch, "step": p.step, "val_loss": val_loss, "train_loss_epoch": metrics.get("train_loss_epoch")}
+        {
+            "epoch": p.epoch,
+            "step": p.step,
+            "val_loss": val_loss,
+            "train_loss_epoch": metrics.get("train_loss_epoch"),
+        }
     )
-    if improved:
-        save(state, checkpoint_dir / "best.npz", run_id, cfg, recorder, params=state.best_params)
     if p.epoch > 0:
-        save(state, checkpoint_dir / "last.npz", run_id, cfg, recorder)
-        recorder.log_artifact(checkpoint_dir / "last.npz", CHECKPOINT_ARTIFACTS)
-        recorder.log_artifact(checkpoint_dir / "best.npz", CHECKPOINT_ARTIFACTS)
         log.info(
             "epoch %d/%d  step %d  val_loss %.4f  val_ppl %.2f%s",
             p.epoch,
@@ -400,6 +436,7 @@ def evaluate(
             metrics["val_ppl"],
             f"  (oracle {metrics['oracle_val_ppl']:.2f})" if oracle is not None else "",
         )
+    return improved
 
 
 def finish(cfg: RunConfig, data: Data, state: TrainState, recorder: Recorder) -> None:
