@@ -74,6 +74,7 @@ class TrainState:
     order: np.ndarray  # this epoch's sentence order
     hidden: np.ndarray | None  # the state carried between chunks (truncation=chunk)
     best_params: dict[str, np.ndarray]
+    config: dict  # the run's config as plain data, made once (OmegaConf takes milliseconds) for every checkpoint
 
 
 @dataclass
@@ -180,6 +181,7 @@ def new_state(cfg: RunConfig, corpus: Corpus) -> TrainState:
         order,
         None,
         copy_params(model.params),
+        as_tree(cfg),
     )
 
 
@@ -210,6 +212,7 @@ def restore_state(cfg: RunConfig, corpus: Corpus, start: checkpoint.Checkpoint, 
         start.arrays["order"],
         start.arrays.get("hidden"),
         best_params,
+        as_tree(cfg),
     )
 
 
@@ -243,13 +246,13 @@ def train_epoch(
         p.train_seconds += time.perf_counter() - started
         p.position = index + 1
         if stop.requested:
-            save(state, checkpoint_dir / "last.npz", run_id, cfg, recorder)
+            save(state, checkpoint_dir / "last.npz", run_id, recorder)
             raise KeyboardInterrupt(f"stopped at step {p.step} with a checkpoint: continue with resume={run_id}")
         bar.update()
         if p.step % cfg.train.log_every == 0:
             window = log_training(cfg, data, state, recorder, window, bar)
         if cfg.train.checkpoint_every and p.step % cfg.train.checkpoint_every == 0:
-            save(state, checkpoint_dir / "last.npz", run_id, cfg, recorder)
+            save(state, checkpoint_dir / "last.npz", run_id, recorder)
     bar.close()
 
 
@@ -359,9 +362,9 @@ def evaluate(
     with averaged_params(state):
         improved = evaluate_model(cfg, data, state, recorder, hooks)
     if improved:
-        save(state, checkpoint_dir / "best.npz", run_id, cfg, recorder, params=state.best_params)
+        save(state, checkpoint_dir / "best.npz", run_id, recorder, params=state.best_params)
     if state.progress.epoch > 0:  # the iterate, not the average: what training continues from
-        save(state, checkpoint_dir / "last.npz", run_id, cfg, recorder)
+        save(state, checkpoint_dir / "last.npz", run_id, recorder)
         recorder.log_artifact(checkpoint_dir / "last.npz", CHECKPOINT_ARTIFACTS)
         recorder.log_artifact(checkpoint_dir / "best.npz", CHECKPOINT_ARTIFACTS)
 
@@ -474,7 +477,6 @@ def save(
     state: TrainState,
     path: Path,
     run_id: str,
-    cfg: RunConfig,
     recorder: Recorder,
     params: dict[str, np.ndarray] | None = None,
 ) -> None:
@@ -483,7 +485,7 @@ def save(
         arrays["hidden"] = state.hidden
     meta = {
         "run_id": run_id,
-        "config": as_tree(cfg),
+        "config": state.config,
         "progress": asdict(state.progress),
         "rng": checkpoint.generator_state(state.rng),
         "pending_metrics": recorder.pending(),  # a resumed run logs only later steps itself
