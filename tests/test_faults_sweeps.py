@@ -46,6 +46,25 @@ def launch(folder: Path, *args: str) -> subprocess.Popen:
     )
 
 
+def resume(folder: Path, run_id: str, *overrides: str, run_dir: str = "hydra") -> subprocess.CompletedProcess:
+    """`python -m rnnexp.run resume=<run_id>` on the folder's store, to its end."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.run",
+            f"resume={run_id}",
+            *overrides,
+            *store(folder),
+            f"hydra.run.dir={folder}/{run_dir}",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -99,20 +118,7 @@ def test_ctrl_c_stops_a_parallel_sweep_and_resume_finishes_it_exactly(tmp_path: 
     assert {run.info.status for run in children} == {"KILLED"}  # none left RUNNING
     interrupted_ids = {run.info.run_id for run in children}
 
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.run",
-            f"resume={parent_id}",
-            *store(interrupted),
-            f"hydra.run.dir={interrupted}/hydra",
-        ],
-        cwd=interrupted,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    resumed = resume(interrupted, parent_id)
     assert resumed.returncode == 0, resumed.stderr
     (parent,), children = runs_of(interrupted)
     assert parent.info.status == "FINISHED" and "failure_reason" not in parent.data.tags
@@ -169,20 +175,7 @@ def test_resume_refuses_a_run_still_training_elsewhere(tmp_path: Path) -> None:
     try:
         wait_for(lambda: any((tmp_path / "checkpoints").glob("*/last.npz")), process)
         (run_id,) = [path.name for path in (tmp_path / "checkpoints").iterdir()]
-        refused = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "rnnexp.run",
-                f"resume={run_id}",
-                *store(tmp_path),
-                f"hydra.run.dir={tmp_path}/again",
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        refused = resume(tmp_path, run_id, run_dir="again")
         assert process.poll() is None
     finally:
         process.kill()
@@ -214,20 +207,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0_in_the_sa
     _, (run,) = runs_of(killed, "early")
     assert run.info.status == "RUNNING" and not (killed / "checkpoints" / run.info.run_id / "last.npz").exists()
 
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.run",
-            f"resume={run.info.run_id}",
-            *store(killed),
-            f"hydra.run.dir={killed}/hydra",
-        ],
-        cwd=killed,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = resume(killed, run.info.run_id)
     assert resumed.returncode == 0, resumed.stderr
     _, (again,) = runs_of(killed, "early")
     _, (whole_run,) = runs_of(reference, "early")
@@ -242,36 +222,9 @@ def test_a_resumed_run_loses_its_failure_reason(tmp_path: Path) -> None:
     process.communicate(timeout=120)
     _, (run,) = runs_of(tmp_path, "again")
     assert run.info.status == "KILLED" and "failure_reason" in run.data.tags
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.run",
-            f"resume={run.info.run_id}",
-            "epochs=60",
-            *store(tmp_path),
-            f"hydra.run.dir={tmp_path}/hydra",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    resumed = resume(tmp_path, run.info.run_id, "epochs=60")
     assert resumed.returncode == 2 and "epochs=60 would be ignored" in resumed.stderr  # resume keeps its config
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.run",
-            f"resume={run.info.run_id}",
-            *store(tmp_path),
-            f"hydra.run.dir={tmp_path}/hydra",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    resumed = resume(tmp_path, run.info.run_id)
     assert resumed.returncode == 0, resumed.stderr
     _, (run,) = runs_of(tmp_path, "again")
     assert run.info.status == "FINISHED" and "failure_reason" not in run.data.tags

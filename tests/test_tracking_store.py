@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faults_setup import free_port, mlflow_server
 from mlflow import MlflowClient
 from runner_setup import TINY, compose_run, store
 
 from rnnexp import tracking
 from rnnexp.errors import UserError
 from rnnexp.tracking import train
-from rnnexp.tracking.store import check_reachable
 
 
 def test_the_default_store_is_an_absolute_sqlite_file_in_the_launch_directory(tmp_path, monkeypatch) -> None:
@@ -34,12 +30,6 @@ def test_the_default_store_is_an_absolute_sqlite_file_in_the_launch_directory(tm
 def test_the_retired_file_store_is_refused_with_the_alternative(uri: str) -> None:
     with pytest.raises(UserError, match="file store.*use sqlite:///mlflow.db"):
         tracking.resolve_tracking_uri(uri)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_an_unreachable_server_is_reported_before_training(tmp_path: Path) -> None:
@@ -68,55 +58,16 @@ def test_a_reopened_run_skips_the_steps_the_store_holds(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def mlflow_server(tmp_path: Path):
+def served_uri(tmp_path: Path) -> Iterator[str]:
     """An `mlflow server` on 127.0.0.1 and a free port, with its own sqlite store; stopped after the test."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/server.db",
-            "--artifacts-destination",
-            str(tmp_path / "served"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                check_reachable(uri)
-                break
-            except UserError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("mlflow server did not start")
-                time.sleep(0.5)
-        yield uri
-    finally:  # the server runs its workers as child processes: stop the whole group
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "served") as server:
+        yield server.uri
 
 
 @pytest.mark.slow
-def test_a_run_logs_to_an_mlflow_server(tmp_path: Path, mlflow_server: str) -> None:
-    train(compose_run(tmp_path, *TINY, f"tracking_uri={mlflow_server}", "experiment_name=served"))
-    client = MlflowClient(mlflow_server)
+def test_a_run_logs_to_an_mlflow_server(tmp_path: Path, served_uri: str) -> None:
+    train(compose_run(tmp_path, *TINY, f"tracking_uri={served_uri}", "experiment_name=served"))
+    client = MlflowClient(served_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("served").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["model.hidden_dim"] == "8"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [0, 20]
