@@ -59,11 +59,11 @@ reproduce: $(STAMP)  ## the tutorial's claims, quick (<15 min): experiments/tuto
 reproduce-full: $(STAMP)  ## the same on the full reddit CSV (make data first; hours)
 	$(PY) -m experiments.tutorial.reproduce mode=full
 
-ptb: $(STAMP)  ## the word-LM recipe on PTB beside Kneser–Ney, and parity with PyTorch (25 min measured): experiments/ptb/REPORT.md
+ptb: $(STAMP)  ## the word-LM recipe on PTB beside Kneser–Ney, and parity with PyTorch (22 min measured): experiments/ptb/REPORT.md
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	$(PY) -m experiments.ptb.report
 
-truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell (195 jobs, 22 min measured on 2 cores): experiments/truncation/REPORT.md
+truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell (195 jobs, 17 min measured on 2 cores): experiments/truncation/REPORT.md
 	$(PY) -m rnnexp.run -m experiment=truncation_study hydra/launcher=joblib
 	$(PY) -m experiments.truncation.report experiment_name=truncation_study
 
@@ -71,13 +71,13 @@ truncation-study-quick: $(STAMP)  ## the same on fewer cells (40 jobs, 4.5 min m
 	$(PY) -m rnnexp.run -m experiment=truncation_study_quick hydra/launcher=joblib
 	$(PY) -m experiments.truncation.report experiment_name=truncation_study_quick report_dir=experiments/truncation/quick
 
-reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation study, tutorial quick, ptb, bench; about 61 min measured)
+reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation study, tutorial quick, ptb, bench; about 53 min measured)
 	$(MAKE) truncation-study
 	$(MAKE) reproduce
 	$(MAKE) ptb
 	$(MAKE) bench
 
-bench: $(STAMP)  ## throughput against the tutorial's code and PyTorch, and scaling: benchmarks/RESULTS.md (13 min measured)
+bench: $(STAMP)  ## throughput against the tutorial's code and PyTorch, and scaling: benchmarks/RESULTS.md (11 min measured)
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(PY) -m benchmarks.run_all
 
