@@ -77,10 +77,12 @@ def phases(client: MlflowClient, sweep_dir: Path, started: float, ended: float) 
 
 
 def worker_start_seconds() -> float:
-    """Wall seconds for a fresh Python to import what a joblib worker needs before its first job (Hydra, the
-    trainer, MLflow): the cost each worker pays once, which the basic launcher's one process pays with the sweep's."""
+    """Wall seconds for a fresh Python to do what the sweep has each joblib worker do before its first job
+    (`rnnexp.callbacks.prepare_worker`): the cost each worker pays once, which the basic launcher's one process
+    pays with the sweep's."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import rnnexp.run, rnnexp.tracking.session"], check=True, cwd=ROOT)
+    prepare = "from rnnexp.callbacks import prepare_worker; prepare_worker(None)"
+    subprocess.run([sys.executable, "-c", prepare], check=True, cwd=ROOT)
     return time.perf_counter() - start
 
 

@@ -414,10 +414,10 @@ def _sweep(t: dict) -> list[str]:
             ["launcher", *t["phases"]["basic"]],
             [[name, *(f"{sec:.2f}" for sec in phase.values())] for name, phase in t["phases"].items()],
         ),
-        "The joblib workers start as the sweep starts, each importing what a job needs "
-        f"({t['worker_start_seconds']:.1f} s in a fresh Python: Hydra, the trainer, MLflow), while the sweep's own "
-        f"process opens the parent run; {THREADS} workers and that process share {THREADS} cores, so the start-up "
-        "takes longer than the basic launcher's.",
+        "The joblib workers start as the sweep starts, each importing what a job needs ("
+        f"{t['worker_start_seconds']:.1f} s in a fresh Python: Hydra, the trainer, MLflow and its database store), "
+        f"while the sweep's own process opens the parent run; {THREADS} workers and that process share "
+        f"{THREADS} cores, so the start-up takes longer than the basic launcher's.",
         "",
         "The least time a launcher of worker processes could take: the joblib sweep does "
         f"{t['cpu_seconds']['joblib']:.1f} CPU seconds of work, which spread perfectly over {THREADS} cores would "
