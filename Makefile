@@ -6,10 +6,10 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup run test test-all lint gradcheck data ui ui-check sweep search reproduce reproduce-full \
-        truncation-study truncation-study-quick reports ptb bench bench-smoke server server-stop clean
+        truncation-study truncation-study-quick reports ptb ptb-medium bench bench-smoke server server-stop clean
 
 help:  ## list the commands
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-24s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,18 +34,25 @@ lint: $(STAMP)  ## ruff (lint and format) and mypy over the code
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-gradcheck: $(STAMP)  ## central-difference gradient check of every truncation mode
-	for mode in window chunk full; do $(PY) -m rnnexp.gradcheck truncation=$$mode || exit 1; done
+gradcheck: $(STAMP)  ## central-difference gradient check of every truncation mode and output layer
+	for mode in window chunk full; do for output in softmax class; do \
+	  $(PY) -m rnnexp.gradcheck truncation=$$mode model.output=$$output || exit 1; done; done
 
 data: $(STAMP)  ## download the tutorial's reddit comments into ./data (verified by git blob id)
 	$(PY) -m rnnexp.data
 
-ui: $(STAMP)  ## open the MLflow UI for this project's runs on http://127.0.0.1:5000
-	@echo 'MLflow 3.17 opens experiments on its GenAI overview until "Model training" (top left) is clicked once per browser.'
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+# The MLflow UI over ./mlflow.db: one server process and no job consumers (those run MLflow's GenAI jobs,
+# which rnnexp has none of). rnnexp.ui prints the address of the experiment's runs table.
+UI_STORE ?= sqlite:///$(CURDIR)/mlflow.db
+UI_PORT  ?= 5000
 
-ui-check: $(STAMP)  ## screenshots of the MLflow UI over a fresh run and sweep, in docs/ui/ (needs Debian's chromium)
-	$(PY) docs/ui_check.py
+ui: $(STAMP)  ## the MLflow UI (one light server); open the URL it prints: the runs table, best first
+	@$(PY) -m rnnexp.ui tracking_uri=$(UI_STORE) url=http://127.0.0.1:$(UI_PORT)
+	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri $(UI_STORE) \
+	  --host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+ui-check: $(STAMP)  ## make ui's URL in a fresh headless Chromium, screenshots in /tmp (REFRESH_DOCS=1: docs/ui/)
+	$(PY) docs/ui_check.py $(if $(REFRESH_DOCS),--refresh-docs)
 
 sweep: $(STAMP)  ## hidden sizes in parallel (joblib), compared in one MLflow parent run
 	$(PY) -m rnnexp.run -m experiment=hidden_dim_sweep hydra/launcher=joblib
@@ -59,9 +66,11 @@ reproduce: $(STAMP)  ## the tutorial's claims, quick (<15 min): experiments/tuto
 reproduce-full: $(STAMP)  ## the same on the full reddit CSV (make data first; hours)
 	$(PY) -m experiments.tutorial.reproduce mode=full
 
-ptb: $(STAMP)  ## the word-LM recipe on PTB beside Kneser–Ney, and parity with PyTorch (22 min measured): experiments/ptb/REPORT.md
-	$(VENV)/bin/pip install -q -e '.[test,bench]'
+ptb: $(STAMP)  ## the full PTB benchmark: the literature's recipes against their published perplexities, KN5 (TODO-FIGURE min measured on 2 cores): experiments/ptb/REPORT.md
 	$(PY) -m experiments.ptb.report
+
+ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, TODO-FIGURE min per epoch measured); run again to resume it; adds its row to experiments/ptb/REPORT.md
+	$(PY) -m experiments.ptb.report train_rows=false train_medium=true
 
 truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell (195 jobs, 17 min measured on 2 cores): experiments/truncation/REPORT.md
 	$(PY) -m rnnexp.run -m experiment=truncation_study hydra/launcher=joblib

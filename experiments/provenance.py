@@ -19,7 +19,7 @@ ENGINE_CODE = ("rnnexp", "conf", "pyproject.toml")  # what every report's number
 # and of the dirty flag, so that a report made after another, whose outputs are not committed yet,
 # still names the code it ran.
 OUTPUT_SUFFIXES = (".md", ".png")
-OUTPUT_NAMES = ("results.json",)
+OUTPUT_NAMES = ("results.json", "cache_dynamic.json")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ report for those and exits 1, unless HYDRA_FULL_ERROR lets the exception through
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -16,10 +17,12 @@ from collections.abc import Callable
 from typing import TypeVar, cast
 
 from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp.errors import UserError
 
+# A file the task uses that the system refuses (permissions, a read-only or full disk): the user's to fix.
+FILE_FAULTS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130
 Task = TypeVar("Task", bound=Callable)
@@ -51,7 +54,11 @@ def exit_with(err: UserError) -> None:
 
 
 def reports_user_errors(task: Task) -> Task:
-    """Decorate a Hydra task function: a UserError inside it exits 2 with its one line."""
+    """Decorate a Hydra task function: a UserError inside it exits 2 with its one line.
+
+    A config value read inside the task (a mandatory `run_id=` left out) fails here too, before
+    Hydra can print "Error executing job" above it.
+    """
 
     @functools.wraps(task)
     def run(*args, **kwargs):
@@ -59,6 +66,16 @@ def reports_user_errors(task: Task) -> Task:
             return task(*args, **kwargs)
         except UserError as err:
             exit_with(err)
+        except MissingMandatoryValue as err:
+            exit_with(UserError(f"{err.full_key} is required: add {err.full_key}=<value> (--help shows an example)."))
+        except OmegaConfBaseException as err:
+            exit_with(UserError(config_error_message(err)))
+        except OSError as err:  # caught here, so that run.entry() never takes it for Hydra's output folder
+            if err.errno not in FILE_FAULTS:
+                raise
+            space = err.errno in (errno.ENOSPC, errno.EDQUOT)
+            remedy = "free space on its disk" if space else "check its permissions, or point the run elsewhere"
+            exit_with(UserError(f"cannot use {err.filename or 'a file'} ({err.strerror}): {remedy}."))
 
     return cast(Task, run)
 

@@ -31,7 +31,11 @@ def main(cfg: config.GradcheckConfig) -> None:
     validate_model(m)
     if cfg.seq_len < 1:
         raise UserError(f"seq_len must be >= 1, got {cfg.seq_len}.")
-    model = build_model(replace(cast(ModelConfig, OmegaConf.to_object(m)), dtype="float64"), cfg.vocab_size, cfg.seed)
+    # The class output bins words by training counts; a gradient check has no corpus, so it takes Zipf-like
+    # counts (word i seen 1/(i+1) as often as word 0), which make classes of unequal sizes as real text does.
+    counts = 1.0 / np.arange(1, cfg.vocab_size + 1) if m.output == "class" else None
+    model_cfg = replace(cast(ModelConfig, OmegaConf.to_object(m)), dtype="float64")
+    model = build_model(model_cfg, cfg.vocab_size, cfg.seed, counts=counts)
     rng = np.random.default_rng(cfg.seed)
     if m.cell != "rnn":
         # As initialised, a gated cell's biases are 0 and its recurrent gradients so small that central

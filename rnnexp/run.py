@@ -102,7 +102,7 @@ def entry() -> None:
     """`cli.guard(main)`, and one sentence for what Hydra itself trips on before any of ours runs."""
     try:
         cli.guard(main)
-    except OSError as err:  # Hydra creates the run's output folder (outputs/...) first
+    except OSError as err:  # Hydra creates the run's output folder (outputs/...) first; the task's own are cli's
         if err.errno not in UNWRITABLE:
             raise
         folder = os.path.abspath(err.filename or "outputs")

@@ -8,7 +8,8 @@
 A run names its owner (host, pid, the process's start time) and refreshes a heartbeat tag while it
 runs (tracking.logger): on this host a run is stale when its process is gone, elsewhere when its
 heartbeat is older than a few minutes. A process killed with SIGKILL, or lost with its machine,
-leaves such runs; `resume=<run id>` continues one, and marking it KILLED says so in MLflow.
+leaves such runs; `resume=<run id>` continues one that logged its config (a run killed in its first
+seconds, before that, cannot be resumed: the table says which), and marking it KILLED says so in MLflow.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rnnexp.errors import UserError
 from rnnexp.tracking.logger import FAILURE_TAG, HEARTBEAT_TAG, get_run, is_alive, owner
 from rnnexp.tracking.store import connect, repair_store, resolve_tracking_uri
 from rnnexp.tracking.tables import markdown_table
+from rnnexp.tracking.trained import CONFIG_ARTIFACT
 
 
 def stale_runs(client: MlflowClient, experiment_name: str | None = None) -> list[Run]:
@@ -50,6 +52,11 @@ def stale_runs(client: MlflowClient, experiment_name: str | None = None) -> list
     return sorted((run for run in runs if not is_alive(run)), key=lambda run: run.info.start_time)
 
 
+def resumable(client: MlflowClient, run: Run) -> bool:
+    """Whether `resume=` can continue the run: it logged its config (checkpoints come after that)."""
+    return any(a.path == CONFIG_ARTIFACT for a in client.list_artifacts(run.info.run_id))
+
+
 def describe_stale(client: MlflowClient, runs: list[Run]) -> str:
     names = {e.experiment_id: e.name for e in client.search_experiments(view_type=ViewType.ALL)}
     rows = []
@@ -63,16 +70,21 @@ def describe_stale(client: MlflowClient, runs: list[Run]) -> str:
                 run.info.run_name or "",
                 started,
                 owner(run) if beat else "no owner recorded",
+                f"resume={run.info.run_id}" if resumable(client, run) else "no: killed before it logged its config",
             ]
         )
-    return markdown_table(["run id", "experiment", "run", "started", "process"], rows)
+    return markdown_table(["run id", "experiment", "run", "started", "process", "resume"], rows)
 
 
 def mark_killed(client: MlflowClient, runs: list[Run]) -> None:
     for run in runs:
         reason = (
             f"its process ({owner(run)}) ended without closing the run; marked KILLED by python -m rnnexp.runs: "
-            f"resume={run.info.run_id} continues it"
+            + (
+                f"resume={run.info.run_id} continues it"
+                if resumable(client, run)
+                else "it was killed before it logged its config, so it cannot be resumed: start it again"
+            )
         )
         client.set_tag(run.info.run_id, FAILURE_TAG, reason)
         client.set_terminated(run.info.run_id, "KILLED")
@@ -112,11 +124,11 @@ def main(cfg: config.RunsConfig) -> None:
     print(describe_stale(client, runs), end="")
     if cfg.action == "mark_killed":
         mark_killed(client, runs)
-        print(f"marked {len(runs)} run(s) KILLED; resume=<run id> continues any of them.")
+        print(f"marked {len(runs)} run(s) KILLED; the resume column says how to continue each.")
     else:
         print(
             f"{len(runs)} run(s) RUNNING without their process: python -m rnnexp.runs action=mark_killed closes "
-            "them KILLED, resume=<run id> continues one."
+            "them KILLED; the resume column says how to continue each."
         )
 
 

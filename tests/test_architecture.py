@@ -20,6 +20,7 @@ LAYERS = [
         "rnnexp.gradcheck",
         "rnnexp.baseline",
         "rnnexp.runs",
+        "rnnexp.ui",
         "rnnexp.callbacks",
         "rnnexp.__init__",
     },

@@ -106,8 +106,9 @@ def test_a_chunk_trained_run_logs_the_stateful_score_which_the_zero_state_score_
     valid, test = corpus.splits["valid"], corpus.splits["test"]
     stateful = evaluation.mean_nll(model, valid, "stateful")
     zero_state = evaluation.sentence_loss(model, valid.sentences)  # each 35-token segment from a zero state
-    assert best == pytest.approx(stateful, rel=1e-12)  # best-model selection reads the protocol's number
-    assert run.data.metrics["best_val_ppl"] == pytest.approx(math.exp(stateful), rel=1e-9)
+    # Float32 work re-scored here with this process's BLAS threads and kernel: equal to float32 precision.
+    assert best == pytest.approx(stateful, rel=1e-6)  # best-model selection reads the protocol's number
+    assert run.data.metrics["best_val_ppl"] == pytest.approx(math.exp(stateful), rel=1e-6)
     assert run.data.metrics["test_ppl"] == pytest.approx(math.exp(evaluation.mean_nll(model, test, "stateful")))
     assert zero_state > stateful + 0.02  # the old protocol: worse by more than 2% in perplexity
 

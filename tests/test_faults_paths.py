@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import shlex
+import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -152,8 +154,7 @@ def test_a_full_checkpoint_disk_keeps_the_last_good_checkpoint_and_no_partial(tm
     run = client(tmp_path).get_run(folder.name)
     reason = (
         f"cannot write the checkpoint {full}/{folder.name}/last.npz (No space left on device): free space in "
-        f"{full}/{folder.name} or make it writable, or set train.checkpoint_dir to another folder; the last good "
-        "checkpoint is intact."
+        f"{full}/{folder.name}, or set train.checkpoint_dir to another folder; the last good checkpoint is intact."
     )
     assert (int((tmp_path / "rc").read_text()), errors) == (2, [f"error: {reason}"])
     assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == reason
@@ -161,3 +162,75 @@ def test_a_full_checkpoint_disk_keeps_the_last_good_checkpoint_and_no_partial(tm
     assert checkpoint.load(folder / "last.npz").meta["progress"]["step"] == 3
     assert elapsed < PROMPT_S
     print(f"one sentence, exit 2, in {elapsed:.1f} s (the whole command, Python's start included)")
+
+
+def all_runs(tmp_path: Path) -> list[tuple[str, str]]:
+    mlflow = client(tmp_path)
+    found = mlflow.search_runs([e.experiment_id for e in mlflow.search_experiments()])
+    return sorted((run.info.run_id, run.info.status) for run in found)
+
+
+def test_a_read_only_store_file_in_a_writable_folder(tmp_path: Path) -> None:
+    overrides = store(tmp_path)
+    db = tmp_path / "mlflow.db"
+    before = all_runs(tmp_path)
+    status, errors, elapsed = run_inside(tmp_path, read_only(db), *overrides)
+    assert (status, errors) == (
+        2,
+        [f"error: the MLflow store {db} is read-only: make it writable (chmod u+w), or choose another tracking_uri."],
+    )
+    assert all_runs(tmp_path) == before == []
+    assert elapsed < PROMPT_S
+
+
+def test_generate_from_a_read_only_folder_names_checkpoint_dir(tmp_path: Path) -> None:
+    trained = run_inside(tmp_path, "true", *store(tmp_path), f"train.checkpoint_dir={tmp_path}/elsewhere")
+    assert trained[0] == 0, trained[1]
+    ((run_id, _),) = all_runs(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    generate = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.generate",
+            f"run_id={run_id}",
+            f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ]
+    )
+    script = f"{read_only(work)}\ncd {work}\nset +e\n{generate} 2> {tmp_path}/stderr\necho $? > {tmp_path}/rc"
+    assert in_mount_namespace(script, tmp_path).returncode == 0
+    errors = (tmp_path / "stderr").read_text().strip().splitlines()
+    assert (int((tmp_path / "rc").read_text()), errors) == (
+        2,
+        [
+            f"error: cannot copy run {run_id}'s checkpoint into {work}/checkpoints/{run_id} (Read-only file "
+            "system): set checkpoint_dir= to a writable folder."
+        ],
+    )
+    assert all_runs(tmp_path) == [(run_id, "FINISHED")]
+
+
+def test_a_store_locked_by_another_process_waits_then_one_line(tmp_path: Path) -> None:
+    overrides = store(tmp_path)
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # an open sqlite3 shell in a transaction, held longer than the wait
+    try:
+        started = time.monotonic()
+        done = subprocess.run(
+            command(tmp_path, *TINY, *overrides), cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        holder.close()
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        [
+            f"error: the MLflow store {tmp_path}/mlflow.db stayed locked by another process for 30 s: end what "
+            "holds it (an open sqlite3 shell or database browser, a stuck run), or choose another tracking_uri."
+        ],
+    )
+    assert f"the MLflow store {tmp_path}/mlflow.db is locked by another process: waiting up to 30 s" in done.stdout
+    assert all_runs(tmp_path) == []
+    print(f"one warning, then one sentence after {elapsed:.0f} s")

@@ -8,18 +8,22 @@ once; or it stays away, the run trains to its end and says in one sentence how t
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faults_setup import MlflowServer
+from faults_setup import MlflowServer, mlflow_server
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from runner_setup import TINY, command, compose_run
 
 from rnnexp.tracking import train
-from rnnexp.tracking.logger import FINAL_WAIT_S
+from rnnexp.tracking.logger import FINAL_WAIT_S, SLOW_REQUEST_S
 from rnnexp.training import checkpoint
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -49,7 +53,9 @@ def uninterrupted(tmp_path_factory) -> dict[str, list[tuple[int, float]]]:
     return histories(client, run.info.run_id)
 
 
-def start_run_and_kill_the_server_after_epoch_1(tmp_path: Path, server: MlflowServer) -> tuple[subprocess.Popen, str]:
+def start_run_and_kill_the_server_after_epoch_1(
+    tmp_path: Path, server: MlflowServer, stop: Callable[[MlflowServer], None] = MlflowServer.kill
+) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         command(tmp_path, *TINY, *SETUP, f"tracking_uri={server.uri}", f"train.checkpoint_dir={tmp_path}/checkpoints"),
         cwd=tmp_path,
@@ -70,7 +76,7 @@ def start_run_and_kill_the_server_after_epoch_1(tmp_path: Path, server: MlflowSe
         if runs and any(m.step > 0 for m in client.get_metric_history(runs[0].info.run_id, "val_loss")):
             break
         time.sleep(0.2)
-    server.kill()
+    stop(server)
     return process, runs[0].info.run_id
 
 
@@ -149,3 +155,34 @@ def test_a_server_that_stays_away_ends_the_run_in_one_sentence_and_resume_finish
         f"server killed mid-run and kept away: the run trained to its end and exited 2 {ended_in:.1f} s after the "
         f"kill (final wait {FINAL_WAIT_S:.0f} s); resume sent the rest, FINISHED, 0 duplicates"
     )
+
+
+def test_a_frozen_server_is_said_within_the_request_timeout_and_the_run_goes_on(tmp_path: Path) -> None:
+    """SIGSTOP: the server's socket still accepts, so nothing fails fast; before, the first word came after 62 s."""
+    lines: list[tuple[float, str]] = []
+    frozen_at = 0.0
+
+    def freeze(server: MlflowServer) -> None:
+        nonlocal frozen_at
+        os.killpg(server.process.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+        frozen_at = time.monotonic()
+
+    with mlflow_server(f"sqlite:///{tmp_path}/server.db", tmp_path / "artifacts") as server:
+        process, run_id = start_run_and_kill_the_server_after_epoch_1(tmp_path, server, stop=freeze)
+        reader = threading.Thread(
+            target=lambda: lines.extend((time.monotonic(), line) for line in process.stdout), daemon=True
+        )
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not any("has not answered for" in line for _, line in lines) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.killpg(server.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        assert process.wait(timeout=600) == 0, "".join(line for _, line in lines)
+        reader.join(timeout=10)
+        said = [(at, line) for at, line in lines if "has not answered for" in line]
+        assert said, "".join(line for _, line in lines)
+        waited = said[0][0] - frozen_at
+        # said while the first request still waits (MLFLOW_HTTP_REQUEST_TIMEOUT is 20 s), not after its retries
+        assert SLOW_REQUEST_S <= waited < 20, waited
+        assert server.client().get_run(run_id).info.status == "FINISHED"
+        print(f"the first word {waited:.1f} s after the server froze")

@@ -65,8 +65,12 @@ def test_a_full_disk_leaves_the_last_checkpoint_intact_and_no_partial_file(tmp_p
 
 def test_a_checkpoint_folder_that_cannot_exist_is_refused_before_training(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match=r"cannot write the checkpoint .*/file/run \(Not a directory\)"):
+    with pytest.raises(UserError) as refused:
         checkpoint.check_writable(tmp_path / "file" / "run")
+    assert str(refused.value) == (
+        f"cannot write the checkpoint {tmp_path}/file/run (Not a directory): {tmp_path}/file is a file, not a "
+        "folder: move it, or set train.checkpoint_dir to another folder; the last good checkpoint is intact."
+    )
 
 
 def test_a_run_is_alive_while_its_process_runs(tmp_path: Path) -> None:
@@ -111,14 +115,25 @@ def test_stale_runs_are_listed_and_marked_killed(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     alive = logger.create_run(client, "stale", "alive", None, {})
     lost = logger.create_run(client, "stale", "lost", None, {})
-    client.set_tag(lost.run_id, logger.PID_TAG, str(dead_pid()))
+    client.log_text(lost.run_id, "seed: 10\n", "config.yaml")  # it described itself before it was lost
+    early = logger.create_run(client, "stale", "killed early", None, {})  # lost before it logged its config
+    for run in (lost, early):
+        client.set_tag(run.run_id, logger.PID_TAG, str(dead_pid()))
 
-    assert [run.info.run_id for run in runs.stale_runs(client)] == [lost.run_id]
+    assert [run.info.run_id for run in runs.stale_runs(client)] == [lost.run_id, early.run_id]
+    table = runs.describe_stale(client, runs.stale_runs(client)).splitlines()
+    assert table[2].endswith(f"| resume={lost.run_id} |")
+    assert table[3].endswith("| no: killed before it logged its config |")
     runs.mark_killed(client, runs.stale_runs(client))
 
     marked = client.get_run(lost.run_id)
     assert marked.info.status == "KILLED"
     assert marked.data.tags[logger.FAILURE_TAG].endswith(f"resume={lost.run_id} continues it")
+    assert (
+        client.get_run(early.run_id)
+        .data.tags[logger.FAILURE_TAG]
+        .endswith("it was killed before it logged its config, so it cannot be resumed: start it again")
+    )
     assert client.get_run(alive.run_id).info.status == "RUNNING" and runs.stale_runs(client) == []
     with pytest.raises(UserError, match="is still running"):
         runs.chosen(client, [alive.run_id])

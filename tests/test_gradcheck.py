@@ -37,3 +37,30 @@ def test_the_command_prints_each_parameter_and_exits_by_the_verdict():
     assert bad.returncode == 1 and "FAILED" in bad.stdout
     wrong = subprocess.run([sys.executable, "-m", "rnnexp.gradcheck", "hidden_dim=0"], capture_output=True, text=True)
     assert wrong.returncode == 2 and wrong.stderr.strip() == "error: hidden_dim must be >= 1, got 0."
+
+
+@pytest.mark.parametrize("truncation", ["window", "chunk", "full"])
+def test_the_class_output_is_checked_from_the_command_line(truncation):
+    """`model.output=class` takes its classes from Zipf-like counts, since a gradient check has no corpus."""
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnexp.gradcheck", "model.output=class", f"truncation={truncation}"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["dU:", "dW:", "dV:", "dVc:"] and all(row[-1] == "ok" for row in rows)
+
+
+def test_the_class_output_check_fails_on_a_wrong_class_gradient():
+    x, y = np.random.default_rng(1).integers(0, 12, (2, 8))
+    model = RNNLM(12, 4, bptt_truncate=2, truncation="full", seed=1, output="class", counts=1.0 / np.arange(1, 13))
+    right = model.loss_and_grads
+
+    def wrong(x, y):
+        loss, grads = right(x, y)
+        return loss, {**grads, "Vc": grads["Vc"] * 1.01}
+
+    assert max(relative_errors(model, x, y).values()) < 1e-6
+    model.loss_and_grads = wrong
+    assert relative_errors(model, x, y)["Vc"] > 1e-3

@@ -139,10 +139,11 @@ def test_averaged_parameters_are_what_is_validated_kept_and_tested(tmp_path: Pat
         return held_out_loss(run_cfg, model, corpus.splits[split])
 
     val_losses = [m.value for m in sorted(mlflow.get_metric_history(run.info.run_id, "val_loss"), key=lambda m: m.step)]
-    assert loss(average, "valid") == pytest.approx(val_losses[-1], rel=1e-9)  # the mean, not the iterate, is scored
-    assert abs(loss(last.params, "valid") - val_losses[-1]) > 1e-6
-    assert loss(best.params, "valid") == pytest.approx(min(val_losses), rel=1e-9)
-    assert loss(best.params, "test") == pytest.approx(run.data.metrics["test_loss"], rel=1e-9)
+    # Float32 losses re-scored in this process (its own BLAS threads and kernel): float32 tolerances.
+    assert loss(average, "valid") == pytest.approx(val_losses[-1], rel=1e-6)  # the mean, not the iterate, is scored
+    assert abs(loss(last.params, "valid") - val_losses[-1]) > 1e-4
+    assert loss(best.params, "valid") == pytest.approx(min(val_losses), rel=1e-6)
+    assert loss(best.params, "test") == pytest.approx(run.data.metrics["test_loss"], rel=1e-6)
 
 
 def test_averaging_cannot_start_before_the_first_epoch(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from rnnexp.config.schema import (
     RunsConfig,
     ScheduleConfig,
     TrainConfig,
+    UiConfig,
 )
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -34,6 +35,7 @@ _store.store(name="evaluate_schema", node=EvaluateConfig)
 _store.store(name="gradcheck_schema", node=GradcheckConfig)
 _store.store(name="baseline_schema", node=BaselineConfig)
 _store.store(name="runs_schema", node=RunsConfig)
+_store.store(name="ui_schema", node=UiConfig)
 
 __all__ = [
     "BaselineConfig",
@@ -51,6 +53,7 @@ __all__ = [
     "ScheduleConfig",
     "SyntheticConfig",
     "TrainConfig",
+    "UiConfig",
     "as_tree",
     "compose_run",
     "resolve",

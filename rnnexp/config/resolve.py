@@ -6,6 +6,8 @@ starts. The checks live only here; the engine and the trainer trust what they ar
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,6 +17,7 @@ from rnnexp.config.dataset import DatasetConfig
 from rnnexp.config.dataset import validate as validate_dataset
 from rnnexp.config.schema import (
     ALIASES,
+    CACHE_DEFAULTS,
     CELLS,
     DTYPES,
     OPTIMIZERS,
@@ -22,7 +25,9 @@ from rnnexp.config.schema import (
     PROTOCOLS,
     SCHEDULES,
     TRUNCATIONS,
+    CacheSettings,
     DiagnosticsConfig,
+    DynamicConfig,
     EvalConfig,
     KneserNeyConfig,
     ModelConfig,
@@ -65,7 +70,8 @@ def validate(run: RunConfig) -> None:
     validate_model(run.model)
     optim, train = run.optim, run.train
     _one_of(optim.name, OPTIMIZERS, "optim.name")
-    _require(optim.lr > 0, f"lr must be > 0, got {optim.lr}.")
+    _require(math.isfinite(optim.lr) and optim.lr > 0, f"lr must be a finite number > 0, got {optim.lr}.")
+    validate_ranges(run)
     _require(
         optim.clip_norm is None or optim.clip_norm > 0, f"optim.clip_norm must be > 0 or null, got {optim.clip_norm}."
     )
@@ -107,6 +113,10 @@ def validate_model(model: ModelConfig) -> None:
     )
     _require(0.0 <= model.dropout < 1.0, f"model.dropout must lie in [0, 1), got {model.dropout}.")
     _require(model.classes is None or model.classes >= 1, f"model.classes must be >= 1 or null, got {model.classes}.")
+    _require(
+        model.init_range is None or 0 < model.init_range < float("inf"),
+        f"model.init_range must be a finite number > 0 or null, got {model.init_range}.",
+    )
     if model.cell == "rnn":
         gated_only = {
             "layers": model.layers != 1,
@@ -139,6 +149,7 @@ def validate_schedule(cfg: ScheduleConfig) -> None:
         "schedule evaluate_loss_after and step_epochs must be >= 1.",
     )
     _require(cfg.monitor in ("train", "valid"), f"schedule monitor must be 'train' or 'valid', got {cfg.monitor!r}.")
+    _require(cfg.hold_epochs >= 0, f"schedule.hold_epochs must be >= 0, got {cfg.hold_epochs}.")
 
 
 def validate_diagnostics(cfg: DiagnosticsConfig) -> None:
@@ -197,3 +208,102 @@ def settle_protocol(cfg: EvalConfig, run: RunConfig) -> str:
         "(truncation=chunk): use eval.protocol=stateful (or auto).",
     )
     return cfg.protocol
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def cache_settings(knobs: Mapping[str, Any]) -> CacheSettings:
+    """`cache.size`, `cache.theta` and `cache.lambda` of `python -m rnnexp.evaluate protocol=cache`, checked."""
+    unknown = sorted(set(knobs) - set(CACHE_DEFAULTS))
+    _require(not unknown, f"unknown cache knob(s) {', '.join(unknown)}: the cache takes size, theta and lambda.")
+    size, theta, lam = (knobs.get(name, default) for name, default in CACHE_DEFAULTS.items())
+    _require(
+        isinstance(size, int) and not isinstance(size, bool) and size >= 1,
+        f"cache.size must be an integer >= 1 (positions remembered), got {size!r}.",
+    )
+    _require(_is_number(theta) and theta > 0, f"cache.theta must be a finite number > 0, got {theta!r}.")
+    _require(_is_number(lam) and 0 <= lam <= 1, f"cache.lambda must lie in [0, 1], got {lam!r}.")
+    return CacheSettings(size, float(theta), float(lam))
+
+
+def validate_dynamic(cfg: DynamicConfig) -> None:
+    """The knobs of `python -m rnnexp.evaluate protocol=dynamic`."""
+    _require(_is_number(cfg.lr) and cfg.lr >= 0, f"dynamic.lr must be a finite number >= 0, got {cfg.lr}.")
+    _require(cfg.segment_length >= 1, f"dynamic.segment_length must be >= 1, got {cfg.segment_length}.")
+    _require(0 <= cfg.decay < 1, f"dynamic.decay must lie in [0, 1), got {cfg.decay}.")
+
+
+def validate_ranges(run: RunConfig) -> None:
+    """The ranges the maths needs: a seed NumPy takes, decay rates below 1 (at 1, Adam's bias correction
+    divides by zero and momentum never forgets), a positive eps, and a model that fits in memory; and an
+    experiment name MLflow accepts."""
+    optim = run.optim
+    _require(
+        bool(run.experiment_name.strip()),
+        f"experiment_name must name an MLflow experiment, got {run.experiment_name!r}: drop the override "
+        "(the default is rnnexp) or give a name.",
+    )
+    _require(run.seed >= 0, f"seed must be >= 0 (NumPy seeds are non-negative), got {run.seed}.")
+    for knob in ("momentum", "rho", "beta1", "beta2"):
+        value = getattr(optim, knob)
+        _require(0 <= value < 1, f"optim.{knob} must lie in [0, 1), got {value}.")
+    _require(math.isfinite(optim.eps) and optim.eps > 0, f"optim.eps must be a finite number > 0, got {optim.eps}.")
+    _require(
+        optim.clip_norm is None or math.isfinite(optim.clip_norm),
+        f"optim.clip_norm must be finite or null, got {optim.clip_norm}.",
+    )
+    _require(run.train.sample_max_len >= 1, f"train.sample_max_len must be >= 1, got {run.train.sample_max_len}.")
+    check_memory(run, vocab_size=None)
+
+
+# Per gate set, the matrices a cell holds: the tutorial's RNN one, a GRU three, an LSTM four.
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+# Copies of the parameters besides themselves: their gradients and the best ones so far, plus the
+# optimiser's state (Adam keeps two moments, the others one velocity or running mean, SGD none).
+OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
+
+
+def memory_estimate(run: RunConfig, vocab_size: int) -> int:
+    """Bytes a run needs at least: parameters, gradients, best copy, optimiser state, one batch's activations."""
+    model = run.model
+    hidden, gates = model.hidden_dim, GATES[model.cell]
+    if model.cell == "rnn":  # the tutorial's U (H×V), W (H×H) and V (V×H), no biases
+        params = 2 * hidden * vocab_size + hidden * hidden
+    else:  # an embedding, the gates of each layer over its input and state (with biases), an output layer
+        embedding = model.embedding_dim or hidden
+        recurrent = gates * hidden * (embedding + hidden + 1) + (model.layers - 1) * gates * hidden * (2 * hidden + 1)
+        params = embedding * vocab_size + recurrent + (0 if model.tie_weights else (hidden + 1) * vocab_size)
+    copies = 3 + OPTIMIZER_COPIES[run.optim.name] + (run.optim.average_from_epoch is not None)
+    tokens = run.train.batch_size * model.bptt_truncate
+    activations = tokens * (vocab_size + 2 * gates * hidden * model.layers)
+    return (params * copies + activations) * (4 if model.dtype == "float32" else 8)
+
+
+def check_memory(run: RunConfig, vocab_size: int | None) -> None:
+    """Refuse at once a model that cannot fit in this machine's memory, rather than after minutes of MemoryError.
+
+    Before the data loads (`vocab_size` None) the estimate counts the network alone, so it never refuses
+    what fits; the trainer checks again with the real vocabulary."""
+    import psutil  # here: importing it costs the entry points' --help time for a check made once
+
+    needed, total = memory_estimate(run, vocab_size or 0), psutil.virtual_memory().total
+    words = f"{vocab_size} words" if vocab_size else "before its vocabulary"
+    _require(
+        needed <= total,
+        f"this model needs at least {needed / 2**30:,.1f} GiB (hidden_dim={run.model.hidden_dim}, "
+        f"{run.model.layers} layer(s), {words}, {run.model.cell}, {run.model.dtype}), more than this "
+        f"machine's {total / 2**30:,.1f} GiB of memory: choose a smaller hidden_dim, vocab_size or batch_size.",
+    )
+
+
+def validate_generate(num: int, max_len: int, temperature: float, top_k: int | None, seed: int) -> None:
+    """`python -m rnnexp.generate`'s knobs, checked before a model loads."""
+    _require(num >= 1, f"num must be >= 1 (sentences to print), got {num}.")
+    _require(max_len >= 1, f"max_len must be >= 1 (words per sentence at most), got {max_len}.")
+    _require(
+        math.isfinite(temperature) and temperature > 0, f"temperature must be a finite number > 0, got {temperature}."
+    )
+    _require(top_k is None or top_k >= 1, f"top_k must be >= 1 (the words kept) or null (all), got {top_k}.")
+    _require(seed >= 0, f"seed must be >= 0 (NumPy seeds are non-negative), got {seed}.")

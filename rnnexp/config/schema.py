@@ -8,6 +8,7 @@ as `run_schema`); `rnnexp.config.resolve` turns that into a validated `RunConfig
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -18,9 +19,13 @@ TRUNCATIONS = ("window", "chunk", "full")
 DTYPES = ("float32", "float64")
 OUTPUTS = ("softmax", "class")
 OPTIMIZERS = ("sgd", "momentum", "adagrad", "rmsprop", "adam")
-SCHEDULES = ("constant", "halve_on_rise", "newbob", "plateau", "step", "exponential")
+SCHEDULES = ("constant", "halve_on_rise", "newbob", "plateau", "step", "exponential", "hold_then_decay")
 # auto: stateful for stream data (chunk training, PTB stream mode), sentence otherwise.
 PROTOCOLS = ("auto", "stateful", "sentence")
+# `python -m rnnexp.evaluate protocol=...` also offers two that adapt to the stream as they read it.
+ADAPTIVE_PROTOCOLS = ("cache", "dynamic")
+# protocol=cache's knobs; a plain mapping, since `lambda` cannot be a dataclass field
+CACHE_DEFAULTS: dict[str, Any] = {"size": 500, "theta": 0.3, "lambda": 0.1}
 
 
 @dataclass
@@ -40,6 +45,9 @@ class ModelConfig:
     tie_weights: bool = False  # gated cells: the output matrix is the embedding (needs embedding_dim = hidden_dim)
     output: str = "softmax"  # softmax | class (Mikolov's class-based softmax)
     classes: int | None = None  # output=class: frequency classes, null means round(sqrt(V))
+    # null: each cell's own initialisation; r: every parameter, biases included, uniform in ±r
+    # (Zaremba et al.'s code), so forget_bias is then unused
+    init_range: float | None = None
 
 
 @dataclass
@@ -70,7 +78,8 @@ class ScheduleConfig:
     monitor: str = "train"  # which loss the history holds: train (the tutorial) or valid
     min_improvement: float = 1.003  # newbob: start decaying once loss_prev / loss_new < this
     step_epochs: int = 10  # step: decay every this many epochs
-    gamma: float = 0.5  # step, exponential: decay factor per step / per epoch
+    gamma: float = 0.5  # step, exponential, hold_then_decay: decay factor per step / per epoch
+    hold_epochs: int = 4  # hold_then_decay: epochs at the full rate before decaying (Zaremba et al.)
 
 
 @dataclass
@@ -179,17 +188,38 @@ class GenerateConfig:
 
 
 @dataclass
+class CacheSettings:
+    """protocol=cache, checked (Grave et al. 2017): the last `size` (state, next word) pairs, their
+    softmax's sharpness `theta`, mixed with the model's distribution at weight `lam`."""
+
+    size: int
+    theta: float
+    lam: float
+
+
+@dataclass
+class DynamicConfig:
+    """protocol=dynamic (Krause et al. 2018, SGD): score a segment, then take a gradient step on its mean loss."""
+
+    lr: float = 1.0
+    segment_length: int = 20
+    decay: float = 0.0  # each step also moves the weights this fraction of the way back to the trained ones
+
+
+@dataclass
 class EvaluateConfig:
     """`python -m rnnexp.evaluate run_id=... split=test` (and `dataset=...` to score other data)."""
 
     run_id: str = MISSING
-    split: str = "test"
+    split: str | None = None  # null: test; for protocol=cache or dynamic, valid and then test
     checkpoint: str = "best"
     checkpoint_dir: str = "checkpoints"
-    protocol: str | None = None  # null: the protocol the run was evaluated with
+    protocol: str | None = None  # null: the run's; or stateful, sentence, cache, dynamic
     tracking_uri: str | None = None
     dataset: DatasetConfig | None = None  # null: the dataset the run trained on
     vocab_size: int = 100_000  # another dataset's words kept before mapping to the run's vocabulary
+    cache: dict[str, Any] = field(default_factory=lambda: dict(CACHE_DEFAULTS))  # protocol=cache: size, theta, lambda
+    dynamic: DynamicConfig = field(default_factory=DynamicConfig)  # protocol=dynamic
 
 
 @dataclass
@@ -231,3 +261,12 @@ class RunsConfig:
     tracking_uri: str | None = None
     experiment_name: str | None = None  # null: every experiment of the store
     run_ids: list[str] = field(default_factory=list)  # mark_killed: only these (each must be stale); empty: all
+
+
+@dataclass
+class UiConfig:
+    """`python -m rnnexp.ui`: the URL of the experiment's runs table that `make ui` prints."""
+
+    tracking_uri: str | None = None
+    experiment_name: str = "rnnexp"
+    url: str = "http://127.0.0.1:5000"  # where the MLflow UI listens

@@ -11,7 +11,9 @@ import contextlib
 import fcntl
 import io
 import json
+import logging
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from rnnexp.data.corpus import SPLIT_NAMES, Corpus, Split
 from rnnexp.data.download import write_atomically
 from rnnexp.data.vocab import Vocabulary
 
+log = logging.getLogger(__name__)
 CACHE_DIR_ENV = "RNNEXP_CACHE_DIR"
 
 
@@ -80,17 +83,41 @@ def save(cache_dir: Path, corpus: Corpus, warnings: list[str]) -> None:
     write_atomically(json_path, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
 
 
+def read_arrays(path: Path) -> dict[str, np.ndarray] | None:
+    """Every array of a cached .npz, or None for a miss: none there, or one that cannot be read (a
+    truncated or foreign file), which is said in one line naming it and is then built again."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return {name: saved[name] for name in saved.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        discard(path, err)
+        return None
+
+
+def discard(path: Path, err: Exception) -> None:
+    """Say once that a cache file is unreadable and remove it, so the entry is built again, not met again."""
+    log.warning("the cache entry %s is unreadable (%s): building it again", path, err)
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def load(cache_dir: Path, name: str, key: str) -> tuple[Corpus, list[str]] | None:
-    """The stored corpus and its warnings, or None when there is no complete entry."""
+    """The stored corpus and its warnings, or None when there is no complete, readable entry."""
     npz_path, json_path = entry_paths(cache_dir, name, key)
+    if not json_path.is_file():
+        return None
+    arrays = read_arrays(npz_path)
+    if arrays is None:
+        return None
     try:
         meta = json.loads(json_path.read_text(encoding="utf-8"))
-        with np.load(npz_path, allow_pickle=False) as arrays:
-            splits = {
-                split_name: _split(arrays, split_name, meta["shared_boundary"][split_name])
-                for split_name in SPLIT_NAMES
-            }
-    except (OSError, ValueError, KeyError):
+        splits = {
+            split_name: _split(arrays, split_name, meta["shared_boundary"][split_name]) for split_name in SPLIT_NAMES
+        }
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        discard(json_path, err)
         return None
     if meta.get("key") != key:
         return None

@@ -21,7 +21,7 @@ from rnnexp.data.corpus import Corpus
 from rnnexp.data.prepared import Prepared
 from rnnexp.data.sources import file_sha256
 
-CACHE_FORMAT = 1  # bump when preprocessing changes what the same config produces
+CACHE_FORMAT = 2  # bump when preprocessing changes what the same config produces
 DATASETS: dict[str, ModuleType] = {"synthetic": synthetic, "reddit": reddit, "ptb": ptb, "text": text}
 LOCATION_FIELDS = ("path", "data_dir", "fallback_path", "download")  # where a file is found, not what it becomes
 

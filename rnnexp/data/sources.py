@@ -51,7 +51,13 @@ def require_file(path: Path, cfg: DatasetConfig, advice: str) -> Path:
     """`path` if it is a file; else a UserError that says what it is instead, then `advice`."""
     if path.is_file():
         return path
-    problem = "is a directory, not a file" if path.is_dir() else "does not exist"
+    problem = (
+        "is a directory, not a file"
+        if path.is_dir()
+        else "is not a regular file (a device, a pipe or a socket)"
+        if path.exists()
+        else "does not exist"
+    )
     raise UserError(f"{path} {problem} (dataset.path={cfg.path}); {advice}.")
 
 

@@ -38,6 +38,23 @@ def build_model(
     output=class forms its classes from the training split's word `counts`, or takes a
     checkpoint's `word_class` (its `buffers`) as they were.
     """
+    model = _build(cfg, vocab_size, seed, counts, word_class)
+    if cfg.init_range is not None:
+        uniform_init(model.params, cfg.init_range, seed)
+    return model
+
+
+def uniform_init(params: Mapping[str, np.ndarray], bound: float, seed: int) -> None:
+    """Every parameter, biases included, uniform in ±bound (Zaremba et al.'s `params:uniform`); drawn in
+    place, in the model's parameter order, so tied and output-layer views stay valid."""
+    rng = np.random.default_rng(seed)
+    for value in params.values():
+        value[...] = rng.uniform(-bound, bound, value.shape)
+
+
+def _build(
+    cfg: ModelConfig, vocab_size: int, seed: int, counts: np.ndarray | None, word_class: np.ndarray | None
+) -> RNNLM | GatedLM:
     if cfg.cell == "rnn":
         return RNNLM(
             vocab_size,

@@ -6,7 +6,8 @@ objective it really differentiates, written plainly as a forward pass:
 - window: output t sees only steps t-k..t; the state before them is a constant of the base model;
 - chunk: each chunk starts from the carried state of the base model, a constant.
 For the gated cells the forward pass is the gate-by-gate reference of `rnnexp.engine.gates` and
-the state is the whole carried state (every layer's h and c). `python -m rnnexp.gradcheck` runs
+the state is the whole carried state (every layer's h and c); the class output (`model.output=class`)
+scores the top layer's h through its normalised log-probabilities. `python -m rnnexp.gradcheck` runs
 it from the command line.
 """
 
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rnnexp.engine.class_output import ClassOutput
 from rnnexp.engine.gated import GatedLM
 from rnnexp.engine.gates import GateLM
 from rnnexp.engine.rnn import RNNLM
@@ -34,12 +36,24 @@ def _run(params: dict, h: np.ndarray, words) -> np.ndarray:
     return h
 
 
+def _class_nll(model: RNNLM | GatedLM, params: dict) -> Callable[[np.ndarray, int], float] | None:
+    """-log P(target | top h) through the model's class output with `params`; None for the full softmax."""
+    if not isinstance(model.output, ClassOutput):
+        return None
+    weights = {**params, "V": params["U"].T} if getattr(model, "tie_weights", False) else params
+    layer = ClassOutput(weights, "V", model.output.word_class)
+    return lambda top, target: float(-layer.logits(top)[target])  # normalised log-probabilities
+
+
 def _forward(model: RNNLM | GatedLM, params: dict) -> tuple[Callable, Callable]:
     """(run(state, words) -> state, nll(state, target)) of the model's function with `params`."""
+    class_nll = _class_nll(model, params)
     if isinstance(model, GatedLM):
         reference = GateLM.like(model, params)
-        return reference.run, reference.nll
-    return (lambda h, words: _run(params, h, words)), (lambda s, y: _nll(params, s, y))
+        if class_nll is None:
+            return reference.run, reference.nll
+        return reference.run, lambda state, y: class_nll(reference.split_state(state)[-1][0], y)
+    return (lambda h, words: _run(params, h, words)), class_nll or (lambda s, y: _nll(params, s, y))
 
 
 def truncated_objective(model: RNNLM | GatedLM, params: dict, x: np.ndarray, y: np.ndarray) -> float:

@@ -33,6 +33,8 @@ def learning_rate(cfg: ScheduleConfig, base_lr: float, epoch: float, losses: Seq
         return base_lr * cfg.gamma ** math.floor(epoch / cfg.step_epochs)
     if cfg.name == "exponential":
         return base_lr * cfg.gamma**epoch
+    if cfg.name == "hold_then_decay":  # Zaremba et al.: full rate for hold_epochs epochs, then × gamma per epoch
+        return base_lr * cfg.gamma ** max(0, math.floor(epoch) + 1 - cfg.hold_epochs)
     return base_lr
 
 

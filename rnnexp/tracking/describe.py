@@ -13,6 +13,7 @@ import math
 import re
 import shlex
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,6 +72,7 @@ PREFIXES = {
     "clip_norm": "clip",
 }
 MAX_NAME = 120
+DEFAULT_NAME = "default"  # a run with no override that changes its result
 SPLIT_CONTEXTS = {"train": "training", "valid": "validation", "test": "testing"}
 
 
@@ -86,6 +88,7 @@ def describe(run: RunLogger, cfg: RunConfig, corpus: Corpus) -> None:
             "dataset": corpus.name,
             "validation_split": validation,
             MLFLOW_RUN_NOTE: description(cfg, corpus, command_line()),
+            **benchmark_tags(corpus),
         }
     )
     log_datasets(run, corpus)
@@ -128,7 +131,7 @@ def readable_name(overrides: Sequence[str] | None, cfg: RunConfig | None) -> str
     """
     if overrides is None:
         if cfg is None:
-            return "default"
+            return DEFAULT_NAME
         return f"{cfg.model.cell} h{cfg.model.hidden_dim} lr{cfg.optim.lr:g}"
     words = []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
@@ -136,8 +139,15 @@ def readable_name(overrides: Sequence[str] | None, cfg: RunConfig | None) -> str
         if override.is_delete() or re.split(r"[./]", key)[0] in NOT_IN_NAME or key in NOT_IN_NAME:
             continue
         words.append(short_form(key, (override.input_line or "").split("=", 1)[-1]))  # as typed: `32,64` in a sweep
-    name = " ".join(words) or "default"
+    name = " ".join(words) or DEFAULT_NAME
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+
+
+def single_run_name(overrides: Sequence[str] | None, cfg: RunConfig | None, started: float) -> str:
+    """A run's name outside a sweep: `readable_name`, and for the default config its start time
+    (`default 12-06 17:54:31`), since runs of one config differ only in when they ran."""
+    name = readable_name(overrides, cfg)
+    return f"{name} {time.strftime('%m-%d %H:%M:%S', time.localtime(started))}" if name == DEFAULT_NAME else name
 
 
 def short_form(key: str, value: str) -> str:
@@ -160,6 +170,8 @@ def description(cfg: RunConfig, corpus: Corpus, command: str) -> str:
         f"**Data** `{corpus.name}` from {corpus.source or 'its generator'}, digest `{corpus.digest[:12]}`: "
         f"{len(corpus.vocab)} words; sequences: {sizes}."
     )
+    if "benchmark" in corpus.stats:  # PTB: whether these are the standard benchmark's tokens, and if not why
+        data += f" {corpus.stats['benchmark']}"
     oracle = corpus.splits["valid"].oracle_nll
     if oracle is not None:
         data += f" The generator's own perplexity on valid, the floor no model beats: {math.exp(oracle):.2f}."
@@ -172,6 +184,13 @@ def description(cfg: RunConfig, corpus: Corpus, command: str) -> str:
         f"{train.batch_size}-sequence batches; held-out perplexity by the {cfg.eval.protocol} protocol."
     )
     return f"```\n{command}\n```\n\n{data}\n\n{setup}\n"
+
+
+def benchmark_tags(corpus: Corpus) -> dict[str, str]:
+    """`dataset.standard_benchmark=true|false` where the dataset checks its files against a benchmark (PTB)."""
+    if "standard_benchmark" not in corpus.stats:
+        return {}
+    return {"dataset.standard_benchmark": str(bool(corpus.stats["standard_benchmark"])).lower()}
 
 
 def log_datasets(run: RunLogger, corpus: Corpus) -> None:

@@ -14,6 +14,7 @@ heartbeat tag, so that `is_alive` can tell a running run from one whose process 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -35,7 +36,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from rnnexp.errors import UserError
-from rnnexp.tracking.store import answers, experiment_id, server_unreachable
+from rnnexp.tracking.store import answers, experiment_id, server_unreachable, store_fault
 
 FAILURE_TAG = "failure_reason"
 OVERRIDES_TAG = "overrides"
@@ -44,6 +45,9 @@ HEARTBEAT_EVERY_S = 30.0
 STALE_AFTER_S = 180.0  # a run on another host without a heartbeat for this long has lost its process
 RETRY_EVERY_S = 5.0  # while the server is away: seconds between health checks
 FINAL_WAIT_S = 15.0  # at the end of a run: how long to wait for a server that is away
+# A request to a tracking server still unanswered after this long is said at once: a frozen server
+# holds it for MLFLOW_HTTP_REQUEST_TIMEOUT (20 s) times three tries before it counts as away.
+SLOW_REQUEST_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +112,8 @@ class RunLogger:
             if not answers(self.client.tracking_uri):  # a second at most, where a request may take a minute
                 return
         try:
-            while self._buffer:
-                self.client.log_batch(self.run_id, metrics=self._buffer[:MAX_METRICS_PER_BATCH])
-                del self._buffer[:MAX_METRICS_PER_BATCH]  # sent: a re-send after a failure would be a duplicate
-            for destination in list(self._deferred):
-                self._deferred[destination]()
-                del self._deferred[destination]
+            with self._watchdog():
+                self._send_buffered()
         except MlflowException as err:
             if not (self._remote and server_unreachable(err)):
                 raise
@@ -126,6 +126,37 @@ class RunLogger:
                 time.strftime("%H:%M:%S", time.localtime(self._away_since)),
             )
             self._away_since = None
+
+    def _send_buffered(self) -> None:
+        while self._buffer:
+            self.client.log_batch(self.run_id, metrics=self._buffer[:MAX_METRICS_PER_BATCH])
+            del self._buffer[:MAX_METRICS_PER_BATCH]  # sent: a re-send after a failure would be a duplicate
+        for destination in list(self._deferred):
+            self._deferred[destination]()
+            del self._deferred[destination]
+
+    @contextmanager
+    def _watchdog(self) -> Iterator[None]:
+        """Say in one line, while it waits, that the tracking server has not answered for SLOW_REQUEST_S."""
+        if not self._remote:
+            yield
+            return
+        timer = threading.Timer(
+            SLOW_REQUEST_S,
+            log.warning,
+            (
+                "the tracking server at %s has not answered for %.0f s: training waits for it up to about a "
+                "minute, then goes on and keeps the metrics until it answers",
+                self.client.tracking_uri,
+                SLOW_REQUEST_S,
+            ),
+        )
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     @property
     def server_away(self) -> bool:
@@ -158,7 +189,8 @@ class RunLogger:
             self.flush()
             return
         try:
-            call()
+            with self._watchdog():
+                call()
         except MlflowException as err:
             if not (self._remote and server_unreachable(err)):
                 raise
@@ -408,7 +440,8 @@ def reopen_run(client: MlflowClient, run_id: str) -> RunLogger:
     logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
     client.update_run(run_id, status="RUNNING")
     if FAILURE_TAG in run.data.tags:
-        client.delete_tag(run_id, FAILURE_TAG)
+        with contextlib.suppress(MlflowException):  # gone already: another resume of it got there first
+            client.delete_tag(run_id, FAILURE_TAG)
     client.log_batch(run_id, tags=[RunTag(key, value) for key, value in owner_tags().items()])
     return _started(RunLogger(client, run_id, already_logged=logged))
 
@@ -419,12 +452,48 @@ def run_status(run: RunLogger) -> Iterator[RunLogger]:
     try:
         yield run
     except KeyboardInterrupt as err:
-        run.end("KILLED", str(err) or f"interrupted; continue from its last checkpoint with resume={run.run_id}")
+        end_after_failure(
+            run, "KILLED", str(err) or f"interrupted; continue from its last checkpoint with resume={run.run_id}"
+        )
         raise
     except UserError as err:
-        run.end("FAILED", str(err))
+        end_after_failure(run, "FAILED", str(err))
         raise
     except BaseException as err:
-        run.end("FAILED", f"internal error: {type(err).__name__}: {err}")
+        cause = store_fault(err)
+        if cause is None:
+            end_after_failure(run, "FAILED", f"internal error: {type(err).__name__}: {err}")
+            raise
+        reason = store_fault_message(run.run_id, cause)
+        end_after_failure(run, "FAILED", reason)
+        raise UserError(reason) from None
+    try:
+        run.end("FINISHED")
+    except MlflowException as err:
+        cause = store_fault(err)
+        if cause is None:
+            raise
+        raise UserError(store_fault_message(run.run_id, cause)) from None
+
+
+def store_fault_message(run_id: str, cause: str) -> str:
+    return (
+        f"the MLflow store stopped recording run {run_id} ({cause}): fix that, then resume={run_id} continues "
+        "it from its last checkpoint."
+    )
+
+
+def end_after_failure(run: RunLogger, status: str, reason: str) -> None:
+    """Close a run that failed; a store that cannot record even that is said in one log line, so that
+    the failure's own sentence stays the one the user reads (`python -m rnnexp.runs` lists the run)."""
+    try:
+        run.end(status, reason)
+    except UserError:  # the server went away: that sentence says where the run stands
         raise
-    run.end("FINISHED")
+    except Exception as err:  # noqa: BLE001 - whatever the store raised, the failure's own sentence goes first
+        log.warning(
+            "could not mark run %s %s in the MLflow store (%s)",
+            run.run_id,
+            status,
+            store_fault(err) or type(err).__name__,
+        )

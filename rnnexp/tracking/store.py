@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import logging
 import os
 import re
 import sqlite3
@@ -30,6 +31,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from rnnexp.errors import UserError
 
+log = logging.getLogger(__name__)
 DEFAULT_DB = "mlflow.db"
 # How long one HTTP request to a tracking server may take, and how often it is retried: MLflow's
 # defaults (120 s, 7 retries with exponential backoff) block training for about 12 minutes when a
@@ -44,6 +46,8 @@ HTTP_DEFAULTS = {
 }
 HEALTH_TIMEOUT_S = 1.0
 POSTGRES_CONNECT_TIMEOUT_S = 5
+# How long a run waits for a sqlite store that another process holds locked before it gives up.
+STORE_LOCK_WAIT_S = 30.0
 _PG_LOCK_KEY = 0x726E6E657870  # "rnnexp": one advisory lock for table creation and upgrades
 
 
@@ -75,6 +79,10 @@ def sqlite_path(uri: str) -> Path | None:
 def check_reachable(uri: str) -> None:
     """Fail now, in one sentence, if the store cannot be reached, rather than after hours of training."""
     db = sqlite_path(uri)
+    if db is not None and db.is_dir():  # MLflow would retry for minutes, then blame the folder's contents
+        raise UserError(
+            f"tracking_uri {uri} names the folder {db}, not a database file: use sqlite:///{db / DEFAULT_DB}."
+        )
     if db is not None and not db.parent.is_dir():
         raise UserError(
             f"the MLflow store's folder {db.parent} does not exist: create it or choose another tracking_uri."
@@ -111,6 +119,27 @@ def server_unreachable(err: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+# What a store's own error says when the store, not the run, is at fault, and that cause in words.
+STORE_FAULTS = {
+    "database is locked": "another process held it locked",
+    "readonly database": "it became read-only",
+    "database or disk is full": "its disk is full",
+    "disk I/O error": "its disk failed to write",
+    "unable to open database file": "its file could not be opened",
+}
+
+
+def store_fault(err: BaseException) -> str | None:
+    """The cause in words when `err` (or what caused it) is the store failing under a run, else None."""
+    seen: BaseException | None = err
+    while seen is not None:
+        for needle, cause in STORE_FAULTS.items():
+            if needle in str(seen):
+                return cause
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def is_postgres(uri: str) -> bool:
@@ -152,6 +181,9 @@ def connect(uri: str, writing: bool = False) -> MlflowClient:
     can be read (generate, evaluate), not written (`writing`: a run or a sweep).
     """
     check_reachable(uri)
+    # MLflow logs each database error with its whole traceback before raising it again: the error it
+    # raises is the one reported (as a sentence for a store fault), once.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     db = sqlite_path(uri)
     if db is not None and not os.access(db.parent, os.W_OK):
         if writing or not db.is_file():
@@ -164,6 +196,8 @@ def connect(uri: str, writing: bool = False) -> MlflowClient:
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
     with store_lock(uri):
+        if db is not None and writing and db.is_file():  # under the lock: not another process's table creation
+            check_sqlite_writable(db)
         try:
             client = MlflowClient(tracking_uri=uri)
             client.search_experiments(max_results=1)  # creates or upgrades the tables
@@ -177,6 +211,41 @@ def connect(uri: str, writing: bool = False) -> MlflowClient:
                 raise
             raise UserError(diagnose(uri, err)) from None
     return client
+
+
+def check_sqlite_writable(db: Path) -> None:
+    """One sentence now for a store file that cannot be written, and for one that another process keeps
+    locked past STORE_LOCK_WAIT_S (said when the wait starts): MLflow would fail later, in pages of SQL.
+    Any other fault of the file is MLflow's to find and `diagnose`'s to explain."""
+    reason = write_blocked(db, timeout=1.0)
+    if reason is not None and "locked" in reason:
+        log.warning("the MLflow store %s is locked by another process: waiting up to %.0f s", db, STORE_LOCK_WAIT_S)
+        reason = write_blocked(db, timeout=STORE_LOCK_WAIT_S)
+        if reason is not None and "locked" in reason:
+            raise UserError(
+                f"the MLflow store {db} stayed locked by another process for {STORE_LOCK_WAIT_S:.0f} s: end what "
+                "holds it (an open sqlite3 shell or database browser, a stuck run), or choose another tracking_uri."
+            )
+    if not os.access(db, os.W_OK) or (reason is not None and "readonly" in reason):
+        raise UserError(
+            f"the MLflow store {db} is read-only: make it writable (chmod u+w), or choose another tracking_uri."
+        )
+
+
+def write_blocked(db: Path, timeout: float) -> str | None:
+    """Why a write transaction cannot start on `db` within `timeout` seconds, or None when it can (none is made)."""
+    try:
+        connection = sqlite3.connect(db, timeout=timeout, isolation_level=None)
+    except sqlite3.Error as err:
+        return str(err)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+    except sqlite3.Error as err:
+        return str(err)
+    finally:
+        connection.close()
+    return None
 
 
 @contextmanager
@@ -223,6 +292,11 @@ def leftover_migration_tables(uri: str) -> list[str]:
 def diagnose(uri: str, err: BaseException) -> str:
     """One sentence on a store MLflow cannot open, with the command that repairs it."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "unsupported URI" in text or "Unexpected URI scheme" in text:  # nothing there to repair
+        return (
+            f"tracking_uri {redacted(uri)} has a scheme MLflow does not know: use sqlite:///{DEFAULT_DB}, an "
+            "http:// tracking server or a postgresql:// database."
+        )
     repair = f"python -m rnnexp.runs action=repair_store tracking_uri={uri}"
     db = sqlite_path(uri)
     if db is not None:

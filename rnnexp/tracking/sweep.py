@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from rnnexp import cli
 from rnnexp.errors import UserError
 from rnnexp.tracking.comparison import JOB_TAG, summarise
-from rnnexp.tracking.describe import readable_name
+from rnnexp.tracking.describe import DEFAULT_NAME, readable_name
 from rnnexp.tracking.logger import OVERRIDES_TAG, RunLogger, create_run, get_run, is_alive, owner, reopen_run
 from rnnexp.tracking.params import environment_tags
 from rnnexp.tracking.store import connect, resolve_tracking_uri
@@ -75,7 +75,9 @@ class SweepJob:
 
     @property
     def name(self) -> str:
-        return " ".join(self.swept) or f"job {self.number}"
+        """The swept values in the parent's style (`h50` in `sweep h50,100`); `job <n>` where none names it."""
+        name = readable_name(self.swept, None) if self.swept else DEFAULT_NAME
+        return f"job {self.number}" if name == DEFAULT_NAME else name
 
 
 def current_job() -> SweepJob | None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from rnnexp.config.schema import KneserNeyConfig
 from rnnexp.data import Corpus, Split
-from rnnexp.data.cache import build_lock, default_cache_dir
+from rnnexp.data.cache import build_lock, default_cache_dir, read_arrays
 from rnnexp.engine.kneser_ney import KneserNey, interpolated_nll, tune_interpolation
 from rnnexp.training import batches
 
@@ -36,21 +36,24 @@ def order_scores(
     directory = (cache_dir or default_cache_dir()) / "kneser_ney"
     key = f"{corpus.digest[:24]}-{protocol}-{order}-{'modified' if modified else 'plain'}"
     path = directory / f"kn-{key}.npz"
-    if not path.is_file():
-        with build_lock(directory, "kn", key):
-            if not path.is_file():
-                train = scored_tokens(corpus.splits["train"], protocol)
-                model = KneserNey.fit(train, order, len(corpus.vocab), modified)
-                scores = {
-                    name: model.token_nll(scored_tokens(corpus.splits[name], protocol))
-                    for name in SCORED_SPLITS
-                    if batches.usable(corpus.splits[name].sentences)
-                }
-                partial = path.with_name(path.name + ".partial.npz")
-                np.savez(partial, **scores)  # type: ignore[arg-type]
-                partial.replace(path)
-    with np.load(path, allow_pickle=False) as saved:
-        return {name: saved[name] for name in saved.files}
+    cached = read_arrays(path)
+    if cached is not None:
+        return cached
+    with build_lock(directory, "kn", key):
+        cached = read_arrays(path)  # another job may have built it meanwhile
+        if cached is not None:
+            return cached
+        train = scored_tokens(corpus.splits["train"], protocol)
+        model = KneserNey.fit(train, order, len(corpus.vocab), modified)
+        scores = {
+            name: model.token_nll(scored_tokens(corpus.splits[name], protocol))
+            for name in SCORED_SPLITS
+            if batches.usable(corpus.splits[name].sentences)
+        }
+        partial = path.with_name(path.name + ".partial.npz")
+        np.savez(partial, **scores)  # type: ignore[arg-type]
+        partial.replace(path)
+        return scores
 
 
 def baseline_metrics(

@@ -8,6 +8,9 @@ state, whose 128-bit integers fit no array dtype, the run's config) is one JSON 
 from __future__ import annotations
 
 import contextlib
+import copy
+import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -17,9 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnexp.config import as_tree, resolve
 from rnnexp.errors import UserError
 
 SECTIONS = ("params", "optimizer", "arrays")
+# The keys a resume may change (run.py's RESUME_KEEPS): left out of the digest that binds a checkpoint to its run.
+UNBOUND_KEYS = ("resume", "tracking_uri", "train.checkpoint_dir")
 
 
 @dataclass
@@ -60,10 +66,18 @@ def check_writable(folder: Path) -> None:
 
 
 def unwritable(path: Path, err: OSError) -> UserError:
+    """The sentence for a checkpoint that cannot be written, with the remedy its cause calls for."""
     folder = path if path.suffix != ".npz" else path.parent
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        remedy = f"free space in {folder}"
+    elif err.errno in (errno.ENOTDIR, errno.EEXIST):  # a file where a folder should be
+        in_the_way = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        remedy = f"{in_the_way} is a file, not a folder: move it"
+    else:
+        remedy = f"make {folder} writable"
     return UserError(
-        f"cannot write the checkpoint {path} ({err.strerror or err}): free space in {folder} or make it "
-        "writable, or set train.checkpoint_dir to another folder; the last good checkpoint is intact."
+        f"cannot write the checkpoint {path} ({err.strerror or err}): {remedy}, or set train.checkpoint_dir to "
+        "another folder; the last good checkpoint is intact."
     )
 
 
@@ -83,6 +97,86 @@ def load(path: Path) -> Checkpoint:
             f"{path} is not a readable rnnexp checkpoint ({err}): it is damaged or not a checkpoint; give another one."
         ) from None
     return Checkpoint(sections["params"], sections["optimizer"], meta, sections["arrays"])
+
+
+def config_digest(config: dict) -> str:
+    """A digest of a run's config as plain data, the same before and after any resume of it."""
+    bound = copy.deepcopy(config)
+    for dotted in UNBOUND_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = bound
+        for parent in parents:
+            node = node.get(parent) or {}
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(bound, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def shapes(params: dict[str, np.ndarray]) -> dict[str, list[int]]:
+    return {name: list(value.shape) for name, value in params.items()}
+
+
+@dataclass
+class Owner:
+    """What a checkpoint must match to continue a run: the run, its logged config, data and model shapes."""
+
+    run_id: str
+    config_digest: str | None  # None: the run logged no config (killed while it described itself)
+    data_digest: str | None  # None: the run logged no dataset_digest tag
+    shapes: dict[str, list[int]] | None  # None: the model's shapes could not be known before its data
+
+
+def verify_owner(path: Path, saved: Checkpoint, owner: Owner) -> None:
+    """Refuse, in one sentence naming both sides, a checkpoint that belongs to another run or config.
+
+    A checkpoint saved before these fields existed is checked on what it holds: its run id and config
+    (always there), its shapes against the config's; its data digest only when it has one.
+    """
+    meta = saved.meta
+    actual = shapes(saved.params)
+    found = [
+        f"it belongs to run {meta.get('run_id')}, not {owner.run_id}" if meta.get("run_id") != owner.run_id else "",
+        differs("config digest", saved_config_digest(meta), owner.config_digest),
+        differs("data digest", meta.get("data_digest"), owner.data_digest),
+        shape_mismatch(actual, owner.shapes),
+        "its arrays differ from the shapes it was saved with" if meta.get("shapes") not in (None, actual) else "",
+    ]
+    mismatches = [reason for reason in found if reason]
+    if mismatches:
+        raise UserError(
+            f"the checkpoint {path} does not belong to run {owner.run_id} ({'; '.join(mismatches)}): resume "
+            "from that run's own checkpoint, or start a new run; the run is left as it was."
+        )
+
+
+def saved_config_digest(meta: dict) -> str | None:
+    """The digest of the config a checkpoint holds, through today's schema, so that a knob added since
+    (with its default) does not set a checkpoint apart from the config its run logged."""
+    if "config" not in meta:
+        return meta.get("config_digest")
+    return config_digest(as_tree(resolve(meta["config"])))
+
+
+def differs(what: str, saved: str | None, expected: str | None) -> str:
+    """`its <what> <saved> differs from the run's <expected>`, or '' where they agree or one is unknown."""
+    if saved is None or expected is None or saved == expected:
+        return ""
+    return f"its {what} {saved[:12]} differs from the run's {expected[:12]}"
+
+
+def shape_mismatch(
+    actual: dict[str, list[int]], expected: dict[str, list[int]] | None, model: str = "the run's model"
+) -> str:
+    """What differs between a checkpoint's parameter shapes and `model`'s, or '' where they agree or it is unknown."""
+    if expected is None or actual == expected:
+        return ""
+    if set(actual) != set(expected):
+        return f"it holds parameters {sorted(actual)}, {model} has {sorted(expected)}"
+    wrong = [
+        f"{name} {'×'.join(map(str, actual[name]))} vs {'×'.join(map(str, expected[name]))}"
+        for name in sorted(actual)
+        if actual[name] != expected[name]
+    ]
+    return f"its parameter shapes differ from those of {model} ({', '.join(wrong)})"
 
 
 def generator_state(rng: np.random.Generator) -> dict:

@@ -75,6 +75,7 @@ class TrainState:
     hidden: np.ndarray | None  # the state carried between chunks (truncation=chunk)
     best_params: dict[str, np.ndarray]
     config: dict  # the run's config as plain data, made once (OmegaConf takes milliseconds) for every checkpoint
+    digests: dict[str, str]  # config_digest and data_digest: what binds each checkpoint to its run
 
 
 @dataclass
@@ -182,6 +183,7 @@ def new_state(cfg: RunConfig, corpus: Corpus) -> TrainState:
         None,
         copy_params(model.params),
         as_tree(cfg),
+        binding_digests(cfg, corpus),
     )
 
 
@@ -213,7 +215,12 @@ def restore_state(cfg: RunConfig, corpus: Corpus, start: checkpoint.Checkpoint, 
         start.arrays.get("hidden"),
         best_params,
         as_tree(cfg),
+        binding_digests(cfg, corpus),
     )
+
+
+def binding_digests(cfg: RunConfig, corpus: Corpus) -> dict[str, str]:
+    return {"config_digest": checkpoint.config_digest(as_tree(cfg)), "data_digest": corpus.digest}
 
 
 # ---------------------------------------------------------------------- training
@@ -483,14 +490,17 @@ def save(
     arrays = {"order": state.order, **state.model.output.buffers}  # buffers: the class output's word classes
     if state.hidden is not None:
         arrays["hidden"] = state.hidden
+    params = params or state.model.params
     meta = {
         "run_id": run_id,
         "config": state.config,
+        **state.digests,
+        "shapes": checkpoint.shapes(params),
         "progress": asdict(state.progress),
         "rng": checkpoint.generator_state(state.rng),
         "pending_metrics": recorder.pending(),  # a resumed run logs only later steps itself
     }
-    saved = checkpoint.Checkpoint(params or state.model.params, state.optimizer.state_dict(), meta, arrays)
+    saved = checkpoint.Checkpoint(params, state.optimizer.state_dict(), meta, arrays)
     checkpoint.save(path, saved)
 
 
