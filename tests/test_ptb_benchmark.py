@@ -201,6 +201,25 @@ def test_the_report_on_a_small_cut_trains_every_row_and_writes_its_table_and_res
     assert "**These rows are NOT on the standard Penn Treebank benchmark**" in text
     assert "## The class-based output" in text and (tmp_path / "report/curves.png").stat().st_size > 10_000
     assert "Not run yet: `make ptb-medium`" in text
+    assert all(
+        entry["git_commit"] == client.get_run(entry["run_id"]).data.tags["git_commit"] for entry in rows_run(rows)
+    )
+    assert "The rows trained at commit" in text
+
+    again = report(tmp_path, "only=[rnn]")  # one row retrained, the others read back as they were
+    assert again.returncode == 0, again.stderr[-3000:]
+    rerun = {entry["row"]: entry for entry in json.loads((tmp_path / "report/results.json").read_text())["rows"]}
+    assert rerun["rnn"]["run_id"] != rows["rnn"]["run_id"]
+    assert all(rerun[key]["run_id"] == rows[key]["run_id"] for key in rows if key not in ("rnn", "kn5"))
+    wrong = report(tmp_path, "only=[nope]")
+    assert wrong.returncode == 2 and wrong.stderr.strip().splitlines() == [
+        "error: only= names no row: nope; the rows are rnn, lstm_wlm, lstm_wlm_tied, lstm_small, gru_wlm, "
+        "lstm_wlm_class."
+    ]
+
+
+def rows_run(rows: dict[str, dict]) -> list[dict]:
+    return [entry for key, entry in rows.items() if key != "kn5"]
 
 
 @needs_ptb

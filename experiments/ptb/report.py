@@ -6,6 +6,7 @@
 Every row is a real run (`python -m rnnexp.run experiment=<row's config>`, through the same
 `tracking.train` the entry point calls) logged to MLflow with the tag `ptb_row=<key>`; its numbers
 are read back from the store. `train_rows=false` rebuilds the report from the latest run of each
+row; `only=[key,...]` trains just those rows and rebuilds the report from the latest run of every
 row. `extra=[...]` adds overrides to every row: the tests run the whole report on a small cut.
 """
 
@@ -30,6 +31,7 @@ from experiments.provenance import provenance, relative
 from rnnexp import cli, tracking
 from rnnexp.config import RunConfig, compose_run, resolve
 from rnnexp.data import Corpus, load_corpus
+from rnnexp.errors import UserError
 from rnnexp.tracking.session import logged_config
 from rnnexp.tracking.tables import markdown_table
 from rnnexp.training.baseline import timed_table
@@ -215,6 +217,16 @@ def table(rows: list[Row], kn: dict[str, Any]) -> str:
     return markdown_table(header, lines)
 
 
+def notes(rows: list[Row]) -> list[str]:
+    """What a row's figure needs beside it (its spec's `note`), and the commits the rows trained at."""
+    lines = [f"- {row.spec['label']}: {row.spec['note']}" for row in rows if row.spec.get("note")]
+    commits = sorted({row.run.data.tags.get("git_commit", "unknown")[:12] for row in rows if row.run is not None})
+    if commits:
+        listed = ", ".join(f"`{commit}`" for commit in commits)
+        lines.append(f"- The rows trained at commit {listed} (each run's `git_commit` tag).")
+    return [*lines, ""] if lines else []
+
+
 def class_cost(rows: list[Row]) -> list[str]:
     """The class-based output against the softmax LSTM it replaces: perplexity cost, time saved."""
     by_key = {row.key: row for row in rows}
@@ -375,6 +387,7 @@ def results(rows: list[Row], kn: dict[str, Any], stamp: dict[str, Any]) -> dict[
                 "wall_seconds": row.seconds,
                 "tokens_per_sec": row.metric("tokens_per_sec_mean"),
                 "run_id": None if row.run is None else row.run.info.run_id,
+                "git_commit": None if row.run is None else row.run.data.tags.get("git_commit"),
                 "standard_benchmark": None if corpus is None else bool(corpus.stats.get("standard_benchmark")),
                 "train_sha256": None if corpus is None else corpus.stats.get("train.sha256"),
                 "train_tokens": None if corpus is None else corpus.stats.get("train.targets"),
@@ -397,6 +410,7 @@ def results(rows: list[Row], kn: dict[str, Any], stamp: dict[str, Any]) -> dict[
             "wall_seconds": kn["seconds"],
             "tokens_per_sec": None,
             "run_id": None,
+            "git_commit": None,
             "standard_benchmark": kn["standard"],
             "train_sha256": kn["train_sha256"],
             "train_tokens": kn["train_tokens"],
@@ -447,6 +461,7 @@ def render(rows: list[Row], medium: Row, kn: dict, corpus: Corpus, parity: dict 
             "with it token by token (λ tuned on validation). Wall time and tokens/s are this machine's.",
             "",
             table(rows, kn),
+            *notes(rows),
             "Published figures: word_language_model's README (`python main.py --epochs 6`: 117.61; `--tied`: 110.44); "
             "Zaremba, Sutskever & Vinyals (2014), table 1 (small, non-regularised: valid 120.7, test 114.5; medium: "
             "valid 86.2, test 82.7; KN5 from Mikolov & Zweig 2012: 141.2).",
@@ -476,9 +491,13 @@ def main(cfg: DictConfig) -> None:
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
     specs: dict[str, dict] = OmegaConf.to_container(cfg.rows)  # type: ignore[assignment]
     medium_spec: dict = OmegaConf.to_container(cfg.medium)  # type: ignore[assignment]
+    unknown = set(cfg.only) - set(specs)
+    if unknown:
+        raise UserError(f"only= names no row: {', '.join(sorted(unknown))}; the rows are {', '.join(specs)}.")
     if cfg.train_rows:
         for key, spec in specs.items():
-            train_row(key, spec, cfg, uri)
+            if not cfg.only or key in cfg.only:
+                train_row(key, spec, cfg, uri)
     if cfg.train_medium:
         train_row(MEDIUM, medium_spec, cfg, uri)
     client = tracking.connect(uri)
