@@ -43,6 +43,7 @@ ROW_TAG = "ptb_row"
 MEDIUM = "lstm_medium"
 TOLERANCE = 0.03  # the rule: within ±3% of the published test perplexity
 OVERLAP_ORDERS = (4, 5, 6, 8)
+CACHE_DYNAMIC = "CACHE_DYNAMIC.md"
 
 
 @dataclass
@@ -515,7 +516,11 @@ def main(cfg: DictConfig) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     stamp = provenance(CODE)
     curves(client, shown, report_dir / "curves.png")
-    (report_dir / "REPORT.md").write_text(render(shown, medium, kn, corpus, parity, stamp.markdown()))
+    text = render(shown, medium, kn, corpus, parity, stamp.markdown())
+    adaptive = report_dir / CACHE_DYNAMIC  # written by experiments.ptb.cache_dynamic on the best LSTM
+    if adaptive.is_file():
+        text += "\n" + adaptive.read_text()
+    (report_dir / "REPORT.md").write_text(text)
     record = results(shown, kn, {"commit": stamp.commit, "dirty": stamp.dirty, "code_hash": stamp.code_hash})
     (report_dir / "results.json").write_text(json.dumps(record, indent=1, allow_nan=False) + "\n")
     log.info("wrote %s, results.json and curves.png", report_dir / "REPORT.md")
