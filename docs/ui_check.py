@@ -164,14 +164,7 @@ class Browser:
         state) and wait until the JavaScript condition `ready` holds, then for the page to settle."""
         self.send("Page.navigate", {"url": "about:blank"}, self.session)
         self.send("Page.navigate", {"url": url}, self.session)
-        deadline = time.monotonic() + TIMEOUT_S
-        while not self.evaluate(f"Boolean({ready})"):
-            if time.monotonic() > deadline:
-                raise Failed(
-                    f"{url} never showed {ready}; it showed: {self.evaluate('document.body.innerText')[:500]!r}"
-                )
-            time.sleep(0.25)
-        time.sleep(settle_s)
+        wait_for(self, ready, settle_s)
 
     def click(self, text: str, selector: str = "button") -> None:
         """Click the element (`selector`) whose text is `text` with the mouse, as a user would: some of
@@ -251,7 +244,8 @@ def table_rows(browser: Browser) -> list[str]:
     return [name for _, name in sorted(json.loads(rows))]
 
 
-def wait_for(browser: Browser, ready: str) -> None:
+def wait_for(browser: Browser, ready: str, settle_s: float = 1.5) -> None:
+    """Wait until the JavaScript condition `ready` holds, then for the page to settle."""
     deadline = time.monotonic() + TIMEOUT_S
     while not browser.evaluate(f"Boolean({ready})"):
         if time.monotonic() > deadline:
@@ -259,7 +253,7 @@ def wait_for(browser: Browser, ready: str) -> None:
                 f"never showed {ready}; the page showed: {browser.evaluate('document.body.innerText')[:500]!r}"
             )
         time.sleep(0.25)
-    time.sleep(1.5)
+    time.sleep(settle_s)
 
 
 def ui_check(store: Path, shots: Path) -> None:

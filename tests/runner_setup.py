@@ -166,3 +166,26 @@ def metric_histories(
         for key in keys
         if key not in skip and not key.startswith("system/")
     }
+
+
+def evaluate_error(tmp_path: Path, run_id: str, *args: str) -> str:
+    """`python -m rnnexp.evaluate` on a run in tmp_path's store, expected to refuse: its one stderr line."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnnexp.evaluate",
+            f"run_id={run_id}",
+            f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+            f"checkpoint_dir={tmp_path}/checkpoints",
+            *args,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]

@@ -18,7 +18,7 @@ from rnnexp.engine import build_model
 from rnnexp.errors import UserError
 from rnnexp.training import evaluation
 from rnnexp.training.cache import BLOCK, cache_nll, cache_probabilities, cache_probability_grid, cached, read_stream
-from tests.runner_setup import TINY, run_cli, run_on_trained, store
+from tests.runner_setup import TINY, evaluate_error, run_cli, run_on_trained, store
 
 V = 20
 
@@ -206,28 +206,6 @@ def test_the_command_logs_valid_and_test_perplexities_with_their_settings(chunk_
     assert len(swept) == 3 and len(set(swept)) == 3
 
 
-def one_line_error(tmp_path: Path, run_id: str, *args: str) -> str:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.evaluate",
-            f"run_id={run_id}",
-            f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-            f"checkpoint_dir={tmp_path}/checkpoints",
-            *args,
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -240,13 +218,13 @@ def one_line_error(tmp_path: Path, run_id: str, *args: str) -> str:
 )
 def test_bad_cache_input_is_one_line_and_exit_2(chunk_run: tuple[Path, str], args: list[str], message: str) -> None:
     tmp_path, run_id = chunk_run
-    assert re.search(message, one_line_error(tmp_path, run_id, *args))
+    assert re.search(message, evaluate_error(tmp_path, run_id, *args))
 
 
 def test_a_run_trained_on_sentences_from_a_zero_state_is_refused(tmp_path: Path) -> None:
     done = run_cli(tmp_path, *TINY, *store(tmp_path))  # the tutorial's RNN, truncation=window
     assert done.returncode == 0, done.stderr
-    line = one_line_error(tmp_path, only_run(tmp_path), "protocol=cache")
+    line = evaluate_error(tmp_path, only_run(tmp_path), "protocol=cache")
     assert "trains on sentences from a zero state (truncation=window)" in line
 
 

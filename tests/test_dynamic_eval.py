@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ from rnnexp.tracking import trained
 from rnnexp.training import evaluation
 from rnnexp.training.cache import cached
 from rnnexp.training.dynamic import DynamicEvaluation, dynamic_reading
-from tests.runner_setup import TINY, run_cli, run_on_trained, store
+from tests.runner_setup import TINY, evaluate_error, run_cli, run_on_trained, store
 
 V = 20
 
@@ -190,21 +188,4 @@ def test_the_command_logs_both_splits_and_leaves_the_checkpoint_as_it_was(chunk_
 )
 def test_bad_dynamic_input_is_one_line_and_exit_2(chunk_run: tuple[Path, str], args: list[str], message: str) -> None:
     tmp_path, run_id = chunk_run
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rnnexp.evaluate",
-            f"run_id={run_id}",
-            f"tracking_uri=sqlite:///{tmp_path}/mlflow.db",
-            f"checkpoint_dir={tmp_path}/checkpoints",
-            *args,
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2, done.stderr
-    (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("error: ") and re.search(message, line), line
+    assert re.search(message, evaluate_error(tmp_path, run_id, *args))
