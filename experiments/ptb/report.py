@@ -271,10 +271,16 @@ def medium_section(row: Row) -> list[str]:
         f"{fmt(row.metric('best_val_ppl'))} against the published end point {row.spec['published_valid']:g} "
         f"(test {row.spec['published_test']:g})"
     )
+    rate, tokens = row.metric("tokens_per_sec"), None if row.corpus is None else row.corpus.stats.get("train.targets")
     if per_epoch is not None:
         text += f"; {duration(per_epoch)} per epoch measured here"
-        if left:
-            text += f", so the {left} epochs left would take about {duration(left * per_epoch)}"
+    elif rate and tokens:  # stopped inside its first epoch: the epoch's time from the training rate it logged
+        per_epoch = tokens / rate
+        text += (
+            f"; it trained at {rate:,.0f} tokens/s here, so an epoch of {tokens:,} tokens takes {duration(per_epoch)}"
+        )
+    if per_epoch is not None and left:
+        text += f", and the {left} epochs left would take about {duration(left * per_epoch)}"
     text += "."
     if status != "FINISHED":
         text += " `make ptb-medium` continues it exactly where it stopped (`resume=`)."
