@@ -181,15 +181,16 @@ def table(rows: list[Row], kn: dict[str, Any]) -> str:
         if row.run is None:
             lines.append([row.spec["label"], fmt(row.spec.get("published_test"), "g"), *["not run"] * 10])
             continue
-        status = "" if row.run.info.status == "FINISHED" else f" ({row.run.info.status})"
+        finished = row.run.info.status == "FINISHED"
+        status = "" if finished else f" ({row.run.info.status})"
         lines.append(
             [
                 f"{row.spec['label']} (`{' '.join(row.spec['overrides'])}`)",
                 fmt(row.spec.get("published_test"), "g"),
-                fmt(row.metric("best_val_ppl")),
+                fmt(row.metric("best_val_ppl")) if row.metric("epoch") else "",  # epoch 0's is the untrained model's
                 fmt(row.metric("test_ppl")),
                 fmt(row.ratio, ".3f"),
-                verdict(row.ratio, row.standard),
+                verdict(row.ratio, row.standard) if finished else "not finished",
                 interpolated(row),
                 f"{row.metric('epoch') or 0:.0f}{status}",
                 "" if row.seconds is None else f"{row.seconds / 60:.1f} min",
@@ -387,7 +388,11 @@ def results(rows: list[Row], kn: dict[str, Any], stamp: dict[str, Any]) -> dict[
                 "valid_ppl": row.metric("best_val_ppl"),
                 "test_ppl": row.metric("test_ppl"),
                 "ratio": row.ratio,
-                "verdict": verdict(row.ratio, row.standard) if row.run is not None else "not run",
+                "verdict": "not run"
+                if row.run is None
+                else verdict(row.ratio, row.standard)
+                if row.run.info.status == "FINISHED"
+                else "not finished",
                 "interp_kn5_test_ppl": row.metric("interp_kn5_test_ppl"),
                 "epochs": None if row.metric("epoch") is None else int(row.metric("epoch") or 0),
                 "status": None if row.run is None else row.run.info.status,
