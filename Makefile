@@ -66,10 +66,10 @@ reproduce: $(STAMP)  ## the tutorial's claims, quick (<15 min): experiments/tuto
 reproduce-full: $(STAMP)  ## the same on the full reddit CSV (make data first; hours)
 	$(PY) -m experiments.tutorial.reproduce mode=full
 
-ptb: $(STAMP)  ## the full PTB benchmark: the literature's recipes against their published perplexities, KN5 (TODO-FIGURE min measured on 2 cores): experiments/ptb/REPORT.md
+ptb: $(STAMP)  ## the full PTB benchmark: the literature's recipes against their published perplexities, KN5 (98 min measured on 2 shared cores): experiments/ptb/REPORT.md
 	$(PY) -m experiments.ptb.report
 
-ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, TODO-FIGURE min per epoch measured); run again to resume it; adds its row to experiments/ptb/REPORT.md
+ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, 12 min per epoch measured); run again to resume it; adds its row to experiments/ptb/REPORT.md
 	$(PY) -m experiments.ptb.report train_rows=false train_medium=true
 
 truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell (195 jobs, 17 min measured on 2 cores): experiments/truncation/REPORT.md
