@@ -24,13 +24,13 @@ from rnnexp import cli
 from rnnexp import config as _schemas  # noqa: F401  (registers the schemas conf/ names, before Hydra composes)
 from rnnexp.config.resolve import resolve
 from rnnexp.errors import UserError
+from rnnexp.training.checkpoint import UNBOUND_KEYS  # the keys a resume may change
 
 log = logging.getLogger(__name__)
 
 # What a failed sweep job reports to the sweeper: finite, so that one diverging trial of an
 # Optuna study does not end the study, and far worse than any real loss.
 FAILED_JOB_LOSS = 1e9
-RESUME_KEEPS = ("resume", "tracking_uri", "train.checkpoint_dir")
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
 
 
@@ -90,7 +90,7 @@ def main(cfg: DictConfig) -> float:
 
 def reject_overrides_on_resume(overrides: list[str]) -> None:
     """A resumed run continues with its saved config; a changed value would silently be ignored."""
-    changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RESUME_KEEPS]
+    changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in UNBOUND_KEYS]
     if changed:
         raise UserError(
             f"resume continues the run with its saved config, so {' '.join(changed)} would be ignored: "

@@ -245,7 +245,7 @@ def validate_ranges(run: RunConfig) -> None:
         f"experiment_name must name an MLflow experiment, got {run.experiment_name!r}: drop the override "
         "(the default is rnnexp) or give a name.",
     )
-    _require(run.seed >= 0, f"seed must be >= 0 (NumPy seeds are non-negative), got {run.seed}.")
+    validate_seed(run.seed)
     for knob in ("momentum", "rho", "beta1", "beta2"):
         value = getattr(optim, knob)
         _require(0 <= value < 1, f"optim.{knob} must lie in [0, 1), got {value}.")
@@ -306,4 +306,8 @@ def validate_generate(num: int, max_len: int, temperature: float, top_k: int | N
         math.isfinite(temperature) and temperature > 0, f"temperature must be a finite number > 0, got {temperature}."
     )
     _require(top_k is None or top_k >= 1, f"top_k must be >= 1 (the words kept) or null (all), got {top_k}.")
+    validate_seed(seed)
+
+
+def validate_seed(seed: int) -> None:
     _require(seed >= 0, f"seed must be >= 0 (NumPy seeds are non-negative), got {seed}.")

@@ -103,7 +103,7 @@ def resumed_config(
         saved = resolve(logged)
     else:
         saved = resolve(logged if logged is not None else start.meta["config"])
-        owner = run_owner(client, run_id, saved if logged is not None else None, start)
+        owner = run_owner(client, run_id, saved, start, config_logged=logged is not None)
         verify_checkpoints(owner, start, cast(Path, path), Path(run_cfg.train.checkpoint_dir) / run_id)
     saved.resume, saved.tracking_uri = run_cfg.resume, run_cfg.tracking_uri
     saved.train.checkpoint_dir = run_cfg.train.checkpoint_dir
@@ -182,17 +182,17 @@ def logged_config(client: MlflowClient, run_id: str) -> dict | None:
 
 
 def run_owner(
-    client: MlflowClient, run_id: str, logged: RunConfig | None, start: checkpoint.Checkpoint
+    client: MlflowClient, run_id: str, cfg: RunConfig, start: checkpoint.Checkpoint, config_logged: bool
 ) -> checkpoint.Owner:
-    """What the run says its checkpoints hold: its logged config, its data's digest, the shapes of its model."""
+    """What the run says its checkpoints hold: its config (bound by digest where the run logged it), its
+    data's digest, the shapes of its model."""
     run = get_run(client, run_id)
-    cfg = logged or resolve(start.meta["config"])
     vocab_size = run.data.params.get("vocab_size_actual")
     shapes = None
     if vocab_size is not None:  # the shapes the run's own config gives over its own vocabulary
         model = build_model(cfg.model, int(vocab_size), cfg.seed, word_class=start.arrays.get("word_class"))
         shapes = checkpoint.shapes(model.params)
-    config_digest = checkpoint.config_digest(as_tree(logged)) if logged else None
+    config_digest = checkpoint.config_digest(as_tree(cfg)) if config_logged else None
     return checkpoint.Owner(run_id, config_digest, run.data.tags.get("dataset_digest"), shapes)
 
 

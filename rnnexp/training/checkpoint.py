@@ -24,7 +24,8 @@ from rnnexp.config import as_tree, resolve
 from rnnexp.errors import UserError
 
 SECTIONS = ("params", "optimizer", "arrays")
-# The keys a resume may change (run.py's RESUME_KEEPS): left out of the digest that binds a checkpoint to its run.
+# The keys a resume may change (run.py refuses any other override): left out of the digest that binds a
+# checkpoint to its run.
 UNBOUND_KEYS = ("resume", "tracking_uri", "train.checkpoint_dir")
 
 
