@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 from rnnexp import cli
 from rnnexp import config as _schemas  # noqa: F401  (registers the schemas conf/ names, before Hydra composes)
 from rnnexp.config.resolve import resolve
+from rnnexp.config.schema import RESUME_KEYS
 from rnnexp.errors import UserError
-from rnnexp.training.checkpoint import UNBOUND_KEYS  # the keys a resume may change
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def main(cfg: DictConfig) -> float:
 
 def reject_overrides_on_resume(overrides: list[str]) -> None:
     """A resumed run continues with its saved config; a changed value would silently be ignored."""
-    changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in UNBOUND_KEYS]
+    changed = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in RESUME_KEYS]
     if changed:
         raise UserError(
             f"resume continues the run with its saved config, so {' '.join(changed)} would be ignored: "

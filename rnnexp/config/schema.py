@@ -24,6 +24,9 @@ SCHEDULES = ("constant", "halve_on_rise", "newbob", "plateau", "step", "exponent
 PROTOCOLS = ("auto", "stateful", "sentence")
 # `python -m rnnexp.evaluate protocol=...` also offers two that adapt to the stream as they read it.
 ADAPTIVE_PROTOCOLS = ("cache", "dynamic")
+# The keys a resume may change (run.py refuses any other override): left out of the digest that binds a
+# checkpoint to its run.
+RESUME_KEYS = ("resume", "tracking_uri", "train.checkpoint_dir")
 # protocol=cache's knobs; a plain mapping, since `lambda` cannot be a dataclass field
 CACHE_DEFAULTS: dict[str, Any] = {"size": 500, "theta": 0.3, "lambda": 0.1}
 

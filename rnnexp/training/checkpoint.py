@@ -21,12 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from rnnexp.config import as_tree, resolve
+from rnnexp.config.schema import RESUME_KEYS
 from rnnexp.errors import UserError
 
 SECTIONS = ("params", "optimizer", "arrays")
-# The keys a resume may change (run.py refuses any other override): left out of the digest that binds a
-# checkpoint to its run.
-UNBOUND_KEYS = ("resume", "tracking_uri", "train.checkpoint_dir")
 
 
 @dataclass
@@ -103,7 +101,7 @@ def load(path: Path) -> Checkpoint:
 def config_digest(config: dict) -> str:
     """A digest of a run's config as plain data, the same before and after any resume of it."""
     bound = copy.deepcopy(config)
-    for dotted in UNBOUND_KEYS:
+    for dotted in RESUME_KEYS:
         *parents, leaf = dotted.split(".")
         node = bound
         for parent in parents:
