@@ -36,7 +36,7 @@ lint: $(STAMP)  ## ruff (lint and format) and mypy over the code
 
 gradcheck: $(STAMP)  ## central-difference gradient check of every truncation mode and output layer
 	for mode in window chunk full; do for output in softmax class; do \
-	  $(PY) -m rnnexp.gradcheck truncation=$$mode model.output=$$output || exit 1; done; done
+	  $(PY) -m rnnexp.check_gradients model.truncation=$$mode model.output=$$output || exit 1; done; done
 
 data: $(STAMP)  ## download the tutorial's reddit comments into ./data (verified by git blob id)
 	$(PY) -m rnnexp.data
@@ -57,7 +57,7 @@ ui-check: $(STAMP)  ## make ui's URL in a fresh headless Chromium, screenshots i
 sweep: $(STAMP)  ## hidden sizes in parallel (joblib), compared in one MLflow parent run
 	$(PY) -m rnnexp.run -m experiment=hidden_dim_sweep hydra/launcher=joblib
 
-search: $(STAMP)  ## Optuna search over lr and hidden_dim
+search: $(STAMP)  ## Optuna search over optim.lr and model.hidden_dim
 	$(PY) -m rnnexp.run -m hydra/sweeper=search
 
 reproduce: $(STAMP)  ## the tutorial's claims, quick (<15 min): experiments/tutorial/REPORT.md
@@ -72,13 +72,14 @@ ptb: $(STAMP)  ## the full PTB benchmark: the literature's recipes against their
 ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, 12 min per epoch measured); run again to resume it; adds its row to experiments/ptb/REPORT.md
 	$(PY) -m experiments.ptb.report train_rows=false train_medium=true
 
-truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell (195 jobs, 17 min measured on 2 cores): experiments/truncation/REPORT.md
-	$(PY) -m rnnexp.run -m experiment=truncation_study hydra/launcher=joblib
-	$(PY) -m experiments.truncation.report experiment_name=truncation_study
+# The truncation study: a learning-rate grid on validation, the fair sweeps at the chosen rates (early stopping),
+# the fixed-rate sweep, then the report (experiments/truncation/study.py runs each `python -m rnnexp.run -m`).
+truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell, fixed rate and fair protocol (36 + 45 + 195 jobs, about 37 min projected on 2 quiet cores): experiments/truncation/REPORT.md
+	$(PY) -m experiments.truncation.study
 
-truncation-study-quick: $(STAMP)  ## the same on fewer cells (40 jobs, 4.5 min measured): experiments/truncation/quick/REPORT.md
-	$(PY) -m rnnexp.run -m experiment=truncation_study_quick hydra/launcher=joblib
-	$(PY) -m experiments.truncation.report experiment_name=truncation_study_quick report_dir=experiments/truncation/quick
+truncation-study-quick: $(STAMP)  ## the same on fewer cells and seeds (12 + 12 + 40 jobs, about 10 min projected): experiments/truncation/quick/REPORT.md
+	$(PY) -m experiments.truncation.study grid_experiment=truncation_lr_grid_quick fair_experiment=truncation_fair_quick \
+	  fixed_experiment=truncation_study_quick report_dir=experiments/truncation/quick
 
 reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation study, tutorial quick, ptb, bench; about 53 min measured)
 	$(MAKE) truncation-study

@@ -25,6 +25,8 @@ from benchmarks.common import (
     try_import_torch,
     zipf_tokens,
 )
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.engine.gated import GatedLM
 from rnnexp.engine.optim import make_optimizer
 
@@ -53,9 +55,9 @@ def torch_twin(model: GatedLM):
     class TorchGatedLM(nn.Module):
         def __init__(self):
             super().__init__()
-            self.embed = nn.Embedding(model.V, model.E)
+            self.embed = nn.Embedding(model.vocab_size, model.E)
             self.rnn = (nn.LSTM if model.cell == "lstm" else nn.GRU)(model.E, model.H, batch_first=True)
-            self.out = nn.Linear(model.H, model.V, bias=False)
+            self.out = nn.Linear(model.H, model.vocab_size, bias=False)
             p, prefix = model.params, model.prefixes[0]
             bias_hh = np.zeros_like(p[f"{prefix}_b"])
             if model.cell == "gru":
@@ -70,7 +72,7 @@ def torch_twin(model: GatedLM):
 
         def forward(self, x, y):
             states, _ = self.rnn(self.embed(x))
-            return nn.functional.cross_entropy(self.out(states).reshape(-1, model.V), y.reshape(-1))
+            return nn.functional.cross_entropy(self.out(states).reshape(-1, model.vocab_size), y.reshape(-1))
 
     return TorchGatedLM()
 
@@ -104,7 +106,9 @@ def _check_same_function(model: GatedLM, net, x: np.ndarray, y: np.ndarray) -> d
 def _contest(cell: str, threads: int, batches: list, vocab: int, hidden: int, options: dict) -> dict:
     """Both sides built and timed with `threads` threads (the engine picks its worker count from BLAS's)."""
     with fixed_threads(threads):
-        model = GatedLM(vocab, hidden, cell=cell, truncation="full", dtype="float32", seed=10)
+        model = build_model(
+            ModelConfig(cell=cell, hidden_dim=hidden, bptt_truncate=4, truncation="full", dtype="float32"), vocab, 10
+        )
         net = torch_twin(model)
         agreement = _check_same_function(model, net, *batches[0])
         timings = interleaved(training_steps(model, net, batches, LEARNING_RATE), **options)
@@ -131,7 +135,12 @@ def breakdown(cell: str, x: np.ndarray, y: np.ndarray, vocab: int, hidden: int, 
     loops (nonlinearities, elementwise products, the backward pass's coefficients).
     """
     with threadpool_limits(limits=1, user_api="blas"):
-        model = GatedLM(vocab, hidden, cell=cell, truncation="full", dtype="float32", seed=10, threads=1)
+        model = build_model(
+            ModelConfig(cell=cell, hidden_dim=hidden, bptt_truncate=4, truncation="full", dtype="float32"),
+            vocab,
+            10,
+            threads=1,
+        )
         sgd = make_optimizer("sgd")
         B, T = x.shape
         H, k = model.H, model._cell.k

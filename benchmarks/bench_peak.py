@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import REPEATS, THREADS, fixed_threads, interleaved, zipf_tokens
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.engine.optim import make_optimizer
-from rnnexp.engine.output import block_rows_for
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine.outputs.softmax import block_rows_for
 
 LEARNING_RATE = 0.1
 TARGET_FRACTION = 0.7
@@ -72,7 +73,9 @@ def _timings(threads: int, vocab: int, hidden: int, batch: int, length: int, opt
     S = np.tanh(rng.standard_normal((n, hidden))).astype(np.float32)
     G = rng.standard_normal((n, hidden)).astype(np.float32)
     with fixed_threads(threads):
-        model = RNNLM(vocab_size=vocab, hidden_dim=hidden, truncation="full", dtype="float32", seed=10)
+        model = build_model(
+            ModelConfig(hidden_dim=hidden, bptt_truncate=4, truncation="full", dtype="float32"), vocab, 10
+        )
         sgd = make_optimizer("sgd")
         Vm, L = model.params["V"].copy(), np.empty((n, vocab), np.float32)
         contenders = {
@@ -104,7 +107,12 @@ def _thread_scaling(vocab: int, hidden: int, batch: int, length: int, options: d
 
     def step(threads: int):
         with fixed_threads(threads):
-            model = RNNLM(vocab, hidden, truncation="full", dtype="float32", seed=10, threads=threads)
+            model = build_model(
+                ModelConfig(hidden_dim=hidden, bptt_truncate=4, truncation="full", dtype="float32"),
+                vocab,
+                10,
+                threads=threads,
+            )
         sgd = make_optimizer("sgd")
 
         def call():

@@ -64,7 +64,7 @@ def recipe(epochs: int, overrides: tuple[str, ...] = ()) -> RunConfig:
             [
                 "experiment=ptb_word_lm",
                 "schedule=constant",
-                f"epochs={epochs}",
+                f"train.epochs={epochs}",
                 f"dataset.fallback_path={PTB_VALID}",
                 "diagnostics.enabled=false",
                 "baseline.enabled=false",

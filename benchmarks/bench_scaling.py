@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from benchmarks.common import REPEATS, THREADS, fixed_threads, interleaved, peak_bytes, zipf_tokens
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.engine.optim import make_optimizer
-from rnnexp.engine.rnn import RNNLM
 
 LEARNING_RATE = 0.1
 
@@ -80,14 +81,16 @@ def zipf_counts(vocab_size: int) -> np.ndarray:
 def training_step(point: Point, seed: int = 0):
     """A callable that trains one batch (one chunk, in chunk mode) of `point`'s shape per call."""
     rng = np.random.default_rng(seed)
-    model = RNNLM(
-        vocab_size=point.vocab_size,
-        hidden_dim=point.hidden_dim,
-        bptt_truncate=point.bptt_truncate,
-        truncation=point.truncation,
-        dtype="float32",
-        seed=seed,
-        output=point.output,
+    model = build_model(
+        ModelConfig(
+            hidden_dim=point.hidden_dim,
+            bptt_truncate=point.bptt_truncate,
+            truncation=point.truncation,
+            dtype="float32",
+            output=point.output,
+        ),
+        point.vocab_size,
+        seed,
         counts=zipf_counts(point.vocab_size) if point.output == "class" else None,
     )
     sgd = make_optimizer("sgd")

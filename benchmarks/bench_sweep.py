@@ -28,9 +28,15 @@ from benchmarks.common import REPEATS, ROOT, THREADS, Timing
 from rnnexp import tracking
 
 LAUNCHERS = {"basic": ["hydra/launcher=basic"], "joblib": ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={THREADS}"]}
-FULL = ["hidden_dim=32,48,64,80"]  # four runs of the default experiment at its own size (10 epochs)
+FULL = ["model.hidden_dim=32,48,64,80"]  # four runs of the default experiment at its own size (10 epochs)
 TARGET_TIME_RATIO = 0.6  # joblib's sweep in at most this share of the basic launcher's time
-SMOKE = ["hidden_dim=4,6", "vocab_size=30", "epochs=1", "dataset.synthetic.n_sentences=100", "train.samples=1"]
+SMOKE = [
+    "model.hidden_dim=4,6",
+    "dataset.vocab_size=30",
+    "train.epochs=1",
+    "dataset.synthetic.n_sentences=100",
+    "train.samples=1",
+]
 
 
 def store_uri(workdir: Path) -> str:

@@ -32,6 +32,8 @@ from benchmarks.common import (
     try_import_torch,
     zipf_tokens,
 )
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.engine.rnn import RNNLM
 
 LEARNING_RATE = 0.1
@@ -49,9 +51,9 @@ def torch_twin(model: RNNLM):
     class TorchRNNLM(nn.Module):
         def __init__(self):
             super().__init__()
-            self.embed = nn.Embedding(model.V, model.H)
+            self.embed = nn.Embedding(model.vocab_size, model.H)
             self.rnn = nn.RNN(model.H, model.H, nonlinearity="tanh", bias=False, batch_first=True)
-            self.out = nn.Linear(model.H, model.V, bias=False)
+            self.out = nn.Linear(model.H, model.vocab_size, bias=False)
             with torch.no_grad():
                 self.embed.weight.copy_(torch.from_numpy(np.ascontiguousarray(model.params["U"].T)))
                 self.rnn.weight_ih_l0.copy_(torch.eye(model.H))
@@ -62,7 +64,7 @@ def torch_twin(model: RNNLM):
         def forward(self, x, y):
             states, _ = self.rnn(self.embed(x))
             logits = self.out(states)
-            return nn.functional.cross_entropy(logits.reshape(-1, model.V), y.reshape(-1))
+            return nn.functional.cross_entropy(logits.reshape(-1, model.vocab_size), y.reshape(-1))
 
     return TorchRNNLM()
 
@@ -91,7 +93,9 @@ def _contest(threads: int, batches: list, vocab: int, hidden: int, options: dict
     torch = try_import_torch()
     tokens = batches[0][0].size
     with fixed_threads(threads):
-        model = RNNLM(vocab_size=vocab, hidden_dim=hidden, truncation="full", dtype="float32", seed=10)
+        model = build_model(
+            ModelConfig(hidden_dim=hidden, bptt_truncate=4, truncation="full", dtype="float32"), vocab, 10
+        )
         net = torch_twin(model)
         agreement = _check_same_function(model, net, *batches[0])
         torch_batches = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]

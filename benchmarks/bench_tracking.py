@@ -20,11 +20,11 @@ from rnnexp import tracking
 from rnnexp.tracking import train
 
 # The default experiment, 3 epochs, one BLAS thread: CPU time then measures the work alone.
-FULL = ["epochs=3", "blas_threads=1"]
+FULL = ["train.epochs=3", "blas_threads=1"]
 SMOKE = [
-    "hidden_dim=8",
-    "vocab_size=40",
-    "epochs=1",
+    "model.hidden_dim=8",
+    "dataset.vocab_size=40",
+    "train.epochs=1",
     "dataset.synthetic.n_sentences=200",
     "train.samples=1",
     "blas_threads=1",

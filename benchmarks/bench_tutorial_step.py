@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import REPEATS, fixed_threads, interleaved, profile_top, zipf_tokens
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.engine.optim import make_optimizer
-from rnnexp.engine.reference import GateRNN, WildMLRNN
+from rnnexp.engine.reference.tutorial import GateRNN, WildMLRNN
 from rnnexp.engine.rnn import RNNLM
 
 LEARNING_RATE = 0.005  # the tutorial's
@@ -21,7 +23,7 @@ TARGET_SPEEDUP = 50.0
 
 def _twin(cls, model: RNNLM):
     """A tutorial model holding copies of `model`'s weights."""
-    ref = cls(model.V, model.H, model.bptt_truncate)
+    ref = cls(model.vocab_size, model.H, model.bptt_truncate)
     ref.U, ref.W, ref.V = (np.array(model.params[n], dtype=np.float64, order="C") for n in "UWV")
     return ref
 
@@ -36,7 +38,9 @@ def run(smoke: bool = False) -> dict:
     rng = np.random.default_rng(0)
     sentence = zipf_tokens(rng, vocab, length + 1)
     x, y = sentence[:-1], sentence[1:]
-    model = RNNLM(vocab_size=vocab, hidden_dim=hidden, bptt_truncate=4, truncation="window", dtype="float64", seed=10)
+    model = build_model(
+        ModelConfig(hidden_dim=hidden, bptt_truncate=4, truncation="window", dtype="float64"), vocab, 10
+    )
     gate, wildml = _twin(GateRNN, model), _twin(WildMLRNN, model)
     sgd = make_optimizer("sgd")
 

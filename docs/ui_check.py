@@ -51,7 +51,7 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     f"--window-size={WINDOW[0]},{WINDOW[1]}",
 ]
-SWEEP = ["hidden_dim=32,64", "epochs=3"]
+SWEEP = ["model.hidden_dim=32,64", "train.epochs=3"]
 TIMEOUT_S = 90
 
 

@@ -1,14 +1,5 @@
-"""The Hydra callback that conf/config.yaml names: a sweep's MLflow parent run, loaded only for a sweep.
-
-Hydra builds its callbacks for every run, a single one too. Importing the sweep machinery, or
-anything in rnnexp.tracking, imports MLflow (about 1.5 s); this callback lives outside that
-package and loads it only when a multirun starts, so a single run's config error answers at once.
-
-Under the joblib launcher it also starts the launcher's worker processes as the multirun starts,
-each importing the trainer, MLflow and its database store, while this process opens the parent run: the launcher
-then finds its workers ready (joblib reuses an executor made with the same settings) instead of
-starting them after the parent run exists.
-"""
+"""The Hydra callback that conf/config.yaml names: a sweep's parent run and joblib's workers, loaded
+only when a multirun starts (ARCHITECTURE.md, "Import time")."""
 
 from __future__ import annotations
 
@@ -63,6 +54,7 @@ def joblib_settings(config: DictConfig) -> dict[str, Any] | None:
 def start_joblib_workers(config: DictConfig) -> threading.Thread | None:
     """Start the joblib launcher's workers in a thread, each importing what a job needs; None under another launcher.
 
+    The launcher then finds them ready, since joblib reuses an executor made with the same settings.
     A failure here only costs the head start: the launcher starts its workers itself and reports
     what stops them.
     """
@@ -98,7 +90,7 @@ def prepare_worker(tracking_uri: str | None) -> int:
     it here needs no store lock, so the workers' first jobs then hold the lock only briefly.
     """
     import rnnexp.run  # noqa: F401
-    import rnnexp.tracking.session  # noqa: F401
+    import rnnexp.tracking.jobs  # noqa: F401
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
     if not uri.startswith(("http://", "https://")):

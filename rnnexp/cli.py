@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TypeVar, cast
 
 from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from rnnexp.errors import UserError
@@ -40,12 +41,37 @@ _NOISE = (
 def config_error_message(err: BaseException) -> str:
     """Hydra's and OmegaConf's report of a bad override (and its cause), on one line."""
     lines: list[str] = []
+    paths: list[str] = []
     cause: BaseException | None = err
     while cause is not None:
         stripped = (line.strip() for line in str(cause).splitlines())
         lines += [line for line in stripped if line and not line.startswith(_NOISE)]
+        paths += full_paths(cause)
         cause = cause.__cause__
-    return " ".join(dict.fromkeys(lines)) + " (--help lists the config groups and values)."
+    named = " or ".join([", ".join(paths[:-1]), paths[-1]] if len(paths) > 1 else paths)
+    hint = f"; did you mean {named}?" if paths else ""
+    return " ".join(dict.fromkeys(lines)) + hint + " (--help lists the config groups and values)."
+
+
+def full_paths(err: BaseException) -> list[str]:
+    """For a key that a config node lacks, the knobs below that node whose last name it is: every knob is
+    set by its full path, so `hidden_dim=50` means `model.hidden_dim=50`."""
+    node, key, full_key = (getattr(err, name, None) for name in ("parent_node", "key", "full_key"))
+    if not isinstance(node, DictConfig) or not isinstance(key, str) or not isinstance(full_key, str):
+        return []
+    above = full_key[: -len(key)]  # the node's own path, `dataset.` for `dataset.distance`
+    return [above + path for path in leaf_paths(OmegaConf.to_container(node)) if path.endswith(f".{key}")]
+
+
+def leaf_paths(tree: object, prefix: str = "") -> list[str]:
+    if not isinstance(tree, dict):
+        return [prefix]
+    return [
+        path
+        for name, value in tree.items()
+        if name != "hydra"
+        for path in leaf_paths(value, f"{prefix}.{name}" if prefix else str(name))
+    ]
 
 
 def exit_with(err: UserError) -> None:

@@ -120,8 +120,8 @@ def main(cfg: config.EvaluateConfig) -> None:
     if settings is not None and not is_stream_data(run.config):
         raise UserError(
             f"protocol={cfg.protocol} reads the split as one stream with the state carried, but run {cfg.run_id} "
-            f"trains on sentences from a zero state (truncation={run.config.model.truncation}): "
-            "use a run trained with truncation=chunk."
+            f"trains on sentences from a zero state (model.truncation={run.config.model.truncation}): "
+            "use a run trained with model.truncation=chunk."
         )
     corpus = load_corpus(cfg.dataset if cfg.dataset is not None else run.config.dataset, seed=run.config.seed)
     if settings is None:

@@ -26,11 +26,11 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # A run of about a second: 400 sentences of a 40-word language, 8 hidden units, one epoch, a
 # learning rate that shows progress within it.
 TINY = [
-    "hidden_dim=8",
-    "vocab_size=40",
-    "lr=2",
-    "epochs=1",
-    "batch_size=16",
+    "model.hidden_dim=8",
+    "dataset.vocab_size=40",
+    "optim.lr=2",
+    "train.epochs=1",
+    "train.batch_size=16",
     "dataset.synthetic.n_sentences=400",
     "train.samples=2",
     "blas_threads=1",

@@ -1,24 +1,37 @@
-"""Tiny versions of every benchmark, so that `make bench` keeps working; no time is ever asserted."""
+"""Tiny versions of every benchmark, so that `make bench` keeps working; no benchmark's speed is asserted,
+only that the timers measure what they say (on sleeps of known length)."""
 
 import json
+import time
 
 import numpy as np
 import pytest
 
 from benchmarks import bench_class_output, bench_peak, bench_scaling, bench_torch, bench_tutorial_step
-from benchmarks.common import interleaved, machine_info, peak_bytes
+from benchmarks.common import interleaved, machine_info, peak_bytes, profile_top
 
 
 def test_interleaved_timing_gives_every_contender_its_samples():
     calls = {"a": 0, "b": 0}
 
-    def count(name):
+    def sleep(name, seconds):
         calls[name] += 1
+        time.sleep(seconds)
 
-    timings = interleaved({"a": lambda: count("a"), "b": lambda: count("b")}, repeats=3, min_seconds=0.0, block=2)
+    contenders = {"a": lambda: sleep("a", 0.001), "b": lambda: sleep("b", 0.02)}
+    timings = interleaved(contenders, repeats=3, min_seconds=0.0, block=2)
     assert [len(t.samples) for t in timings.values()] == [3, 3]  # first of each block discarded
     assert calls == {"a": 1 + 3 * 2, "b": 1 + 3 * 2}  # warm-up call + rounds × block
-    assert all(t.median >= 0 and t.cpu_median >= 0 for t in timings.values())
+    a, b = timings["a"], timings["b"]
+    assert all(t.median == np.median(t.samples) and t.cpu_median == np.median(t.cpu_samples) for t in (a, b))
+    assert 0.001 <= a.median < b.median and b.median >= 0.02  # a sleep never ends early
+    assert b.cpu_median < b.median / 2  # process time: a sleeping process uses next to none
+
+
+def test_profile_top_charges_each_function_its_own_time_per_call():
+    rows = profile_top(lambda: time.sleep(0.01), calls=3)
+    assert "sleep" in rows[0]["function"] and rows[0]["ms_per_call"] >= 10 and rows[0]["share"] > 0.9
+    assert all(row["ms_per_call"] > 0 for row in rows) and sum(row["share"] for row in rows) <= 1 + 1e-9
 
 
 def test_peak_bytes_sees_numpy_buffers():
@@ -36,7 +49,11 @@ def test_tutorial_step_agrees_with_the_tutorials_code():
     result = bench_tutorial_step.run(smoke=True)
     assert result["gradient_max_rel_err"] < 1e-9
     assert set(result["speedup"]) == set(result["one_thread_cpu_speedup"]) == {"gate-based (tutorial)", "WildML NumPy"}
-    assert result["profile"] and all(p["ms_per_call"] >= 0 for p in result["profile"])
+    profile = result["profile"]
+    assert profile and all(p["ms_per_call"] > 0 and 0 < p["share"] <= 1 for p in profile)
+    # each row's ms per call over its share of the time is the same whole: the profiled step's ms per call
+    totals = [p["ms_per_call"] / p["share"] for p in profile]
+    assert totals == pytest.approx([totals[0]] * len(totals))
 
 
 @pytest.mark.slow

@@ -154,9 +154,9 @@ def only_run(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def chunk_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A tiny stream-trained LSTM run (truncation=chunk) in its own store."""
+    """A tiny stream-trained LSTM run (model.truncation=chunk) in its own store."""
     tmp_path = tmp_path_factory.mktemp("cache_run")
-    done = run_cli(tmp_path, *TINY, *store(tmp_path), "model=lstm", "truncation=chunk", "bptt_truncate=10")
+    done = run_cli(tmp_path, *TINY, *store(tmp_path), "model=lstm", "model.truncation=chunk", "model.bptt_truncate=10")
     assert done.returncode == 0, done.stderr
     return tmp_path, only_run(tmp_path)
 
@@ -222,10 +222,10 @@ def test_bad_cache_input_is_one_line_and_exit_2(chunk_run: tuple[Path, str], arg
 
 
 def test_a_run_trained_on_sentences_from_a_zero_state_is_refused(tmp_path: Path) -> None:
-    done = run_cli(tmp_path, *TINY, *store(tmp_path))  # the tutorial's RNN, truncation=window
+    done = run_cli(tmp_path, *TINY, *store(tmp_path))  # the tutorial's RNN, model.truncation=window
     assert done.returncode == 0, done.stderr
     line = evaluate_error(tmp_path, only_run(tmp_path), "protocol=cache")
-    assert "trains on sentences from a zero state (truncation=window)" in line
+    assert "trains on sentences from a zero state (model.truncation=window)" in line
 
 
 def test_the_ptb_script_chooses_on_validation_and_applies_once_to_test(chunk_run: tuple[Path, str]) -> None:

@@ -6,14 +6,17 @@ import pytest
 from runner_setup import client, compose_run, run_on_trained
 
 from rnnexp.config import resolve
+from rnnexp.config.schema import ModelConfig
 from rnnexp.data import load_corpus
-from rnnexp.engine.class_output import ClassOutput, default_classes, frequency_classes, make_output
+from rnnexp.engine import build_model
 from rnnexp.engine.gated import GatedLM
-from rnnexp.engine.gates import GateLM
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine.outputs import ClassOutput, default_classes, frequency_classes, make_output
+from rnnexp.engine.reference.gated import GateByGateLM
+from rnnexp.engine.threads import WorkerPool
 from rnnexp.errors import UserError
 from rnnexp.tracking import train
-from rnnexp.training import checkpoint, loop
+from rnnexp.training import checkpoint
+from rnnexp.training.state import restore_state
 
 
 def zipf_counts(V: int, seed: int = 0) -> np.ndarray:
@@ -22,17 +25,12 @@ def zipf_counts(V: int, seed: int = 0) -> np.ndarray:
 
 
 def class_model(V=30, H=5, truncation="window", k=3, seed=0, classes=None, threads=None, dtype="float64"):
-    return RNNLM(
+    return build_model(
+        ModelConfig(hidden_dim=H, bptt_truncate=k, truncation=truncation, dtype=dtype, output="class", classes=classes),
         V,
-        H,
-        bptt_truncate=k,
-        truncation=truncation,
-        dtype=dtype,
-        seed=seed,
-        threads=threads,
-        output="class",
-        classes=classes,
+        seed,
         counts=zipf_counts(V, seed),
+        threads=threads,
     )
 
 
@@ -118,7 +116,7 @@ def truncated_objective(model, params, x, y):
     the gated cells' states come from their gate-by-gate reference."""
     wc, k, T = model.buffers["word_class"], model.bptt_truncate, len(x)
     if isinstance(model, GatedLM):
-        gates = {id(p): GateLM.like(model, p) for p in (params, model.params)}
+        gates = {id(p): GateByGateLM.like(model, p) for p in (params, model.params)}
         zero = np.zeros(model.state_size)
 
         def run(p, h, words):
@@ -170,18 +168,20 @@ def cell_model(cell, truncation, tie=False):
     """A tiny model of `cell` with the class output: the tanh RNN, or a gated cell (GRU: 2 layers)."""
     if cell == "rnn":
         return class_model(V=12, H=4, truncation=truncation, k=2, seed=5, classes=3)
-    return GatedLM(
+    return build_model(
+        ModelConfig(
+            cell=cell,
+            hidden_dim=3,
+            bptt_truncate=2,
+            truncation=truncation,
+            dtype="float64",
+            layers=2 if cell == "gru" else 1,
+            tie_weights=tie,
+            output="class",
+            classes=3,
+        ),
         12,
-        3,
-        cell=cell,
-        layers=2 if cell == "gru" else 1,
-        bptt_truncate=2,
-        truncation=truncation,
-        dtype="float64",
-        seed=5,
-        tie_weights=tie,
-        output="class",
-        classes=3,
+        5,
         counts=zipf_counts(12, 5),
     )
 
@@ -238,12 +238,15 @@ def test_scores_sampling_and_prediction_read_the_same_distribution():
 
 def test_a_checkpoints_word_classes_rebuild_the_same_model():
     model = class_model(V=50, H=6, seed=10)
-    rebuilt = RNNLM(
-        50, 6, bptt_truncate=3, dtype="float64", seed=10, output="class", word_class=model.buffers["word_class"]
+    rebuilt = build_model(
+        ModelConfig(hidden_dim=6, bptt_truncate=3, truncation="window", dtype="float64", output="class"),
+        50,
+        10,
+        word_class=model.buffers["word_class"],
     )
     assert np.array_equal(rebuilt.buffers["word_class"], model.buffers["word_class"])
     assert all(np.array_equal(rebuilt.params[n], model.params[n]) for n in model.params)
-    softmax = RNNLM(50, 6, bptt_truncate=3, dtype="float64", seed=10)
+    softmax = build_model(ModelConfig(hidden_dim=6, bptt_truncate=3, truncation="window", dtype="float64"), 50, 10)
     assert all(np.array_equal(softmax.params[n], model.params[n]) for n in "UWV")  # the same draws, Vc after
     assert softmax.buffers == {}
 
@@ -260,13 +263,16 @@ def test_a_checkpoints_word_classes_rebuild_the_same_model():
 )
 def test_impossible_class_settings_are_one_clear_error(kwargs, message):
     args = {"counts": zipf_counts(30), **kwargs}
+    cfg = ModelConfig(
+        hidden_dim=4, bptt_truncate=4, truncation="window", output="class", classes=args.pop("classes", None)
+    )
     with pytest.raises(UserError, match=message):
-        RNNLM(30, 4, output="class", **args)
+        build_model(cfg, 30, None, **args)
 
 
 def test_make_output_refuses_an_unknown_kind():
     with pytest.raises(UserError, match="softmax or class"):
-        make_output("hierarchical", {"V": np.zeros((4, 2))}, "V", 1, np.random.default_rng(0))
+        make_output("hierarchical", {"V": np.zeros((4, 2))}, "V", WorkerPool(1), np.random.default_rng(0))
     assert isinstance(class_model().output, ClassOutput)
 
 
@@ -283,7 +289,7 @@ def test_a_class_output_run_trains_checkpoints_resumes_generates_and_evaluates(t
     corpus = load_corpus(run_cfg.dataset, seed=run_cfg.seed)
     counts = np.bincount(corpus.splits["train"].stream(), minlength=len(corpus.vocab))
     assert np.array_equal(saved.arrays["word_class"], frequency_classes(counts, 6))
-    state = loop.restore_state(run_cfg, corpus, saved, tmp_path / "checkpoints" / run.info.run_id)
+    state = restore_state(run_cfg, corpus, saved, tmp_path / "checkpoints" / run.info.run_id)
     assert np.array_equal(state.model.buffers["word_class"], saved.arrays["word_class"])
     assert all(np.array_equal(state.model.params[n], saved.params[n]) for n in saved.params)
     generated = run_on_trained(tmp_path, "rnnexp.generate", run.info.run_id, "num=3")

@@ -14,7 +14,7 @@ from rnnexp.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 EXCERPT = SHARED_DATA / "reddit-comments-2015-08.head.csv"
-pytestmark = pytest.mark.filterwarnings("ignore:vocab_size=:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:dataset.vocab_size=:UserWarning")
 
 
 def text_config(path, **overrides):
@@ -72,9 +72,9 @@ def test_a_damaged_cache_entry_is_rebuilt(text_file, tmp_path):
 
 def test_warnings_are_repeated_on_a_cached_load(text_file, tmp_path):
     config = text_config(text_file, vocab_size=500)
-    with pytest.warns(UserWarning, match="vocab_size=500 is more than"):
+    with pytest.warns(UserWarning, match="dataset.vocab_size=500 is more than"):
         load_corpus(config, cache_dir=tmp_path / "cache")
-    with pytest.warns(UserWarning, match="vocab_size=500 is more than"):
+    with pytest.warns(UserWarning, match="dataset.vocab_size=500 is more than"):
         assert load_corpus(config, cache_dir=tmp_path / "cache").stats["cache"] == "hit"
 
 
@@ -126,7 +126,7 @@ def test_dictconfig_node_with_root_interpolation():
     ("settings", "message"),
     [
         ({"name": "wiki"}, "dataset.name='wiki' is not one of synthetic, reddit, ptb, text"),
-        ({"vocab_size": 3}, "vocab_size=3 is too small: it must be at least 4"),
+        ({"vocab_size": 3}, "dataset.vocab_size=3 is too small: it must be at least 4"),
         ({"valid_fraction": 0.7, "test_fraction": 0.5}, "must sum to at most 1"),
         ({"valid_fraction": 0.5, "test_fraction": 0.5}, "leaves no training data"),
         ({"valid_fraction": -0.1}, "must be between 0 and 1"),

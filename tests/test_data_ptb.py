@@ -14,7 +14,7 @@ from rnnexp.errors import UserError
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 PTB_VALID = SHARED_DATA / "ptb.valid.txt"
 needs_ptb = pytest.mark.skipif(not PTB_VALID.exists(), reason=f"{PTB_VALID} is absent")
-pytestmark = pytest.mark.filterwarnings("ignore:vocab_size=:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:dataset.vocab_size=:UserWarning")
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def test_reader_appends_eos_to_every_line():
 def test_sentence_mode_on_the_real_file(ptb_dir, tmp_path):
     with pytest.warns(
         UserWarning,
-        match=r"vocab_size=10000 is more than the 6021 distinct training tokens "
+        match=r"dataset.vocab_size=10000 is more than the 6021 distinct training tokens "
         r"plus <unk>: using 6022 \(3978 fewer\)",
     ):
         corpus = load_corpus(
@@ -76,7 +76,9 @@ def test_sentence_mode_on_the_real_file(ptb_dir, tmp_path):
 def test_stream_mode_cuts_the_same_stream_into_overlapping_segments(ptb_dir, tmp_path):
     settings = dict(name="ptb", path=str(ptb_dir / "ptb.train.txt"), vocab_size=10000)
     sentences = load_corpus(DatasetConfig(**settings), cache_dir=tmp_path / "cache")
-    streamed = load_corpus(DatasetConfig(mode="stream", segment_length=35, **settings), cache_dir=tmp_path / "cache")
+    streamed = load_corpus(
+        DatasetConfig(mode="stream", stream_sequence_length=35, **settings), cache_dir=tmp_path / "cache"
+    )
     segments = streamed.splits["test"].sentences
     assert len(segments) == -(-73760 // 35)
     assert {len(s) for s in segments[:-1]} == {36} and len(segments[-1]) == 73760 % 35 + 1

@@ -14,7 +14,7 @@ from rnnexp.errors import UserError
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 EXCERPT = SHARED_DATA / "reddit-comments-2015-08.head.csv"
 # what each test is not about: warnings of dropped short sentences and clamped vocabularies
-pytestmark = pytest.mark.filterwarnings("ignore:Dropped:UserWarning", "ignore:vocab_size=:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:Dropped:UserWarning", "ignore:dataset.vocab_size=:UserWarning")
 HANDMADE = 'body\n"The cat sat. The dog ran!"\n"A cat ran."\nOk\n"He said ""no"". The end?"\n'
 
 

@@ -123,7 +123,7 @@ def test_split_oracle_nll_is_the_mean_over_targets_and_reported_in_stats():
 
 
 def test_impossible_languages_are_user_errors():
-    with pytest.raises(UserError, match="vocab_size=10 leaves 8 ordinary words"):
+    with pytest.raises(UserError, match="dataset.vocab_size=10 leaves 8 ordinary words"):
         load_corpus(DatasetConfig(vocab_size=10))
     with pytest.raises(UserError, match="distance=20 needs sentences of at least 21 words"):
         validate(DatasetConfig(synthetic=SyntheticConfig(distance=20)))

@@ -9,7 +9,7 @@ from rnnexp.errors import UserError
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SHAKESPEARE = SHARED_DATA / "tinyshakespeare.txt"
-pytestmark = pytest.mark.filterwarnings("ignore:vocab_size=:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:dataset.vocab_size=:UserWarning")
 
 
 def load(path, tmp_path, **overrides):

@@ -58,7 +58,7 @@ def test_vocab_size_above_the_data_is_clamped_with_a_warning_saying_by_how_much(
     assert vocab.words == ["x", "y", UNKNOWN_TOKEN]
     assert report.size == 3 and report.requested_size == 10
     assert report.clamp_warning == (
-        "vocab_size=10 is more than the 2 distinct training tokens plus UNKNOWN_TOKEN: using 3 (7 fewer)."
+        "dataset.vocab_size=10 is more than the 2 distinct training tokens plus UNKNOWN_TOKEN: using 3 (7 fewer)."
     )
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.training.diagnostics import gradient_norms, saturation, weight_spectrum
 
 
@@ -33,7 +34,7 @@ def finite_difference_decay(model, x, y, k, eps=1e-6):
 
 
 def test_gradient_decay_equals_finite_differences_through_the_unrolled_network():
-    model = RNNLM(15, 6, seed=3)
+    model = build_model(ModelConfig(hidden_dim=6, bptt_truncate=4, truncation="window", dtype="float64"), 15, 3)
     model.params["W"] *= 3.0  # a livelier recurrence, so deeper k still carry signal
     x, y = np.random.default_rng(0).integers(0, 15, (2, 9))
     decay = model.gradient_decay(x, y, max_depth=10)
@@ -43,7 +44,7 @@ def test_gradient_decay_equals_finite_differences_through_the_unrolled_network()
 
 
 def test_gradient_decay_counts_only_real_outputs_of_a_padded_batch():
-    model = RNNLM(15, 6, seed=4)
+    model = build_model(ModelConfig(hidden_dim=6, bptt_truncate=4, truncation="window", dtype="float64"), 15, 4)
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 15, (2, 2, 7))
     mask = np.array([[1] * 7, [1] * 4 + [0] * 3])
@@ -55,7 +56,7 @@ def test_gradient_decay_counts_only_real_outputs_of_a_padded_batch():
 
 
 def test_untrained_small_weights_make_the_gradient_vanish():
-    model = RNNLM(50, 20, seed=0)
+    model = build_model(ModelConfig(hidden_dim=20, bptt_truncate=4, truncation="window", dtype="float64"), 50, 0)
     x, y = np.random.default_rng(2).integers(0, 50, (2, 4, 30))
     decay = model.gradient_decay(x, y, max_depth=12)
     assert np.all(np.diff(decay) < 0)

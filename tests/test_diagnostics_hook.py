@@ -11,7 +11,9 @@ from mlflow import MlflowClient
 
 from rnnexp.config import DatasetConfig, DiagnosticsConfig, SyntheticConfig
 from rnnexp.config.resolve import validate_diagnostics
+from rnnexp.config.schema import ModelConfig
 from rnnexp.data import load_corpus
+from rnnexp.engine import build_model
 from rnnexp.engine.optim import make_optimizer
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import UserError
@@ -52,7 +54,7 @@ def corpus():
 
 
 def lively_model(truncation: str = "window") -> RNNLM:
-    model = RNNLM(VOCAB, 6, bptt_truncate=2, truncation=truncation, dtype="float64", seed=5)
+    model = build_model(ModelConfig(hidden_dim=6, bptt_truncate=2, truncation=truncation, dtype="float64"), VOCAB, 5)
     model.params["W"] *= 3.0  # gradients that still carry signal many steps back
     return model
 
@@ -194,11 +196,11 @@ def test_the_config_switches_the_gradient_diagnostics_and_rejects_impossible_val
 @pytest.mark.slow
 def test_every_run_logs_the_diagnostics_and_trains_exactly_as_with_them_switched_off(tmp_path: Path) -> None:
     overrides = [
-        "hidden_dim=8",
-        "vocab_size=40",
-        "lr=2",
-        "epochs=2",
-        "batch_size=16",
+        "model.hidden_dim=8",
+        "dataset.vocab_size=40",
+        "optim.lr=2",
+        "train.epochs=2",
+        "train.batch_size=16",
         "blas_threads=1",
         "dataset.synthetic.n_sentences=400",
         "dataset.synthetic.distance=4",

@@ -13,14 +13,14 @@ from runner_setup import client, compose_run
 
 from rnnexp.tracking import train
 from rnnexp.tracking.describe import single_run_name
-from rnnexp.tracking.sweep import SweepJob
+from rnnexp.tracking.jobs import SweepJob
 
-ENTRY_POINTS = ("run", "generate", "evaluate", "gradcheck", "baseline", "runs")
+ENTRY_POINTS = ("run", "generate", "evaluate", "check_gradients", "ngram", "repair")
 
 
 def entry_point(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     store = f"tracking_uri=sqlite:///{tmp_path}/mlflow.db"
-    uses_store = module in ("run", "generate", "evaluate", "runs") and not any(a.startswith("-") for a in args)
+    uses_store = module in ("run", "generate", "evaluate", "repair") and not any(a.startswith("-") for a in args)
     command = [sys.executable, "-m", f"rnnexp.{module}", *args, *([store] if uses_store else [])]
     return subprocess.run(
         [*command, f"hydra.run.dir={tmp_path}/out"], cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -32,10 +32,10 @@ def entry_point(tmp_path: Path, module: str, *args: str) -> subprocess.Completed
     [
         ("generate", (), "run_id"),  # the mandatory run_id left out: no "Error executing job" line above
         ("evaluate", (), "run_id"),
-        ("run", ("hidden_dim=???",), "hidden_dim"),
-        ("gradcheck", ("hidden_dim=???",), "hidden_dim"),
-        ("baseline", ("vocab_size=???",), "vocab_size"),
-        ("runs", ("experiment_name=???",), "experiment_name"),
+        ("run", ("model.hidden_dim=???",), "hidden_dim"),
+        ("check_gradients", ("model.hidden_dim=???",), "hidden_dim"),
+        ("ngram", ("orders=???",), "orders"),
+        ("repair", ("experiment_name=???",), "experiment_name"),
     ],
 )
 def test_a_missing_value_is_one_line_naming_it_and_exit_status_2(
@@ -70,15 +70,15 @@ def test_each_help_says_what_the_entry_point_does_its_knobs_and_an_example(tmp_p
 
 def test_run_names_read_the_same_in_a_sweep_and_alone() -> None:
     started = time.mktime((2026, 12, 6, 17, 54, 31, 0, 0, -1))
-    assert single_run_name(["hidden_dim=50", "tracking_uri=sqlite:///x.db"], None, started) == "h50"
+    assert single_run_name(["model.hidden_dim=50", "tracking_uri=sqlite:///x.db"], None, started) == "h50"
     assert single_run_name([], None, started) == "default 12-06 17:54:31"  # told apart by when they ran
     assert single_run_name(["blas_threads=2"], None, started) == "default 12-06 17:54:31"
 
     def job(number: int, swept: list[str]) -> SweepJob:
-        return SweepJob("p" * 32, number, ["epochs=3", *swept], swept, 1, Path("/tmp/sweep"))
+        return SweepJob("p" * 32, number, ["train.epochs=3", *swept], swept, 1, Path("/tmp/sweep"))
 
-    assert job(0, ["hidden_dim=50"]).name == "h50"  # the parent of `hidden_dim=50,100` is `sweep h50,100`
-    assert job(1, ["model.cell=lstm", "lr=20"]).name == "lstm lr20"
+    assert job(0, ["model.hidden_dim=50"]).name == "h50"  # the parent of `hidden_dim=50,100` is `sweep h50,100`
+    assert job(1, ["model.cell=lstm", "optim.lr=20"]).name == "lstm lr20"
     assert job(2, ["blas_threads=1"]).name == "job 2"  # nothing that changes the result: its number
 
 

@@ -10,7 +10,9 @@ import pytest
 from runner_setup import client, compose_run
 
 from rnnexp.config import DatasetConfig, resolve
+from rnnexp.config.schema import ModelConfig
 from rnnexp.data import Split, load_corpus
+from rnnexp.engine import build_model
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import UserError
 from rnnexp.tracking import train, trained
@@ -26,7 +28,7 @@ PTB_SPLIT = [
     "dataset.valid_fraction=0.05",
     "dataset.test_fraction=0.05",
     "dataset.max_sentences=600",
-    "vocab_size=2000",
+    "dataset.vocab_size=2000",
 ]
 
 
@@ -47,7 +49,9 @@ def test_stateful_scores_equal_a_literal_token_by_token_loop_on_ptb_lines(tmp_pa
         DatasetConfig(name="ptb", path=str(PTB_VALID), vocab_size=500, max_sentences=200), cache_dir=tmp_path
     )
     split = corpus.splits["valid"]
-    model = RNNLM(len(corpus.vocab), 12, dtype="float64", seed=4)
+    model = build_model(
+        ModelConfig(hidden_dim=12, bptt_truncate=4, truncation="window", dtype="float64"), len(corpus.vocab), 4
+    )
     model.params["W"] *= 2.5  # a state that matters from one token to the next
     stream = split.stream()
     assert stream[0] == corpus.vocab.index("<eos>")  # the split's leading boundary token is the first input
@@ -62,7 +66,7 @@ def test_stateful_scores_equal_a_literal_token_by_token_loop_on_ptb_lines(tmp_pa
 
 
 def test_sentence_scores_keep_the_sentence_order_and_equal_the_logged_mean() -> None:
-    model = RNNLM(9, 5, dtype="float64", seed=1)
+    model = build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 9, 1)
     rng = np.random.default_rng(0)
     sentences = [rng.integers(0, 9, n) for n in (5, 2, 9, 3, 7)]
     scores = evaluation.sentence_nll(model, sentences, batch_size=2)
@@ -73,7 +77,11 @@ def test_sentence_scores_keep_the_sentence_order_and_equal_the_logged_mean() -> 
 
 def test_a_stream_shorter_than_two_tokens_is_refused() -> None:
     with pytest.raises(UserError, match="a stream of 1 token.*two tokens or more"):
-        evaluation.token_nll(RNNLM(5, 3), Split([np.array([2])]), "stateful")
+        evaluation.token_nll(
+            build_model(ModelConfig(hidden_dim=3, bptt_truncate=4, truncation="window", dtype="float64"), 5, None),
+            Split([np.array([2])]),
+            "stateful",
+        )
 
 
 @needs_ptb
@@ -82,13 +90,13 @@ def test_a_chunk_trained_run_logs_the_stateful_score_which_the_zero_state_score_
         tmp_path,
         *PTB_SPLIT,
         "dataset.mode=stream",
-        "truncation=chunk",
-        "bptt_truncate=20",
-        "batch_size=8",
-        "hidden_dim=24",
-        "lr=2",
+        "model.truncation=chunk",
+        "model.bptt_truncate=20",
+        "train.batch_size=8",
+        "model.hidden_dim=24",
+        "optim.lr=2",
         "optim.clip_norm=0.25",
-        "epochs=2",
+        "train.epochs=2",
         "experiment_name=stream",
         f"dataset.data_dir={tmp_path}/empty",
         "diagnostics.enabled=false",
@@ -128,7 +136,7 @@ def test_a_chunk_trained_run_logs_the_stateful_score_which_the_zero_state_score_
     ("overrides", "message"),
     [
         (["eval.protocol=stateful"], "eval.protocol=stateful needs stream data"),
-        (["truncation=chunk", "eval.protocol=sentence"], "eval.protocol=sentence scores from a zero state"),
+        (["model.truncation=chunk", "eval.protocol=sentence"], "eval.protocol=sentence scores from a zero state"),
         (["eval.protocol=streaming"], "eval.protocol must be one of auto, stateful, sentence"),
         (["baseline.enabled=true"], "baseline.enabled=true needs word-level real data, but synthetic is not"),
         (["baseline.orders=[0,3]"], r"Kneser–Ney orders must lie between 1 and 5, got \[0\]"),
@@ -145,7 +153,9 @@ def test_impossible_protocols_and_baselines_are_one_sentence(
 
 def test_patience_stops_a_run_whose_validation_loss_no_longer_improves(tmp_path: Path) -> None:
     # A rate so small that float32 weights cannot move: validation never improves after epoch 0.
-    best = train(compose_run(tmp_path, "lr=1e-30", "epochs=6", "train.patience=2", "experiment_name=patience"))
+    best = train(
+        compose_run(tmp_path, "optim.lr=1e-30", "train.epochs=6", "train.patience=2", "experiment_name=patience")
+    )
     mlflow = client(tmp_path)
     (run,) = mlflow.search_runs([mlflow.get_experiment_by_name("patience").experiment_id])
     epochs = [m.value for m in mlflow.get_metric_history(run.info.run_id, "epoch")]

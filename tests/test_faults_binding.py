@@ -37,7 +37,7 @@ def run_by_config(tmp_path: Path, **params: str) -> str:
 def two_runs(tmp_path: Path) -> tuple[str, str]:
     """Run A (8 hidden units, seed 10) and run B (6 units, seed 5), both killed; B's checkpoints over A's."""
     killed_run(tmp_path)
-    killed_run(tmp_path, "hidden_dim=6", "seed=5")
+    killed_run(tmp_path, "model.hidden_dim=6", "seed=5")
     a = run_by_config(tmp_path, **{"model.hidden_dim": "8"})
     b = run_by_config(tmp_path, **{"model.hidden_dim": "6"})
     for name in ("last.npz", "best.npz"):

@@ -19,7 +19,7 @@ from rnnexp.errors import UserError
 from rnnexp.tracking import train, trained
 from rnnexp.training import baseline
 
-pytestmark = pytest.mark.filterwarnings("ignore:vocab_size=:UserWarning")
+pytestmark = pytest.mark.filterwarnings("ignore:dataset.vocab_size=:UserWarning")
 
 
 def truncate(path: Path) -> None:

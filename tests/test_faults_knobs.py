@@ -24,8 +24,8 @@ from rnnexp.errors import UserError
         (["optim=adam", "optim.beta2=-0.1"], "optim.beta2 must lie in [0, 1), got -0.1."),
         (["optim=adam", "optim.eps=0"], "optim.eps must be a finite number > 0, got 0.0."),
         (["optim=momentum", "optim.momentum=2"], "optim.momentum must lie in [0, 1), got 2.0."),
-        (["lr=inf"], "lr must be a finite number > 0, got inf."),
-        (["lr=nan"], "lr must be a finite number > 0, got nan."),
+        (["optim.lr=inf"], "optim.lr must be a finite number > 0, got inf."),
+        (["optim.lr=nan"], "optim.lr must be a finite number > 0, got nan."),
         (["optim.clip_norm=inf"], "optim.clip_norm must be finite or null, got inf."),
         (["train.sample_max_len=-5"], "train.sample_max_len must be >= 1, got -5."),
         (
@@ -44,18 +44,20 @@ def test_a_value_outside_what_the_maths_allows_is_refused(tmp_path: Path, overri
 def test_a_model_that_cannot_fit_in_memory_is_refused_with_its_estimate(tmp_path: Path) -> None:
     # W: 10^18 float32 numbers three times (parameters, gradients, best copy), 11,175,870,895.6 GiB, and a
     # batch of 16 sentences × 4 steps of 2·10^9 activations, 476.8 GiB
-    with pytest.raises(UserError, match=r"^this model needs at least 11,175,871,372\.\d GiB \(hidden_dim=1000000000,"):
-        resolve(compose_run(tmp_path, "hidden_dim=1000000000"))
-    resolve(compose_run(tmp_path, "hidden_dim=2000"))  # 16 MB of network: accepted
+    with pytest.raises(
+        UserError, match=r"^this model needs at least 11,175,871,372\.\d GiB \(model\.hidden_dim=1000000000,"
+    ):
+        resolve(compose_run(tmp_path, "model.hidden_dim=1000000000"))
+    resolve(compose_run(tmp_path, "model.hidden_dim=2000"))  # 16 MB of network: accepted
 
 
 def test_the_memory_estimate_counts_parameters_gradients_optimiser_state_and_a_batch() -> None:
-    cfg = resolve(compose_run(Path("/tmp"), "hidden_dim=100", "batch_size=1", "bptt_truncate=4"))
+    cfg = resolve(compose_run(Path("/tmp"), "model.hidden_dim=100", "train.batch_size=1", "model.bptt_truncate=4"))
     # U, W and V: 100·8000 + 100·100 + 8000·100 parameters, three copies for sgd (parameters, gradients,
     # best), and 4 tokens × (8000 scores + 2·100 activations), all float32
     assert memory_estimate(cfg, 8000) == ((2 * 100 * 8000 + 100 * 100) * 3 + 4 * (8000 + 200)) * 4
     for cell, optimiser in (("rnn", "sgd"), ("gru", "adam"), ("lstm", "momentum")):
-        gated = resolve(compose_run(Path("/tmp"), f"model={cell}", f"optim={optimiser}", "hidden_dim=16"))
+        gated = resolve(compose_run(Path("/tmp"), f"model={cell}", f"optim={optimiser}", "model.hidden_dim=16"))
         model = build_model(gated.model, 50, 0)
         held = sum(p.nbytes for p in model.params.values())
         # never below what the model's parameters, gradients and best copy really take: it refuses only what cannot fit

@@ -17,7 +17,7 @@ from runner_setup import client, compose_run, store
 from rnnexp.config import resolve
 from rnnexp.data import load_corpus
 from rnnexp.errors import UserError
-from rnnexp.tracking import logger, session
+from rnnexp.tracking import lifecycle, logger, session
 from rnnexp.tracking import store as stores
 
 
@@ -102,7 +102,7 @@ class StoreThatFails:
 
 def test_a_store_that_fails_under_a_run_is_a_sentence_in_its_failed_run() -> None:
     run = StoreThatFails(None)
-    with pytest.raises(UserError) as failed, logger.run_status(run):  # type: ignore[arg-type]
+    with pytest.raises(UserError) as failed, lifecycle.run_status(run):  # type: ignore[arg-type]
         raise MlflowException("(sqlite3.OperationalError) database is locked\n[SQL: INSERT INTO metrics ...]")
     reason = (
         "the MLflow store stopped recording run 0123abcd (another process held it locked): fix that, then "
@@ -113,7 +113,7 @@ def test_a_store_that_fails_under_a_run_is_a_sentence_in_its_failed_run() -> Non
 
 def test_a_full_disk_while_closing_a_failed_run_leaves_the_failures_own_line(caplog) -> None:
     run = StoreThatFails("database or disk is full")
-    with caplog.at_level(logging.WARNING), pytest.raises(UserError) as failed, logger.run_status(run):  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING), pytest.raises(UserError) as failed, lifecycle.run_status(run):  # type: ignore[arg-type]
         raise UserError("cannot write the checkpoint /x/last.npz (No space left on device): free space in /x.")
     assert str(failed.value).startswith("cannot write the checkpoint /x/last.npz")
     assert run.ended == [("FAILED", str(failed.value))]
@@ -124,7 +124,7 @@ def test_a_full_disk_while_closing_a_failed_run_leaves_the_failures_own_line(cap
 
 def test_a_full_disk_while_closing_a_finished_run_is_a_sentence() -> None:
     with pytest.raises(UserError, match=r"^the MLflow store stopped recording run 0123abcd \(its disk is full\)"):
-        with logger.run_status(StoreThatFails("database or disk is full")):  # type: ignore[arg-type]
+        with lifecycle.run_status(StoreThatFails("database or disk is full")):  # type: ignore[arg-type]
             pass
 
 

@@ -90,7 +90,7 @@ def test_a_sqlite_store_in_a_read_only_folder(tmp_path: Path, existing: bool) ->
     print(f"one sentence, exit 2, in {elapsed:.1f} s (the whole command, Python's start included)")
     if existing:  # reading it still works
         listing = in_mount_namespace(
-            f"{read_only(folder)}\n{shlex.quote(sys.executable)} -m rnnexp.runs "
+            f"{read_only(folder)}\n{shlex.quote(sys.executable)} -m rnnexp.repair "
             f"tracking_uri=sqlite:///{folder}/mlflow.db",
             ROOT,
         )

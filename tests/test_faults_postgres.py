@@ -37,13 +37,13 @@ def test_a_parallel_sweep_and_runs_beside_it_lose_nothing_on_postgresql(tmp_path
             launch(
                 tmp_path / "sweep",
                 f"tracking_uri={server.uri}",
-                "hidden_dim=8,12,16,20",
+                "model.hidden_dim=8,12,16,20",
                 "hydra/launcher=joblib",
                 "hydra.launcher.n_jobs=2",
                 "-m",
             ),
-            launch(tmp_path / "single", f"tracking_uri={server.uri}", "hidden_dim=10", "experiment_name=single"),
-            launch(tmp_path / "direct", f"tracking_uri={direct}", "hidden_dim=6", "experiment_name=direct"),
+            launch(tmp_path / "single", f"tracking_uri={server.uri}", "model.hidden_dim=10", "experiment_name=single"),
+            launch(tmp_path / "direct", f"tracking_uri={direct}", "model.hidden_dim=6", "experiment_name=direct"),
         ]
         errors = [process.communicate(timeout=900)[1] for process in processes]
         assert [process.returncode for process in processes] == [0, 0, 0], "\n".join(errors)

@@ -10,7 +10,13 @@ from runner_setup import client, command, kill_mid_epoch_2, metric_histories, st
 
 pytestmark = pytest.mark.faults
 
-SETUP = ["epochs=2", "batch_size=16", "train.checkpoint_every=3", "train.log_every=2", "experiment_name=race"]
+SETUP = [
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.checkpoint_every=3",
+    "train.log_every=2",
+    "experiment_name=race",
+]
 REFUSALS = ("is being resumed by another process on this machine", "has finished: there is nothing to resume")
 
 

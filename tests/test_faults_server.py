@@ -29,7 +29,7 @@ from rnnexp.training import checkpoint
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 SETUP = [
-    "epochs=40",
+    "train.epochs=40",
     "train.flush_every_s=0",
     "train.log_every=2",
     "train.checkpoint_every=3",

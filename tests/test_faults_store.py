@@ -21,7 +21,7 @@ pytestmark = pytest.mark.faults
 USERS, TRIALS = 8, 5
 FIRST_USER = """
 import sys
-from rnnexp.tracking.logger import create_run
+from rnnexp.tracking.lifecycle import create_run
 from rnnexp.tracking.store import connect
 run = create_run(connect(sys.argv[1]), "race", f"user {sys.argv[2]}", None, {})
 run.log_metrics({"loss": float(sys.argv[2])}, step=1)
@@ -89,10 +89,10 @@ def test_runs_and_sweeps_started_together_on_a_new_store_each_keep_their_own(tmp
     # Two sweeps from one folder in the same second: the default sweep folder with its time pinned.
     same_second = "hydra.sweep.dir=multirun/2026-01-01/12-00-00-${sweep_id:}"
     processes = [
-        launch(here, "-m", "hidden_dim=8,10", same_second),
-        launch(here, "-m", "hidden_dim=12,14", same_second),
-        launch(here, "hidden_dim=16"),
-        launch(there, "hidden_dim=18"),
+        launch(here, "-m", "model.hidden_dim=8,10", same_second),
+        launch(here, "-m", "model.hidden_dim=12,14", same_second),
+        launch(here, "model.hidden_dim=16"),
+        launch(there, "model.hidden_dim=18"),
     ]
     errors = [process.communicate(timeout=900)[1] for process in processes]
     assert [process.returncode for process in processes] == [0] * 4, "\n".join(errors)

@@ -19,7 +19,7 @@ from runner_setup import TINY, store
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-SWEEP = ["epochs=6", "train.checkpoint_every=3", "hidden_dim=8,12,16", "experiment_name=sweeps"]
+SWEEP = ["train.epochs=6", "train.checkpoint_every=3", "model.hidden_dim=8,12,16", "experiment_name=sweeps"]
 TIMINGS = ("tokens_per_sec", "tokens_per_sec_mean")
 
 
@@ -129,7 +129,7 @@ def test_ctrl_c_stops_a_parallel_sweep_and_resume_finishes_it_exactly(tmp_path: 
 
 
 def test_sigterm_to_the_launcher_leaves_the_parent_killed_with_the_reason(tmp_path: Path) -> None:
-    process = launch(tmp_path, *SWEEP, "epochs=40", "-m")
+    process = launch(tmp_path, *SWEEP, "train.epochs=40", "-m")
     wait_for(lambda: any((tmp_path / "checkpoints").glob("*/last.npz")), process)
     os.kill(process.pid, signal.SIGTERM)
     process.communicate(timeout=120)
@@ -142,8 +142,8 @@ def test_sigterm_to_the_launcher_leaves_the_parent_killed_with_the_reason(tmp_pa
     assert [run.info.status for run in children] == ["KILLED"]  # the others never started
 
 
-def test_a_launcher_killed_with_sigkill_leaves_runs_that_python_m_rnnexp_runs_finds(tmp_path: Path) -> None:
-    process = launch(tmp_path, *SWEEP, "epochs=40", "-m")
+def test_a_launcher_killed_with_sigkill_leaves_runs_that_python_m_rnnexp_repair_finds(tmp_path: Path) -> None:
+    process = launch(tmp_path, *SWEEP, "train.epochs=40", "-m")
     wait_for(lambda: any((tmp_path / "checkpoints").glob("*/last.npz")), process)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -152,7 +152,7 @@ def test_a_launcher_killed_with_sigkill_leaves_runs_that_python_m_rnnexp_runs_fi
 
     def tool(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "rnnexp.runs", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", *args],
+            [sys.executable, "-m", "rnnexp.repair", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db", *args],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -171,7 +171,7 @@ def test_a_launcher_killed_with_sigkill_leaves_runs_that_python_m_rnnexp_runs_fi
 
 
 def test_resume_refuses_a_run_still_training_elsewhere(tmp_path: Path) -> None:
-    process = launch(tmp_path, "epochs=400", "train.checkpoint_every=3", "experiment_name=live")
+    process = launch(tmp_path, "train.epochs=400", "train.checkpoint_every=3", "experiment_name=live")
     try:
         wait_for(lambda: any((tmp_path / "checkpoints").glob("*/last.npz")), process)
         (run_id,) = [path.name for path in (tmp_path / "checkpoints").iterdir()]
@@ -216,14 +216,14 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0_in_the_sa
 
 
 def test_a_resumed_run_loses_its_failure_reason(tmp_path: Path) -> None:
-    process = launch(tmp_path, "epochs=60", "train.checkpoint_every=3", "experiment_name=again")
+    process = launch(tmp_path, "train.epochs=60", "train.checkpoint_every=3", "experiment_name=again")
     wait_for(lambda: any((tmp_path / "checkpoints").glob("*/last.npz")), process)
     os.killpg(process.pid, signal.SIGINT)
     process.communicate(timeout=120)
     _, (run,) = runs_of(tmp_path, "again")
     assert run.info.status == "KILLED" and "failure_reason" in run.data.tags
-    resumed = resume(tmp_path, run.info.run_id, "epochs=60")
-    assert resumed.returncode == 2 and "epochs=60 would be ignored" in resumed.stderr  # resume keeps its config
+    resumed = resume(tmp_path, run.info.run_id, "train.epochs=60")
+    assert resumed.returncode == 2 and "train.epochs=60 would be ignored" in resumed.stderr  # resume keeps its config
     resumed = resume(tmp_path, run.info.run_id)
     assert resumed.returncode == 0, resumed.stderr
     _, (run,) = runs_of(tmp_path, "again")

@@ -26,9 +26,9 @@ from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 from runner_setup import CONF_DIR, store
 
-from rnnexp import runs
+from rnnexp import repair
 from rnnexp.errors import UserError
-from rnnexp.tracking import logger, sweep
+from rnnexp.tracking import jobs, lifecycle, logger, owner, sweep
 from rnnexp.tracking import store as stores
 from rnnexp.training import checkpoint
 
@@ -76,55 +76,55 @@ def test_a_checkpoint_folder_that_cannot_exist_is_refused_before_training(tmp_pa
 def test_a_run_is_alive_while_its_process_runs(tmp_path: Path) -> None:
     store(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    run = logger.create_run(client, "owners", None, None, {})
+    run = lifecycle.create_run(client, "owners", None, None, {})
     mine = client.get_run(run.run_id)
-    assert logger.is_alive(mine) and logger.owned_here(mine)
+    assert owner.is_alive(mine) and owner.owned_here(mine)
 
-    client.set_tag(run.run_id, logger.PID_TAG, str(dead_pid()))
-    assert not logger.is_alive(client.get_run(run.run_id))
+    client.set_tag(run.run_id, owner.PID_TAG, str(dead_pid()))
+    assert not owner.is_alive(client.get_run(run.run_id))
 
-    client.set_tag(run.run_id, logger.HOST_TAG, "another-host")  # only the heartbeat can tell
-    beat = float(client.get_run(run.run_id).data.tags[logger.HEARTBEAT_TAG])
-    assert logger.is_alive(client.get_run(run.run_id), now=beat + logger.STALE_AFTER_S - 1)
-    assert not logger.is_alive(client.get_run(run.run_id), now=beat + logger.STALE_AFTER_S + 1)
+    client.set_tag(run.run_id, owner.HOST_TAG, "another-host")  # only the heartbeat can tell
+    beat = float(client.get_run(run.run_id).data.tags[owner.HEARTBEAT_TAG])
+    assert owner.is_alive(client.get_run(run.run_id), now=beat + owner.STALE_AFTER_S - 1)
+    assert not owner.is_alive(client.get_run(run.run_id), now=beat + owner.STALE_AFTER_S + 1)
     run.end("FINISHED")
-    assert not logger.is_alive(client.get_run(run.run_id))
+    assert not owner.is_alive(client.get_run(run.run_id))
 
 
 def test_a_live_run_is_not_reopened_and_a_reopened_one_loses_its_failure_reason(tmp_path: Path) -> None:
     store(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    run = logger.create_run(client, "owners", None, None, {})
+    run = lifecycle.create_run(client, "owners", None, None, {})
     run.end("KILLED", "interrupted")
     client.update_run(run.run_id, status="RUNNING")  # as if another process of this host held it
-    client.set_tag(run.run_id, logger.PID_TAG, str(os.getppid()))
-    client.set_tag(run.run_id, logger.PID_START_TAG, logger.process_start(os.getppid()))
+    client.set_tag(run.run_id, owner.PID_TAG, str(os.getppid()))
+    client.set_tag(run.run_id, owner.PID_START_TAG, owner.process_start(os.getppid()))
     with pytest.raises(UserError, match=f"run {run.run_id} is still running \\(pid {os.getppid()} on host"):
-        logger.reopen_run(client, run.run_id)
+        lifecycle.reopen_run(client, run.run_id)
 
-    client.set_tag(run.run_id, logger.PID_TAG, str(dead_pid()))
-    again = logger.reopen_run(client, run.run_id)
+    client.set_tag(run.run_id, owner.PID_TAG, str(dead_pid()))
+    again = lifecycle.reopen_run(client, run.run_id)
     reopened = client.get_run(run.run_id)
     assert reopened.info.status == "RUNNING" and logger.FAILURE_TAG not in reopened.data.tags
-    assert reopened.data.tags[logger.PID_TAG] == str(os.getpid())
+    assert reopened.data.tags[owner.PID_TAG] == str(os.getpid())
     again.end("FINISHED")
 
 
 def test_stale_runs_are_listed_and_marked_killed(tmp_path: Path) -> None:
     store(tmp_path)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    alive = logger.create_run(client, "stale", "alive", None, {})
-    lost = logger.create_run(client, "stale", "lost", None, {})
+    alive = lifecycle.create_run(client, "stale", "alive", None, {})
+    lost = lifecycle.create_run(client, "stale", "lost", None, {})
     client.log_text(lost.run_id, "seed: 10\n", "config.yaml")  # it described itself before it was lost
-    early = logger.create_run(client, "stale", "killed early", None, {})  # lost before it logged its config
+    early = lifecycle.create_run(client, "stale", "killed early", None, {})  # lost before it logged its config
     for run in (lost, early):
-        client.set_tag(run.run_id, logger.PID_TAG, str(dead_pid()))
+        client.set_tag(run.run_id, owner.PID_TAG, str(dead_pid()))
 
-    assert [run.info.run_id for run in runs.stale_runs(client)] == [lost.run_id, early.run_id]
-    table = runs.describe_stale(client, runs.stale_runs(client)).splitlines()
+    assert [run.info.run_id for run in repair.stale_runs(client)] == [lost.run_id, early.run_id]
+    table = repair.describe_stale(client, repair.stale_runs(client)).splitlines()
     assert table[2].endswith(f"| resume={lost.run_id} |")
     assert table[3].endswith("| no: killed before it logged its config |")
-    runs.mark_killed(client, runs.stale_runs(client))
+    repair.mark_killed(client, repair.stale_runs(client))
 
     marked = client.get_run(lost.run_id)
     assert marked.info.status == "KILLED"
@@ -134,9 +134,9 @@ def test_stale_runs_are_listed_and_marked_killed(tmp_path: Path) -> None:
         .data.tags[logger.FAILURE_TAG]
         .endswith("it was killed before it logged its config, so it cannot be resumed: start it again")
     )
-    assert client.get_run(alive.run_id).info.status == "RUNNING" and runs.stale_runs(client) == []
+    assert client.get_run(alive.run_id).info.status == "RUNNING" and repair.stale_runs(client) == []
     with pytest.raises(UserError, match="is still running"):
-        runs.chosen(client, [alive.run_id])
+        repair.chosen(client, [alive.run_id])
     alive.end("FINISHED")
 
 
@@ -167,10 +167,10 @@ def test_only_a_silent_server_counts_as_away() -> None:
         except MlflowException as outer:
             return outer
 
-    assert logger.server_unreachable(raised(requests.ConnectionError("refused")))
-    assert logger.server_unreachable(raised(requests.Timeout("slow")))
-    assert not logger.server_unreachable(raised(ValueError("bad batch")))
-    assert not logger.server_unreachable(MlflowException("RESOURCE_DOES_NOT_EXIST"))
+    assert stores.server_unreachable(raised(requests.ConnectionError("refused")))
+    assert stores.server_unreachable(raised(requests.Timeout("slow")))
+    assert not stores.server_unreachable(raised(ValueError("bad batch")))
+    assert not stores.server_unreachable(MlflowException("RESOURCE_DOES_NOT_EXIST"))
 
 
 def test_a_half_migrated_store_gets_one_line_and_a_repair_that_works(tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_a_half_migrated_store_gets_one_line_and_a_repair_that_works(tmp_path: P
         stores.connect(uri)
     assert str(raised.value) == (
         f"the MLflow store {uri} was left half-migrated by an interrupted schema upgrade (tables "
-        f"_alembic_tmp_latest_metrics): back it up, then repair it with python -m rnnexp.runs action=repair_store "
+        f"_alembic_tmp_latest_metrics): back it up, then repair it with python -m rnnexp.repair action=repair_store "
         f"tracking_uri={uri}."
     )
 
@@ -219,10 +219,10 @@ def test_a_resumed_sweep_launches_its_own_command_again(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (tmp_path / "sweep").mkdir()
     started = {
-        "task": ["hidden_dim=8,16", "epochs=2", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db"],
+        "task": ["model.hidden_dim=8,16", "train.epochs=2", f"tracking_uri=sqlite:///{tmp_path}/mlflow.db"],
         "hydra": ["hydra/launcher=joblib", "hydra.sweep.dir=/elsewhere"],
     }
-    parent = logger.create_run(
+    parent = lifecycle.create_run(
         client,
         "sweeps",
         "sweep",
@@ -236,15 +236,15 @@ def test_a_resumed_sweep_launches_its_own_command_again(tmp_path: Path) -> None:
         }
     )
 
-    command = sweep.resume_command(client.get_run(parent.run_id), now)
+    command = jobs.resume_command(client.get_run(parent.run_id), now)
 
     assert command == [
         sys.executable,
         "-m",
         "rnnexp.run",
         "--multirun",
-        "hidden_dim=8,16",
-        "epochs=2",
+        "model.hidden_dim=8,16",
+        "train.epochs=2",
         f"resume={parent.run_id}",
         "tracking_uri=sqlite:///moved.db",
         "hydra/launcher=joblib",

@@ -8,8 +8,8 @@ import pytest
 
 from rnnexp.config.schema import ModelConfig
 from rnnexp.engine import RNNLM, GatedLM, build_model
-from rnnexp.engine.gates import GateLM
 from rnnexp.engine.gradcheck import relative_errors
+from rnnexp.engine.reference.gated import GateByGateLM
 from rnnexp.errors import DivergedError, UserError
 
 CELLS = ["lstm", "gru"]
@@ -21,7 +21,9 @@ def rel_err(a, b) -> float:
 
 def model(cell: str, vocab: int = 11, hidden: int = 5, seed: int = 0, spread: float = 0.5, **kwargs) -> GatedLM:
     """A float64 model with every parameter (biases included) drawn at random, so no term is zero."""
-    m = GatedLM(vocab, hidden, cell=cell, dtype="float64", seed=seed, **kwargs)
+    threads = kwargs.pop("threads", None)
+    knobs = {"bptt_truncate": 4, "truncation": "window", **kwargs}
+    m = build_model(ModelConfig(cell=cell, hidden_dim=hidden, dtype="float64", **knobs), vocab, seed, threads=threads)
     rng = np.random.default_rng(seed + 100)
     for p in m.params.values():
         p[...] = rng.uniform(-spread, spread, p.shape)
@@ -30,7 +32,7 @@ def model(cell: str, vocab: int = 11, hidden: int = 5, seed: int = 0, spread: fl
 
 def reference_sum(m: GatedLM, x, y, depth, masks=None, h0=None) -> dict:
     """The reference's summed-loss gradients of a batch, sentence by sentence."""
-    ref, total = GateLM.like(m), None
+    ref, total = GateByGateLM.like(m), None
     for b in range(x.shape[0]):
         row_masks = None if masks is None else ([mk[:, b] for mk in masks.inputs], masks.output[:, b])
         g = ref.bptt(x[b], y[b], None if h0 is None else h0[b], row_masks, depth)
@@ -49,7 +51,7 @@ def test_gradients_equal_the_gate_by_gate_reference(cell, truncation, truncate, 
         x, y = rng.integers(0, 11, (2, 3, T))
         step = m.backprop(x, y, reduction="sum")
         expected = reference_sum(m, x, y, truncate if truncation == "window" else None)
-        ref = GateLM.like(m)
+        ref = GateByGateLM.like(m)
         assert step.loss * x.size == pytest.approx(sum(ref.calculate_loss(a, b) for a, b in zip(x, y)), rel=1e-12)
         assert set(step.grads) == set(m.params) == set(expected)
         worst = max(worst, *(rel_err(step.grads[n], expected[n]) for n in expected if np.abs(expected[n]).max() > 0))
@@ -62,7 +64,7 @@ def test_gradients_equal_the_gate_by_gate_reference(cell, truncation, truncate, 
 @pytest.mark.parametrize("cell", CELLS)
 def test_chunks_carry_the_whole_state_and_stop_the_gradient_at_the_border(cell):
     m = model(cell, layers=2, bptt_truncate=4, truncation="chunk", seed=3)
-    ref = GateLM.like(m)
+    ref = GateByGateLM.like(m)
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, 11, (2, 2, 12))
     h, h_ref = None, [None, None]
@@ -133,7 +135,7 @@ def test_a_window_beyond_the_sentence_is_full_bptt_and_float32_agrees(cell):
     full = model(cell, vocab=30, truncation="full", seed=4)
     for name, g in full.loss_and_grads(x, y)[1].items():
         np.testing.assert_allclose(window[name], g, rtol=1e-12)
-    m32 = GatedLM(30, 5, cell=cell, truncation="full", dtype="float32", seed=4)
+    m32 = build_model(ModelConfig(cell=cell, hidden_dim=5, bptt_truncate=4, truncation="full", dtype="float32"), 30, 4)
     for name, p in full.params.items():
         m32.params[name][...] = p
     loss32, g32 = m32.loss_and_grads(x, y)
@@ -195,7 +197,7 @@ def test_the_gradient_under_fixed_dropout_masks_equals_the_reference_with_them(c
     assert max(rel_err(step.grads[n], expected[n]) for n in expected) < 1e-10
     unmasked = reference_sum(m, x, y, truncate if truncation == "window" else None)
     assert rel_err(step.grads["V"], unmasked["V"]) > 1e-2  # the masks did change the gradient
-    ref = GateLM.like(m)  # the carried state is the training pass's, dropout included (as PyTorch carries it)
+    ref = GateByGateLM.like(m)  # the carried state is the training pass's, dropout included (as PyTorch carries it)
     for b in range(3):
         steps = ref.forward_propagation(x[b], None, ([mk[:, b] for mk in masks.inputs], masks.output[:, b]))
         np.testing.assert_allclose(step.h_last[b], ref.join_state(steps[-1].states()), rtol=1e-12)
@@ -207,7 +209,7 @@ def test_gradient_decay_is_the_norm_of_the_error_at_the_whole_state(cell):
     m = model(cell, vocab=9, hidden=3, layers=2, truncation="window", bptt_truncate=1, spread=0.8, seed=9)
     x, y = np.random.default_rng(9).integers(0, 9, (2, 1, 6))
     decay = m.gradient_decay(x, y, max_depth=7)
-    ref = GateLM.like(m)
+    ref = GateByGateLM.like(m)
     states = [np.zeros(m.state_size)]
     for w in x[0]:
         states.append(ref.run(states[-1], [w]))
@@ -229,12 +231,12 @@ def test_gradient_decay_is_the_norm_of_the_error_at_the_whole_state(cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_untrained_loss_is_uniform_guessing_and_prediction_and_sampling_work(cell):
     rng = np.random.default_rng(7)
-    m = GatedLM(2000, 32, cell=cell, seed=10)
+    m = build_model(ModelConfig(cell=cell, hidden_dim=32, bptt_truncate=4, truncation="window"), 2000, 10)
     x, y = rng.integers(0, 2000, (2, 4, 25))
     assert m.loss(x, y) == pytest.approx(np.log(2000), abs=0.01)
     small = model(cell, vocab=20)
     sentence = np.array([4, 1, 9, 9, 0, 13])
-    ref = GateLM.like(small)
+    ref = GateByGateLM.like(small)
     assert list(small.predict(sentence)) == [int(np.argmax(s.mulv)) for s in ref.forward_propagation(sentence)]
     assert small.predict(np.stack([sentence, sentence])).shape == (2, 6)
     small.params["V"][:] = 0.0
@@ -242,7 +244,7 @@ def test_untrained_loss_is_uniform_guessing_and_prediction_and_sampling_work(cel
     words = small.sample(np.random.default_rng(0), start_id=0, end_id=1, unknown_id=5, max_len=200)
     assert 5 not in words and 0 not in words and len(words) < 200
     fresh = model(cell, vocab=20)  # greedy after reading a prefix: the argmax after start + prefix
-    logits = GateLM.like(fresh).forward_propagation([0, 7, 3, 8])[-1].mulv
+    logits = GateByGateLM.like(fresh).forward_propagation([0, 7, 3, 8])[-1].mulv
     logits[0] = -np.inf  # the start token is never sampled
     greedy = fresh.sample(np.random.default_rng(1), 0, None, None, max_len=1, top_k=1, prefix=[7, 3, 8])
     assert greedy == [int(np.argmax(logits))]
@@ -254,7 +256,7 @@ def test_the_state_is_every_layers_h_then_c():
     _, state = m.token_nll(x, x)
     H = m.H
     assert np.array_equal(state[0, 2 * H : 3 * H], m.hidden_states(x)[0, -1])  # layer 1's h: the top states
-    steps = GateLM.like(m).forward_propagation(x[0])
+    steps = GateByGateLM.like(m).forward_propagation(x[0])
     np.testing.assert_allclose(state[0, :H], steps[-1].layers[0].h, rtol=1e-12)
     np.testing.assert_allclose(state[0, H : 2 * H], steps[-1].layers[0].c, rtol=1e-12)
     np.testing.assert_allclose(state[0, 3 * H :], steps[-1].layers[1].c, rtol=1e-12)
@@ -263,7 +265,7 @@ def test_the_state_is_every_layers_h_then_c():
 def test_build_model_keeps_the_rnn_and_builds_the_gated_cells_from_the_config():
     rnn = build_model(ModelConfig(hidden_dim=4, bptt_truncate=2, truncation="window"), 10, 0)
     assert type(rnn) is RNNLM and set(rnn.params) == {"U", "W", "V"}
-    expected = RNNLM(10, 4, 2, "window", "float32", 0)
+    expected = build_model(ModelConfig(hidden_dim=4, bptt_truncate=2, truncation="window", dtype="float32"), 10, 0)
     assert all(np.array_equal(rnn.params[n], expected.params[n]) for n in "UWV")
     lstm = build_model(
         ModelConfig(
@@ -296,16 +298,17 @@ def test_build_model_keeps_the_rnn_and_builds_the_gated_cells_from_the_config():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"cell": "tanh"}, "cell must be one of gru, lstm, got 'tanh'."),
-        ({"layers": 0}, "layers >= 1"),
+        ({"cell": "tanh"}, "model.cell must be one of rnn, gru, lstm, got 'tanh'."),
+        ({"layers": 0}, "model.layers must be >= 1, got 0."),
         ({"dropout": 1.0}, r"dropout must lie in \[0, 1\), got 1.0."),
         ({"dropout": -0.1}, r"dropout must lie in \[0, 1\)"),
-        ({"tie_weights": True, "embedding_dim": 4}, "tied weights need embedding_dim = hidden_dim, got 4 and 5."),
+        ({"tie_weights": True, "embedding_dim": 4}, "model.tie_weights needs embedding_dim = hidden_dim, got 4 and 5"),
     ],
 )
 def test_impossible_models_are_one_clear_error(kwargs, message):
+    knobs = {"cell": "lstm", "hidden_dim": 5, "bptt_truncate": 4, "truncation": "window", **kwargs}
     with pytest.raises(UserError, match=message):
-        GatedLM(10, 5, **{"cell": "lstm", **kwargs})
+        build_model(ModelConfig(**knobs), 10, 0)
 
 
 def test_bad_input_is_one_clear_error():
@@ -328,7 +331,7 @@ def test_the_products_split_among_threads_give_the_one_thread_gradients(cell, tr
     x, y = np.random.default_rng(8).integers(0, 30, (2, 16, 9))
     one = model(cell, vocab=30, layers=2, bptt_truncate=3, truncation=truncation, seed=8, threads=1)
     two = model(cell, vocab=30, layers=2, bptt_truncate=3, truncation=truncation, seed=8, threads=2)
-    assert len(two._threads.row_blocks(16 * 9)) == 2 and len(one._threads.row_blocks(16 * 9)) == 1
+    assert len(two._pool.row_blocks(16 * 9)) == 2 and len(one._pool.row_blocks(16 * 9)) == 1
     a, b = one.backprop(x, y), two.backprop(x, y)
     assert b.loss == pytest.approx(a.loss, rel=1e-14)
     for name, g in a.grads.items():
@@ -339,7 +342,7 @@ def test_the_products_split_among_threads_give_the_one_thread_gradients(cell, tr
 
 def test_the_gradcheck_command_checks_every_parameter_of_a_gated_cell():
     ok = subprocess.run(
-        [sys.executable, "-m", "rnnexp.gradcheck", "model=lstm", "truncation=chunk", "model.layers=2"],
+        [sys.executable, "-m", "rnnexp.check_gradients", "model=lstm", "model.truncation=chunk", "model.layers=2"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -349,7 +352,7 @@ def test_the_gradcheck_command_checks_every_parameter_of_a_gated_cell():
     assert names == ["dU:", *(f"dlstm{l}_{p}:" for l in (0, 1) for p in ("Wx", "Wh", "b")), "dV:"]
     assert all(line.endswith("ok") for line in ok.stdout.splitlines()[1:])
     bad = subprocess.run(
-        [sys.executable, "-m", "rnnexp.gradcheck", "model=gru", "model.dropout=0.5"],
+        [sys.executable, "-m", "rnnexp.check_gradients", "model=gru", "model.dropout=0.5"],
         capture_output=True,
         text=True,
         timeout=120,

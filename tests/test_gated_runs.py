@@ -10,11 +10,13 @@ import pytest
 from runner_setup import TINY, client, compose_run, kill_mid_epoch_2, metric_histories, run_cli, run_on_trained, store
 
 from rnnexp.config import resolve
+from rnnexp.config.schema import ModelConfig
 from rnnexp.data import load_corpus
-from rnnexp.engine import RNNLM, GatedLM, build_model
+from rnnexp.engine import GatedLM, build_model
 from rnnexp.errors import UserError
 from rnnexp.tracking import train
-from rnnexp.training import checkpoint, loop
+from rnnexp.training import checkpoint
+from rnnexp.training.state import restore_state
 
 TRAIN_BATCHES = 20  # 400 sentences, 80% for training, 16 a batch
 
@@ -60,8 +62,8 @@ def test_a_killed_gated_run_with_dropout_resumes_bitwise(tmp_path: Path, cell: s
     overrides = [
         f"model={cell}",
         "model.dropout=0.3",
-        f"truncation={truncation}",
-        "epochs=2",
+        f"model.truncation={truncation}",
+        "train.epochs=2",
         "train.checkpoint_every=3",
         "train.log_every=2",
         "experiment_name=resume",
@@ -98,7 +100,10 @@ def test_a_checkpoint_of_one_cell_is_refused_by_another(tmp_path: Path) -> None:
     corpus = load_corpus(lstm_cfg.dataset, seed=lstm_cfg.seed)
     lstm = build_model(lstm_cfg.model, 40, 0)
     cases = [
-        (lstm_cfg, RNNLM(40, 8, seed=0)),
+        (
+            lstm_cfg,
+            build_model(ModelConfig(hidden_dim=8, bptt_truncate=4, truncation="window", dtype="float64"), 40, 0),
+        ),
         (resolve(compose_run(tmp_path, "model=gru")), lstm),
         (resolve(compose_run(tmp_path)), lstm),
     ]
@@ -106,9 +111,9 @@ def test_a_checkpoint_of_one_cell_is_refused_by_another(tmp_path: Path) -> None:
         with pytest.raises(
             UserError, match=f"but a {cfg.model.cell} model has .*: resume it with the cell it was trained with."
         ):
-            loop.restore_state(cfg, corpus, saved(other), tmp_path)
+            restore_state(cfg, corpus, saved(other), tmp_path)
     other_seed = build_model(lstm_cfg.model, 40, 3)
-    same = loop.restore_state(lstm_cfg, corpus, saved(other_seed), tmp_path)
+    same = restore_state(lstm_cfg, corpus, saved(other_seed), tmp_path)
     assert isinstance(same.model, GatedLM) and same.model.cell == "lstm"
     assert all(np.array_equal(same.model.params[n], other_seed.params[n]) for n in other_seed.params)
 

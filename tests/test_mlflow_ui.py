@@ -27,7 +27,7 @@ def ui_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with a run and a two-job sweep, as the command line makes them; system metrics every second."""
     tmp_path = tmp_path_factory.mktemp("ui")
     env = {**os.environ, "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
-    for args in ([*TINY, *store(tmp_path)], [*TINY, *store(tmp_path), "hidden_dim=8,16", "-m"]):
+    for args in ([*TINY, *store(tmp_path)], [*TINY, *store(tmp_path), "model.hidden_dim=8,16", "-m"]):
         result = subprocess.run(
             command(tmp_path, *args), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
         )
@@ -49,7 +49,9 @@ def test_runs_and_sweeps_summarise_themselves_in_mlflow(ui_store: Path) -> None:
     )
 
     assert single.info.run_name == "h8 v40 lr2 ep1 b16 n_sentences=400 samples=2"  # TINY, bookkeeping left out
-    assert single.data.tags[MLFLOW_RUN_NOTE].startswith("```\npython -m rnnexp.run hidden_dim=8 vocab_size=40")
+    assert single.data.tags[MLFLOW_RUN_NOTE].startswith(
+        "```\npython -m rnnexp.run model.hidden_dim=8 dataset.vocab_size=40"
+    )
     assert "**Data** `synthetic`" in single.data.tags[MLFLOW_RUN_NOTE]
     params = single.data.params
     assert params["model.hidden_dim"] == "8" and params["optim.lr"] == "2.0" and "None" not in params.values()

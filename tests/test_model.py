@@ -3,14 +3,16 @@
 import numpy as np
 import pytest
 
-from rnnexp.engine.reference import GateRNN, WildMLRNN
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
+from rnnexp.engine.reference.tutorial import GateRNN, WildMLRNN
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import DivergedError, UserError
 
 
 def twin(model: RNNLM, cls=GateRNN):
     """A reference model holding the same weights as `model`."""
-    ref = cls(model.V, model.H, model.bptt_truncate)
+    ref = cls(model.vocab_size, model.H, model.bptt_truncate)
     ref.U, ref.W, ref.V = (np.array(model.params[n], dtype=np.float64) for n in "UWV")
     return ref
 
@@ -22,7 +24,9 @@ def rel_err(a, b):
 @pytest.mark.parametrize("truncate", [0, 1, 2, 3, 4, 5, 6, 7, 8, 40])
 def test_window_gradients_equal_the_tutorials_gate_based_bptt(truncate):
     rng = np.random.default_rng(truncate)
-    model = RNNLM(vocab_size=40, hidden_dim=9, bptt_truncate=truncate, seed=truncate)
+    model = build_model(
+        ModelConfig(hidden_dim=9, bptt_truncate=truncate, truncation="window", dtype="float64"), 40, truncate
+    )
     ref = twin(model)
     for T in list(range(1, 31, 3)) + [30]:
         x, y = rng.integers(0, 40, (2, T))
@@ -48,7 +52,7 @@ def test_the_oracle_agrees_with_wildml_numpy_code():
 
 
 def test_mean_reduction_divides_the_summed_gradient_by_the_tokens():
-    model = RNNLM(20, 5, bptt_truncate=2, seed=0)
+    model = build_model(ModelConfig(hidden_dim=5, bptt_truncate=2, truncation="window", dtype="float64"), 20, 0)
     x, y = np.arange(7) % 20, (np.arange(7) + 3) % 20
     total = model.backprop(x, y, reduction="sum").grads
     _, mean = model.loss_and_grads(x, y)
@@ -59,7 +63,7 @@ def test_mean_reduction_divides_the_summed_gradient_by_the_tokens():
 @pytest.mark.parametrize("truncation", ["window", "full"])
 def test_padded_batch_equals_the_sum_of_its_sentences(truncation):
     rng = np.random.default_rng(2)
-    model = RNNLM(25, 6, bptt_truncate=2, truncation=truncation, seed=1)
+    model = build_model(ModelConfig(hidden_dim=6, bptt_truncate=2, truncation=truncation, dtype="float64"), 25, 1)
     lengths = [5, 1, 9, 3]
     T = max(lengths)
     x = rng.integers(0, 25, (4, T))
@@ -81,7 +85,7 @@ def test_padded_batch_equals_the_sum_of_its_sentences(truncation):
 
 
 def test_padding_tokens_do_not_matter():
-    model = RNNLM(25, 6, bptt_truncate=3, seed=1)
+    model = build_model(ModelConfig(hidden_dim=6, bptt_truncate=3, truncation="window", dtype="float64"), 25, 1)
     x = np.array([[1, 2, 3, 0, 0], [4, 5, 6, 7, 8]])
     y = np.array([[2, 3, 4, 0, 0], [5, 6, 7, 8, 9]])
     mask = x * 0 + (np.arange(5) < [[3], [5]])
@@ -97,8 +101,12 @@ def test_padding_tokens_do_not_matter():
 def test_window_beyond_the_sentence_is_full_bptt():
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, 30, (2, 11))
-    window = RNNLM(30, 7, bptt_truncate=10, seed=4).loss_and_grads(x, y)[1]
-    full = RNNLM(30, 7, bptt_truncate=1, truncation="full", seed=4).loss_and_grads(x, y)[1]
+    window = build_model(
+        ModelConfig(hidden_dim=7, bptt_truncate=10, truncation="window", dtype="float64"), 30, 4
+    ).loss_and_grads(x, y)[1]
+    full = build_model(
+        ModelConfig(hidden_dim=7, bptt_truncate=1, truncation="full", dtype="float64"), 30, 4
+    ).loss_and_grads(x, y)[1]
     for name in "UWV":
         np.testing.assert_allclose(window[name], full[name], rtol=1e-12)
 
@@ -108,8 +116,8 @@ def test_chunks_carry_the_hidden_state_and_stop_the_gradient():
     chunk ignores what came before it."""
     rng = np.random.default_rng(4)
     x, y = rng.integers(0, 30, (2, 12))
-    model = RNNLM(30, 7, bptt_truncate=4, truncation="chunk", seed=5)
-    whole = RNNLM(30, 7, truncation="full", seed=5)
+    model = build_model(ModelConfig(hidden_dim=7, bptt_truncate=4, truncation="chunk", dtype="float64"), 30, 5)
+    whole = build_model(ModelConfig(hidden_dim=7, bptt_truncate=4, truncation="full", dtype="float64"), 30, 5)
     nll_whole, _ = whole.token_nll(x, y)
     h, nll = None, []
     for c0 in range(0, 12, 4):
@@ -123,7 +131,7 @@ def test_chunks_carry_the_hidden_state_and_stop_the_gradient():
 
 
 def test_sparse_u_gradient_matches_dense():
-    model = RNNLM(50, 6, seed=0)
+    model = build_model(ModelConfig(hidden_dim=6, bptt_truncate=4, truncation="window", dtype="float64"), 50, 0)
     x = np.array([[3, 7, 3, 9], [7, 7, 1, 0]])
     y = np.array([[1, 2, 3, 4], [5, 6, 7, 0]])
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
@@ -137,8 +145,8 @@ def test_sparse_u_gradient_matches_dense():
 def test_float32_agrees_with_float64():
     rng = np.random.default_rng(5)
     x, y = rng.integers(0, 100, (2, 4, 80))  # 320 rows: two output blocks, the second added by gemm
-    m64 = RNNLM(100, 16, seed=6, dtype="float64")
-    m32 = RNNLM(100, 16, seed=6, dtype="float32")
+    m64 = build_model(ModelConfig(hidden_dim=16, bptt_truncate=4, truncation="window", dtype="float64"), 100, 6)
+    m32 = build_model(ModelConfig(hidden_dim=16, bptt_truncate=4, truncation="window", dtype="float32"), 100, 6)
     assert m32.params["U"].dtype == np.float32
     l64, g64 = m64.loss_and_grads(x, y)
     l32, g32 = m32.loss_and_grads(x, y)
@@ -149,7 +157,7 @@ def test_float32_agrees_with_float64():
 
 
 def test_large_logits_take_the_shifted_softmax_and_stay_exact():
-    model = RNNLM(30, 4, seed=0)
+    model = build_model(ModelConfig(hidden_dim=4, bptt_truncate=4, truncation="window", dtype="float64"), 30, 0)
     model.params["V"] *= 400.0  # row sums of |V| far above exp's safe range
     ref = twin(model)
     x, y = np.array([1, 5, 2, 8]), np.array([5, 2, 8, 3])
@@ -165,20 +173,20 @@ def _ref_probs(ref, x, y):
 
 def test_untrained_loss_is_the_loss_of_uniform_guessing():
     rng = np.random.default_rng(7)
-    model = RNNLM(8000, 100, seed=10)
+    model = build_model(ModelConfig(hidden_dim=100, bptt_truncate=4, truncation="window", dtype="float64"), 8000, 10)
     x, y = rng.integers(0, 8000, (2, 4, 25))
     assert model.loss(x, y) == pytest.approx(np.log(8000), abs=0.01)
 
 
 def test_predict_is_the_argmax_of_the_reference():
-    model = RNNLM(20, 5, seed=2)
+    model = build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 20, 2)
     x = np.array([4, 1, 9, 9, 0, 13])
     assert list(model.predict(x)) == twin(model).predict(x)
     assert model.predict(np.stack([x, x])).shape == (2, 6)
 
 
 def test_sampling_never_yields_unknown_and_stops_at_the_end_token():
-    model = RNNLM(6, 4, seed=0)
+    model = build_model(ModelConfig(hidden_dim=4, bptt_truncate=4, truncation="window", dtype="float64"), 6, 0)
     model.params["V"][:] = 0.0
     model.params["V"][5] = 5.0  # token 5 (unknown) dominates every softmax
     rng = np.random.default_rng(0)
@@ -190,7 +198,7 @@ def test_sampling_never_yields_unknown_and_stops_at_the_end_token():
 
 
 def test_diverged_weights_raise_a_clear_error():
-    model = RNNLM(10, 3, seed=0)
+    model = build_model(ModelConfig(hidden_dim=3, bptt_truncate=4, truncation="window", dtype="float64"), 10, 0)
     model.params["W"][0, 0] = np.nan
     with pytest.raises(DivergedError, match="lower the learning rate"):
         model.backprop([1, 2, 3], [2, 3, 4])
@@ -212,27 +220,32 @@ def test_diverged_weights_raise_a_clear_error():
 )
 def test_bad_input_is_one_clear_error(call, message):
     with pytest.raises(UserError, match=message):
-        call(RNNLM(10, 3, seed=0))
+        call(build_model(ModelConfig(hidden_dim=3, bptt_truncate=4, truncation="window", dtype="float64"), 10, 0))
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"vocab_size": 1}, "vocab_size must be >= 2"),
-        ({"hidden_dim": 0}, "hidden_dim >= 1"),
-        ({"bptt_truncate": -1}, "bptt_truncate must be >= 0"),
+        ({"hidden_dim": 0}, "model.hidden_dim must be >= 1"),
+        ({"bptt_truncate": -1}, "model.bptt_truncate must be >= 0"),
         ({"truncation": "chunk", "bptt_truncate": 0}, "chunk mode"),
-        ({"truncation": "sliding"}, "truncation must be one of"),
+        ({"truncation": "sliding"}, "model.truncation must be one of"),
         ({"dtype": "float16"}, "dtype"),
     ],
 )
 def test_impossible_model_sizes_are_refused(kwargs, message):
+    knobs = {"vocab_size": 10, "hidden_dim": 3, "bptt_truncate": 4, "truncation": "window", **kwargs}
+    vocab_size = knobs.pop("vocab_size")
     with pytest.raises(UserError, match=message):
-        RNNLM(**{"vocab_size": 10, "hidden_dim": 3, **kwargs})
+        build_model(ModelConfig(**knobs), vocab_size, 0)
 
 
 def test_same_seed_same_weights_and_u_columns_are_contiguous():
-    a, b = RNNLM(30, 5, seed=3), RNNLM(30, 5, seed=3)
+    a, b = (
+        build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 30, 3),
+        build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 30, 3),
+    )
     assert all(np.array_equal(a.params[n], b.params[n]) for n in "UWV")
     assert a.params["U"].shape == (5, 30) and a.params["U"].T.flags.c_contiguous
     bound = 1 / np.sqrt(30)
@@ -242,8 +255,12 @@ def test_same_seed_same_weights_and_u_columns_are_contiguous():
 def test_worker_threads_split_the_output_layer_exactly_and_repeatably():
     rng = np.random.default_rng(8)
     x, y = rng.integers(0, 2048, (2, 4, 130))  # 520 rows x 2048 words: big enough for the workers
-    one = RNNLM(2048, 8, seed=1, threads=1).backprop(x, y)
-    two_model = RNNLM(2048, 8, seed=1, threads=2)
+    one = build_model(
+        ModelConfig(hidden_dim=8, bptt_truncate=4, truncation="window", dtype="float64"), 2048, 1, threads=1
+    ).backprop(x, y)
+    two_model = build_model(
+        ModelConfig(hidden_dim=8, bptt_truncate=4, truncation="window", dtype="float64"), 2048, 1, threads=2
+    )
     two, again = two_model.backprop(x, y), two_model.backprop(x, y)
     assert two.loss == one.loss
     assert np.array_equal(two.grads["U"], one.grads["U"]) and np.array_equal(two.grads["W"], one.grads["W"])

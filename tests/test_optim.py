@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from rnnexp.config import OptimConfig
-from rnnexp.config.schema import OPTIMIZERS
+from rnnexp.config.schema import OPTIMIZERS, ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.engine.optim import clip_global_norm, make_optimizer
-from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import UserError
 
 
@@ -17,7 +17,10 @@ def batch(seed):
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_sparse_u_updates_equal_dense_updates(name):
-    dense_model, sparse_model = RNNLM(40, 5, seed=0), RNNLM(40, 5, seed=0)
+    dense_model, sparse_model = (
+        build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 40, 0),
+        build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 40, 0),
+    )
     dense_opt, sparse_opt = make_optimizer(name), make_optimizer(name)
     for seed in range(4):
         x, y = batch(seed)
@@ -58,7 +61,10 @@ def test_first_step_of_each_rule(name, expected):
 
 
 def test_state_round_trips_through_a_dict_of_arrays():
-    model_a, model_b = RNNLM(40, 5, seed=1), RNNLM(40, 5, seed=1)
+    model_a, model_b = (
+        build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 40, 1),
+        build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 40, 1),
+    )
     opt_a = make_optimizer("adam")
     x, y = batch(0)
     opt_a.step(model_a.params, model_a.backprop(x, y, sparse_u=True).grads, lr=0.01)
@@ -73,7 +79,7 @@ def test_state_round_trips_through_a_dict_of_arrays():
 
 
 def test_clipping_scales_all_gradients_to_the_global_norm():
-    model = RNNLM(40, 5, seed=2)
+    model = build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 40, 2)
     x, y = batch(2)
     grads = model.backprop(x, y, sparse_u=True).grads
     dense = [g.toarray(40) if n == "U" else g for n, g in grads.items()]
@@ -88,7 +94,7 @@ def test_unknown_optimiser_is_refused():
 
 
 def test_the_running_average_is_the_mean_of_the_iterates_and_round_trips():
-    model = RNNLM(40, 5, seed=2)
+    model = build_model(ModelConfig(hidden_dim=5, bptt_truncate=4, truncation="window", dtype="float64"), 40, 2)
     opt = make_optimizer("sgd")
     assert opt.average() is None
     iterates = []

@@ -48,7 +48,7 @@ def test_by_default_the_three_shared_files_are_read_and_are_the_standard_benchma
 
 
 @needs_ptb
-@pytest.mark.filterwarnings("ignore:vocab_size=10000:UserWarning", "ignore:the vocabulary has:UserWarning")
+@pytest.mark.filterwarnings("ignore:dataset.vocab_size=10000:UserWarning", "ignore:the vocabulary has:UserWarning")
 def test_a_different_file_is_read_with_a_warning_naming_the_expected_digest(tmp_path) -> None:
     directory = tmp_path / "ptb"
     directory.mkdir()
@@ -99,7 +99,7 @@ def test_the_recipes_compose_to_the_literature_s_settings() -> None:
     assert (medium.schedule.hold_epochs, medium.schedule.gamma * 1.2, medium.train.epochs) == (6, pytest.approx(1), 39)
     wlm = resolve(compose_run(["experiment=ptb_lstm_wlm", "model.tie_weights=true"]))
     assert (wlm.model.layers, wlm.model.hidden_dim, wlm.model.dropout, wlm.model.tie_weights) == (2, 200, 0.2, True)
-    assert (wlm.optim.lr, wlm.optim.clip_norm, wlm.schedule.name, wlm.schedule.factor) == (20, 0.25, "plateau", 0.25)
+    assert (wlm.optim.lr, wlm.optim.clip_norm, wlm.schedule.name, wlm.schedule.gamma) == (20, 0.25, "plateau", 0.25)
     assert (wlm.train.epochs, wlm.model.bptt_truncate, wlm.eval.protocol, wlm.model.init_range) == (
         6,
         35,
@@ -116,7 +116,7 @@ def test_kn5_alone_scores_the_benchmark_near_its_published_figure(tmp_path) -> N
     env = {**os.environ, "RNNEXP_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("RNNEXP_DATA_DIR", None)
     done = subprocess.run(
-        [sys.executable, "-m", "rnnexp.baseline", "experiment=ptb_kn5"],
+        [sys.executable, "-m", "rnnexp.ngram", "experiment=ptb_kn5"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -132,8 +132,8 @@ def test_kn5_alone_scores_the_benchmark_near_its_published_figure(tmp_path) -> N
 
 SMALL_CUT = [
     "dataset.max_sentences=200",
-    "hidden_dim=8",
-    "epochs=1",
+    "model.hidden_dim=8",
+    "train.epochs=1",
     "train.samples=0",
     "blas_threads=1",
     "diagnostics.enabled=false",

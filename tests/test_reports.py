@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -63,8 +64,40 @@ def test_the_code_hash_follows_the_bytes_of_the_code(tmp_path: Path) -> None:
     first = provenance.code_hash(["experiments/provenance.py"])
     assert first == provenance.code_hash(["experiments/provenance.py"]) and len(first) == 12
     assert first != provenance.code_hash(["experiments/provenance.py", "tests/test_reports.py"])
-    stamp = provenance.provenance([])
-    assert re.fullmatch(r"[0-9a-f]{12}|unknown", stamp.commit) and stamp.dirty in (True, False, None)
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=test", "-c", "user.email=test@example.org", *args]
+    return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def test_the_dirty_flag_says_whether_the_tracked_code_differs_from_the_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(provenance, "ROOT", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no checkout above tmp_path counts
+    files = {"rnnexp/model.py": "x = 1\n", "conf/config.yaml": "seed: 1\n", "rnnexp/REPORT.md": "old\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+
+    def stamp() -> tuple[str, bool | None]:
+        made = provenance.provenance([])
+        return made.commit, made.dirty
+
+    assert stamp() == ("unknown", None)  # not a git checkout: nothing known
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "code")
+    head = git(tmp_path, "rev-parse", "HEAD")[:12]
+    assert stamp() == (head, False)
+    (tmp_path / "rnnexp/REPORT.md").write_text("new\n")  # a report's output, not its code
+    (tmp_path / "rnnexp/scratch.py").write_text("y = 2\n")  # untracked: no part of the commit's code
+    assert stamp() == (head, False)
+    (tmp_path / "conf/config.yaml").write_text("seed: 2\n")
+    assert stamp() == (head, True)
+    git(tmp_path, "commit", "-qam", "more code")
+    assert stamp() == (git(tmp_path, "rev-parse", "HEAD")[:12], False)
 
 
 def test_the_code_hash_covers_code_and_not_the_reports_outputs() -> None:

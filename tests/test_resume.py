@@ -26,7 +26,13 @@ from rnnexp.tracking import train
 from rnnexp.training import checkpoint
 
 # Two epochs of 20 batches, a checkpoint every 3 steps: long enough to be killed mid-epoch.
-SETUP = ["epochs=2", "batch_size=16", "train.checkpoint_every=3", "train.log_every=2", "experiment_name=resume"]
+SETUP = [
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.checkpoint_every=3",
+    "train.log_every=2",
+    "experiment_name=resume",
+]
 
 
 @pytest.mark.parametrize(
@@ -41,7 +47,11 @@ SETUP = ["epochs=2", "batch_size=16", "train.checkpoint_every=3", "train.log_eve
     ],
 )
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncation: str, resume_from: str) -> None:
-    overrides = [*SETUP, f"truncation={truncation}", f"train.flush_every_s={15 if resume_from == 'run id' else 0}"]
+    overrides = [
+        *SETUP,
+        f"model.truncation={truncation}",
+        f"train.flush_every_s={15 if resume_from == 'run id' else 0}",
+    ]
     if resume_from == "run id":
         overrides.append("optim.average_from_epoch=1")
     reference = compose_run(tmp_path, *overrides)
@@ -80,7 +90,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path: Path, truncati
 @pytest.mark.slow
 def test_ctrl_c_stops_after_a_step_with_a_checkpoint_and_the_run_killed(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        command(tmp_path, *TINY, *store(tmp_path), *SETUP, "epochs=20"),
+        command(tmp_path, *TINY, *store(tmp_path), *SETUP, "train.epochs=20"),
         cwd=tmp_path,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -103,5 +113,5 @@ def test_ctrl_c_stops_after_a_step_with_a_checkpoint_and_the_run_killed(tmp_path
     )
     run = client(tmp_path).get_run(run_id)
     assert run.info.status == "KILLED" and run.data.tags["failure_reason"].endswith(f"resume={run_id}")
-    train(compose_run(tmp_path, *SETUP, "epochs=20", f"resume={run_id}"))
+    train(compose_run(tmp_path, *SETUP, "train.epochs=20", f"resume={run_id}"))
     assert client(tmp_path).get_run(run_id).info.status == "FINISHED"

@@ -13,8 +13,19 @@ from runner_setup import command, run_cli
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("hidden_dimm=5", "error: Could not override 'hidden_dimm'. Key 'hidden_dimm' not in 'ComposedRun'"),
-        ("hidden_dim=-5", "error: hidden_dim must be >= 1, got -5."),
+        ("hidden_dimm=5", "error: Could not override 'hidden_dimm'. Key 'hidden_dimm' not in 'RunConfig'"),
+        # a knob has one name, its full path: the old top-level shortcut is refused with it
+        (
+            "hidden_dim=50",
+            "error: Could not override 'hidden_dim'. Key 'hidden_dim' not in 'RunConfig'; "
+            "did you mean model.hidden_dim? (--help",
+        ),
+        (
+            "batch_size=5",
+            "error: Could not override 'batch_size'. Key 'batch_size' not in 'RunConfig'; did you "
+            "mean train.batch_size, eval.batch_size or diagnostics.batch_size? (--help",
+        ),
+        ("model.hidden_dim=-5", "error: model.hidden_dim must be >= 1, got -5."),
         pytest.param(
             "dataset=nope",
             "error: In 'config': Could not find 'dataset/nope' Available options in 'dataset': ptb",
@@ -29,7 +40,7 @@ def test_a_bad_override_is_one_line_and_exit_status_2(tmp_path: Path, override: 
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("args", [("hidden_dim=-5",), ("--help",), ("--cfg", "job")])
+@pytest.mark.parametrize("args", [("model.hidden_dim=-5",), ("--help",), ("--cfg", "job")])
 def test_a_config_error_help_and_cfg_answer_without_importing_mlflow(tmp_path: Path, args: tuple[str, ...]) -> None:
     """MLflow's import is most of a run's start-up: what needs no store must not wait for it."""
     probe = (
@@ -43,4 +54,4 @@ def test_a_config_error_help_and_cfg_answer_without_importing_mlflow(tmp_path: P
         "print('exit', code, 'mlflow' in sys.modules, file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.stderr.splitlines()[-1] == f"exit {2 if args[0].startswith('hidden') else 0} False"
+    assert result.stderr.splitlines()[-1] == f"exit {2 if args[0].startswith('model.') else 0} False"

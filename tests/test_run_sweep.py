@@ -13,7 +13,7 @@ from joblib import Parallel, delayed
 from runner_setup import CONF_DIR, TINY, client, run_cli, store, store_overrides
 
 from rnnexp import callbacks
-from rnnexp.run import FAILED_JOB_LOSS
+from rnnexp.tracking.jobs import FAILED_JOB_LOSS
 
 
 def sweep_runs(tmp_path: Path):
@@ -25,7 +25,7 @@ def sweep_runs(tmp_path: Path):
 
 
 def test_a_sweep_compares_its_jobs_and_goes_on_past_a_diverging_one(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, *TINY, *store(tmp_path), "lr=2,1000", "-m")
+    result = run_cli(tmp_path, *TINY, *store(tmp_path), "optim.lr=2,1000", "-m")
 
     assert result.returncode == 2
     errors = result.stderr.strip().splitlines()
@@ -50,13 +50,13 @@ def test_a_sweep_compares_its_jobs_and_goes_on_past_a_diverging_one(tmp_path: Pa
 
 
 def test_jobs_that_fail_before_their_run_exists_still_fail_the_sweep(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, *TINY, *store(tmp_path), "hidden_dim=-5,-6", "-m")
+    result = run_cli(tmp_path, *TINY, *store(tmp_path), "model.hidden_dim=-5,-6", "-m")
 
     assert result.returncode == 2
     assert (
         result.stderr.strip()
         .splitlines()[-1]
-        .startswith("error: 2 of 2 sweep jobs failed (h-5: hidden_dim must be >= 1, got -5.; h-6: ")
+        .startswith("error: 2 of 2 sweep jobs failed (h-5: model.hidden_dim must be >= 1, got -5.; h-6: ")
     )
     mlflow = client(tmp_path)
     (parent,) = mlflow.search_runs([mlflow.get_experiment_by_name("rnnexp").experiment_id])
@@ -70,7 +70,7 @@ def test_parallel_jobs_write_to_one_fresh_sqlite_store(tmp_path: Path) -> None:
         tmp_path,
         *TINY,
         *store_overrides(tmp_path),
-        "hidden_dim=8,16",
+        "model.hidden_dim=8,16",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         "-m",
@@ -89,7 +89,7 @@ def test_parallel_jobs_write_to_one_fresh_sqlite_store(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_optuna_sweeper_gets_the_best_loss_and_survives_a_diverging_trial(tmp_path: Path) -> None:
-    tiny = [override for override in TINY if not override.startswith("lr=")]  # Optuna lets a fixed value win
+    tiny = [override for override in TINY if not override.startswith("optim.lr=")]  # Optuna lets a fixed value win
     result = run_cli(
         tmp_path,
         *tiny,
@@ -97,7 +97,7 @@ def test_the_optuna_sweeper_gets_the_best_loss_and_survives_a_diverging_trial(tm
         "hydra/sweeper=optuna",
         "hydra/sweeper/sampler=grid",
         "hydra.sweeper.n_trials=2",
-        "lr=choice(1000,2)",
+        "optim.lr=choice(1000,2)",
         "-m",
     )
 
@@ -116,7 +116,7 @@ def test_submitit_runs_the_jobs_of_a_sweep_as_cluster_jobs_would(tmp_path: Path)
         tmp_path,
         *TINY,
         *store(tmp_path),
-        "hidden_dim=8,16",
+        "model.hidden_dim=8,16",
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=5",
         "-m",

@@ -28,7 +28,7 @@ def test_newbob_keeps_decaying_once_improvement_stalls():
 
 
 def test_plateau_divides_whenever_validation_did_not_beat_the_best_so_far():
-    cfg = ScheduleConfig(name="plateau", factor=0.25, monitor="valid")
+    cfg = ScheduleConfig(name="plateau", gamma=0.25, monitor="valid")
     assert checks_loss(cfg, 0) and checks_loss(cfg, 7)
     assert learning_rate(cfg, 20.0, 2, [6.0, 5.0]) == 20.0
     assert learning_rate(cfg, 20.0, 3, [6.0, 5.0, 5.1]) == 5.0  # worse than the best: ÷4
@@ -46,7 +46,7 @@ def test_step_and_exponential_decay_by_epoch():
     "cfg",
     [
         ScheduleConfig(name="cosine"),
-        ScheduleConfig(factor=0),
+        ScheduleConfig(gamma=0),
         ScheduleConfig(step_epochs=0),
         ScheduleConfig(monitor="test"),
     ],

@@ -16,31 +16,34 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from runner_setup import compose_run
 
 from rnnexp.config import as_tree, resolve
-from rnnexp.config.schema import DatasetConfig
+from rnnexp.config.schema import DatasetConfig, ModelConfig
 from rnnexp.data import load_corpus
 from rnnexp.engine import RNNLM, build_model
 from rnnexp.tracking import comparison
 from rnnexp.tracking.describe import description, readable_name, run_params
+from rnnexp.tracking.experiment import EXPERIMENT_DESCRIPTION, experiment_tags
 from rnnexp.tracking.pyfunc_model import RNNLanguageModel, example_text, tokens
-from rnnexp.tracking.store import EXPERIMENT_DESCRIPTION, experiment_tags
 from rnnexp.training import checkpoint, evaluation
 from rnnexp.training.diagnostics import plot_gradient_decay
 from rnnexp.training.plots import learning_curves
 
 
 def test_a_run_is_named_after_the_overrides_that_change_its_result() -> None:
-    assert readable_name(["model.cell=lstm", "hidden_dim=200", "lr=20"], None) == "lstm h200 lr20"
+    assert readable_name(["model.cell=lstm", "model.hidden_dim=200", "optim.lr=20"], None) == "lstm h200 lr20"
     bookkeeping = ["tracking_uri=sqlite:///x.db", "train.checkpoint_dir=/tmp/c", "blas_threads=2", "hydra.run.dir=o"]
     assert (
-        readable_name(["dataset=ptb", *bookkeeping, "truncation=chunk", "bptt_truncate=35"], None) == "ptb chunk bptt35"
+        readable_name(["dataset=ptb", *bookkeeping, "model.truncation=chunk", "model.bptt_truncate=35"], None)
+        == "ptb chunk bptt35"
     )
     assert readable_name([*bookkeeping, "~seed"], None) == "default"
     assert (
-        readable_name(["dataset.synthetic.distance=6", "model.tie_weights=true", "lr=choice(1,2)"], None)
+        readable_name(["dataset.synthetic.distance=6", "model.tie_weights=true", "optim.lr=choice(1,2)"], None)
         == "distance=6 tie_weights lr=choice(1,2)"
     )
-    assert readable_name(["hidden_dim=32,64", "epochs=3", "hydra/launcher=joblib"], None) == "h32,64 ep3"  # a sweep
-    cfg = resolve(compose_run(Path("/tmp"), "hidden_dim=12"))
+    assert (
+        readable_name(["model.hidden_dim=32,64", "train.epochs=3", "hydra/launcher=joblib"], None) == "h32,64 ep3"
+    )  # a sweep
+    cfg = resolve(compose_run(Path("/tmp"), "model.hidden_dim=12"))
     assert readable_name(None, cfg) == "rnn h12 lr2"  # from Python: no overrides known, the model spelt out
 
 
@@ -85,17 +88,26 @@ def run(
 
 
 CHILDREN = [
-    run("a" * 32, 0, "FINISHED", 40.0, "hidden_dim=8 epochs=1", {"model.hidden_dim": "8", "optim.lr": "2.0"}),
+    run(
+        "a" * 32, 0, "FINISHED", 40.0, "model.hidden_dim=8 train.epochs=1", {"model.hidden_dim": "8", "optim.lr": "2.0"}
+    ),
     run(
         "b" * 32,
         1,
         "FAILED",
         None,
-        "hidden_dim=16 epochs=1",
+        "model.hidden_dim=16 train.epochs=1",
         {"model.hidden_dim": "16", "optim.lr": "2.0"},
         failure="diverged at step 2",
     ),
-    run("c" * 32, 2, "FINISHED", 31.5, "hidden_dim=32 epochs=1", {"model.hidden_dim": "32", "optim.lr": "2.0"}),
+    run(
+        "c" * 32,
+        2,
+        "FINISHED",
+        31.5,
+        "model.hidden_dim=32 train.epochs=1",
+        {"model.hidden_dim": "32", "optim.lr": "2.0"},
+    ),
 ]
 
 
@@ -118,24 +130,26 @@ def test_a_sweep_parent_ranks_its_children_best_first_and_takes_their_shared_con
         "run id",
         "failure",
     ]
-    assert rows[0][:7] == ["2", "hidden_dim=32", "32", "FINISHED", "31.500", f"{31.5 * 0.97:.3f}", "5002"]
+    assert rows[0][:7] == ["2", "model.hidden_dim=32", "32", "FINISHED", "31.500", f"{31.5 * 0.97:.3f}", "5002"]
     assert rows[2][-1] == "diverged at step 2"
 
 
 def test_a_sweep_parent_description_links_every_child_best_first_within_mlflows_limit() -> None:
     parent = Run(
         RunInfo("p" * 32, "7", "user", "FINISHED", 0, 1, "active", run_name="sweep h8,16,32"),
-        RunData(tags=[RunTag("overrides", "hidden_dim=8,16,32 epochs=1")]),
+        RunData(tags=[RunTag("overrides", "model.hidden_dim=8,16,32 train.epochs=1")]),
     )
     text = comparison.description(parent, CHILDREN, {})
-    assert text.startswith("**Sweep** `python -m rnnexp.run hidden_dim=8,16,32 epochs=1 -m`: 3 runs, 2 finished.")
+    assert text.startswith(
+        "**Sweep** `python -m rnnexp.run model.hidden_dim=8,16,32 train.epochs=1 -m`: 3 runs, 2 finished."
+    )
     links = [
         f"[{c.info.run_name}](#/experiments/7/runs/{c.info.run_id})" for c in (CHILDREN[2], CHILDREN[0], CHILDREN[1])
     ]
     assert f"Best: {links[0]}, validation perplexity 31.500" in text
     rows = [line for line in text.splitlines() if line.startswith("| [")]
     assert [row.split(" | ")[0][2:] for row in rows] == links and rows[2].endswith("| diverged at step 2 |")
-    many = [run(f"{i:032x}", i, "FINISHED", 30.0 + i, f"lr={i} x={'y' * 60}", {}) for i in range(150)]
+    many = [run(f"{i:032x}", i, "FINISHED", 30.0 + i, f"optim.lr={i} x={'y' * 60}", {}) for i in range(150)]
     long = comparison.description(parent, many, {})
     assert len(long) <= MAX_TAG_VAL_LENGTH and "more runs in `comparison.md`" in long
     assert f"(#/experiments/7/runs/{0:032x})" in long  # the best rows are the ones kept
@@ -173,7 +187,7 @@ def test_curves_are_drawn_against_the_step_with_the_legend_beside_the_axes() -> 
 
 
 def test_sampling_after_a_prefix_continues_from_the_state_the_prefix_leaves() -> None:
-    model = RNNLM(30, 6, seed=3, dtype="float64")
+    model = build_model(ModelConfig(hidden_dim=6, bptt_truncate=4, truncation="window", dtype="float64"), 30, 3)
     prefix = [5, 9, 12]
     greedy = model.sample(np.random.default_rng(0), start_id=0, end_id=None, max_len=4, top_k=1, prefix=prefix)
     sequence = [0, *prefix]

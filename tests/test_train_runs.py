@@ -34,7 +34,7 @@ def only_run(tmp_path: Path, experiment: str):
 
 
 def test_a_run_logs_flat_params_metrics_with_steps_tags_and_artifacts(tmp_path: Path) -> None:
-    cfg = compose_run(tmp_path, "epochs=2", "experiment_name=logged")
+    cfg = compose_run(tmp_path, "train.epochs=2", "experiment_name=logged")
     best = train(cfg)
     mlflow, run = only_run(tmp_path, "logged")
     corpus = load_corpus(cfg.dataset, seed=cfg.seed)
@@ -90,7 +90,11 @@ def test_a_run_logs_flat_params_metrics_with_steps_tags_and_artifacts(tmp_path: 
 
 
 def test_chunk_mode_carries_the_state_across_chunks_and_learns(tmp_path: Path) -> None:
-    train(compose_run(tmp_path, "truncation=chunk", "bptt_truncate=5", "batch_size=4", "experiment_name=chunk"))
+    train(
+        compose_run(
+            tmp_path, "model.truncation=chunk", "model.bptt_truncate=5", "train.batch_size=4", "experiment_name=chunk"
+        )
+    )
     mlflow, run = only_run(tmp_path, "chunk")
     losses = [m.value for m in mlflow.get_metric_history(run.info.run_id, "val_loss")]
     assert run.info.status == "FINISHED" and losses[-1] < losses[0] - 0.3
@@ -98,7 +102,7 @@ def test_chunk_mode_carries_the_state_across_chunks_and_learns(tmp_path: Path) -
 
 def test_a_diverging_run_stops_at_once_and_is_failed_with_the_step(tmp_path: Path) -> None:
     with pytest.raises(DivergedError, match=r"diverged at step 2 \(epoch 1\)"):
-        train(compose_run(tmp_path, "lr=1e6", "experiment_name=diverged"))
+        train(compose_run(tmp_path, "optim.lr=1e6", "experiment_name=diverged"))
     _, run = only_run(tmp_path, "diverged")
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"].startswith("diverged at step 2 (epoch 1): the training loss reached")
@@ -114,13 +118,13 @@ def test_bad_data_fails_the_run_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_impossible_values_are_refused_before_any_run_starts(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="hidden_dim must be >= 1, got -5"):
-        train(compose_run(tmp_path, "hidden_dim=-5", "experiment_name=refused"))
+    with pytest.raises(UserError, match="model.hidden_dim must be >= 1, got -5"):
+        train(compose_run(tmp_path, "model.hidden_dim=-5", "experiment_name=refused"))
     assert client(tmp_path).get_experiment_by_name("refused") is None
 
 
 def test_averaged_parameters_are_what_is_validated_kept_and_tested(tmp_path: Path) -> None:
-    cfg = compose_run(tmp_path, "epochs=3", "optim.average_from_epoch=1", "experiment_name=averaged")
+    cfg = compose_run(tmp_path, "train.epochs=3", "optim.average_from_epoch=1", "experiment_name=averaged")
     train(cfg)
     mlflow, run = only_run(tmp_path, "averaged")
     folder = tmp_path / "checkpoints" / run.info.run_id

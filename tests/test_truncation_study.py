@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
-from experiments.truncation import figures, report
+from experiments.truncation import fair, figures, grid, report, study
 from experiments.truncation.measure import (
     LEARNT_EXCESS,
     Job,
@@ -22,17 +24,18 @@ from experiments.truncation.measure import (
     t_interval,
     unique_jobs,
 )
-from rnnexp.config import resolve
+from rnnexp.config import ModelConfig, resolve
 from rnnexp.config.dataset import DatasetConfig, SyntheticConfig
 from rnnexp.data import load_corpus
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine import build_model
+from rnnexp.errors import UserError
 from rnnexp.tracking import trained
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACED = SyntheticConfig(n_sentences=60, distance=3, key_positions=2, min_words=6, mean_words=7.0, max_words=10)
 
 
-def job(distance: int, setting: str, seed: int, excess: float, order=(0, 0, 0), reach: bool = True) -> Job:
+def job(distance: int, setting: str, seed: int, excess: float, order=(0, 0, 0, 0), reach: bool = True) -> Job:
     return Job(
         distance,
         setting,
@@ -78,9 +81,9 @@ def test_the_interval_is_students_t_and_decides_the_verdict() -> None:
 
 
 def test_cells_group_the_seeds_and_count_the_seeds_learnt() -> None:
-    jobs = [job(5, "full", seed, excess, (0, 1, 1)) for seed, excess in enumerate([0.01, 0.02, 1.4, 0.03, 0.02])]
-    jobs += [job(5, "window 2", seed, 1.4, (0, 0, 2), reach=False) for seed in range(5)]
-    jobs += [job(10, "full", seed, 0.01 * seed, (0, 1, 1)) for seed in range(5)]
+    jobs = [job(5, "full", seed, excess, (0, 1, 1, 0)) for seed, excess in enumerate([0.01, 0.02, 1.4, 0.03, 0.02])]
+    jobs += [job(5, "window 2", seed, 1.4, (0, 0, 2, 0), reach=False) for seed in range(5)]
+    jobs += [job(10, "full", seed, 0.01 * seed, (0, 1, 1, 0)) for seed in range(5)]
     cells = cells_of(jobs)
     assert [(c.distance, c.setting) for c in cells] == [(5, "window 2"), (5, "full"), (10, "full")]
     assert [c.verdict for c in cells] == ["not learnt", "undecided", "learnt"]
@@ -99,11 +102,13 @@ def test_a_cell_and_seed_run_in_two_sweeps_counts_once() -> None:
 
 
 def test_settings_are_named_and_ordered_from_the_saved_config() -> None:
-    assert describe_setting(config()) == ("window 4", (0, 0, 4))
-    assert describe_setting(config(model__truncation="full")) == ("full", (0, 1, 4))
+    assert describe_setting(config()) == ("window 4", (0, 0, 4, 0))
+    assert describe_setting(config(model__truncation="full")) == ("full", (0, 1, 4, 0))
     assert describe_setting(config(model__truncation="window", model__bptt_truncate=30))[0] == "full"  # > max_words
-    assert describe_setting(config(model__truncation="chunk", model__bptt_truncate=8)) == ("chunk 8", (0, 2, 8))
+    assert describe_setting(config(model__truncation="chunk", model__bptt_truncate=8)) == ("chunk 8", (0, 2, 8, 0))
     assert describe_setting(config(model__cell="lstm", model__truncation="full"))[0] == "LSTM full"
+    fair = describe_setting(config(model__cell="lstm", model__truncation="full", train__patience=5))
+    assert fair == ("LSTM full (fair)", (1, 1, 4, 1))  # early stopping marks the fair protocol
     assert config(model__truncation="chunk").eval.protocol == "stateful"  # what the report scores chunk jobs with
 
 
@@ -118,7 +123,7 @@ def test_the_gradient_reaches_the_key_when_the_truncation_spans_the_distance() -
 def test_stateful_scores_match_a_literal_loop_over_the_stream() -> None:
     corpus = load_corpus(DatasetConfig(vocab_size=30, synthetic=PLACED))
     test = corpus.splits["test"]
-    model = RNNLM(30, 8, 3, "chunk", seed=2)
+    model = build_model(ModelConfig(hidden_dim=8, bptt_truncate=3, truncation="chunk"), 30, seed=2)
     dependent, accuracy, other = score(model, test, "stateful")
     stream = test.stream()
     nll, guesses, h = [], [], None
@@ -156,9 +161,9 @@ def test_changed_verdicts_compare_with_the_single_seed_study() -> None:
 def test_a_tiny_study_runs_as_one_sweep_and_reports_its_intervals(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     tiny = [
-        "vocab_size=30",
-        "hidden_dim=8",
-        "epochs=1",
+        "dataset.vocab_size=30",
+        "model.hidden_dim=8",
+        "train.epochs=1",
         "dataset.synthetic.n_sentences=200",
         "dataset.synthetic.key_positions=2",
         "dataset.synthetic.min_words=6",
@@ -240,3 +245,119 @@ def test_every_cell_of_the_study_trains_on_the_same_tokens_per_update(cell: str)
     mean_targets = run.dataset.synthetic.mean_words + 1  # a sentence's words and its end token
     per_update = run.train.batch_size * (run.model.bptt_truncate if run.model.truncation == "chunk" else mean_targets)
     assert per_update == pytest.approx(16 * mean_targets, rel=0.04)  # to the nearest whole number of streams
+
+
+def test_the_fair_protocol_and_its_grid_compose_from_the_configs() -> None:
+    from rnnexp.config import compose_run
+
+    grid_axes = study.sweep_params("truncation_lr_grid")
+    assert grid_axes["optim.lr"] == "0.5,1,2,4" and grid_axes["dataset.synthetic.distance"] == "10"
+    assert grid_axes["experiment/truncation_cell"] == "full,lstm_full,gru_full" and grid_axes["seed"] == "1,2,3"
+    fair_axes = study.sweep_params("truncation_fair")
+    assert fair_axes["experiment/truncation_cell"] == "full,lstm_full,gru_full"
+    assert fair_axes["dataset.synthetic.distance"] == "5,10,20" and fair_axes["seed"] == "1,2,3,4,5"
+    for experiment in ("truncation_fair", "truncation_lr_grid", "truncation_fair_quick", "truncation_lr_grid_quick"):
+        run = resolve(compose_run([f"experiment={experiment}", "experiment/truncation_cell=lstm_full"]))
+        assert (run.train.epochs, run.train.patience, run.experiment_name) == (80, 8, experiment)
+        assert run.model.hidden_dim == 64 and run.dataset.vocab_size == 64 and run.optim.clip_norm == 1.0
+    fixed = resolve(compose_run(["experiment=truncation_study"]))  # the fixed-rate study stays as it was
+    assert (fixed.train.epochs, fixed.train.patience, fixed.optim.lr) == (20, None, 1.0)
+    quick = study.sweep_params("truncation_lr_grid_quick")
+    assert (
+        study.swept_cells("truncation_fair_quick")
+        == ["full", "lstm_full"]
+        == quick["experiment/truncation_cell"].split(",")
+    )
+
+
+def test_each_family_sweeps_its_cells_at_its_chosen_rate() -> None:
+    sweeps = study.fair_sweeps("truncation_fair", {"rnn": 1.0, "lstm": 2.0, "gru": 0.5})
+    assert sweeps["lstm"] == [
+        "experiment=truncation_fair",
+        "experiment_name=truncation_fair_lstm",
+        "experiment/truncation_cell=lstm_full",
+        "optim.lr=2",
+    ]
+    assert sweeps["rnn"][2:] == ["experiment/truncation_cell=full", "optim.lr=1"]
+    assert list(sweeps) == ["rnn", "lstm", "gru"]
+    families = [study.family_of(cell) for cell in ("window4", "chunk8", "full", "lstm_window4", "gru_full")]
+    assert families == ["rnn", "rnn", "rnn", "lstm", "gru"]  # a family's cells share its chosen rate
+    with pytest.raises(UserError, match="chose no rate for gru"):
+        study.fair_sweeps("truncation_fair", {"rnn": 1.0, "lstm": 2.0})
+
+
+def log_grid_job(client: MlflowClient, experiment_id: str, cell: str, lr: float, seed: int, val_losses) -> None:
+    """A grid job as rnnexp.run leaves it: its resolved config as the artifact, its validation curve."""
+    from rnnexp.config import as_tree, compose_run
+
+    cfg = resolve(
+        compose_run(["experiment=truncation_lr_grid", f"experiment/truncation_cell={cell}", f"optim.lr={lr}"])
+    )
+    run = client.create_run(experiment_id)
+    client.log_text(run.info.run_id, OmegaConf.to_yaml(as_tree(cfg)), trained.CONFIG_ARTIFACT)
+    for step, loss in enumerate(val_losses or []):
+        client.log_metric(run.info.run_id, "val_loss", loss, step=200 * step)
+    client.set_terminated(run.info.run_id, "FINISHED" if val_losses else "FAILED")
+
+
+def test_the_grid_chooses_the_rate_of_lowest_mean_validation_loss(tmp_path: Path) -> None:
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("grid", artifact_location=str(tmp_path / "artifacts"))
+    best = {  # per (cell, lr): each seed's best validation loss; lstm's lowest mean is at 2 (seed 1 alone prefers 1)
+        ("lstm_full", 0.5): (2.30, 2.31),
+        ("lstm_full", 1.0): (2.18, 2.29),
+        ("lstm_full", 2.0): (2.20, 2.21),
+        ("full", 0.5): (2.21, 2.22),
+        ("full", 1.0): (2.25, 2.24),
+        ("full", 2.0): (2.19, None),  # seed 2 diverged: a rate that fails a seed is not a candidate
+    }
+    for (cell, lr), losses in best.items():
+        for seed, loss in enumerate(losses, 1):
+            log_grid_job(client, experiment_id, cell, lr, seed, None if loss is None else [4.1, loss + 0.05, loss])
+    runs = client.search_runs([experiment_id])
+    points = grid.read_grid(client, runs)
+    assert [(p.family, p.lr) for p in points] == [(f, lr) for f in ("rnn", "lstm") for lr in (0.5, 1.0, 2.0)]
+    lstm_2 = next(p for p in points if p.family == "lstm" and p.lr == 2.0)
+    assert sorted(lstm_2.best_val_losses) == pytest.approx([2.20, 2.21]) and lstm_2.updates == (400, 400)
+    choices = grid.choose(points)
+    assert (choices["lstm"].lr, choices["lstm"].on_edge) == (2.0, True)  # the highest rate tried: flagged
+    assert (choices["rnn"].lr, choices["rnn"].on_edge) == (0.5, True)
+    assert math.isinf(next(p for p in points if p.family == "rnn" and p.lr == 2.0).mean_loss)
+    inner = grid.choose([p for p in points if p.family == "lstm"] + [grid.GridPoint("lstm", 4.0, (2.5, 2.6), ())])
+    assert (inner["lstm"].lr, inner["lstm"].on_edge) == (2.0, False)
+    table = fair.grid_table(choices)
+    assert "**2.2050 [" in table and "1/2 failed" in table and "| 2 (on the grid's edge) |" in table
+
+
+def test_the_fair_cells_sit_beside_their_fixed_twins_and_the_text_follows_the_numbers() -> None:
+    def cell_jobs(distance: int, setting: str, order, excesses, reach=1e-3, early=True):
+        return [
+            replace(job(distance, setting, seed, e, order), stopped_early=early, decay=(1.0,) * 9 + (reach,))
+            for seed, e in enumerate(excesses, 1)
+        ]
+
+    jobs = cell_jobs(10, "full", (0, 1, 1, 0), [0.05, 0.06, 0.04])
+    jobs += cell_jobs(10, "full (fair)", (0, 1, 1, 1), [0.03, 0.04, 0.05])
+    jobs += cell_jobs(10, "LSTM full", (1, 1, 1, 0), [1.2, 1.1, 1.3])
+    jobs += cell_jobs(10, "LSTM full (fair)", (1, 1, 1, 1), [0.6, 0.7, 0.65], reach=1e-5, early=False)
+    cells = cells_of(jobs)
+    assert [c.setting for c in cells] == ["full", "full (fair)", "LSTM full", "LSTM full (fair)"]
+    assert [(fair_cell.setting, fixed.setting) for fair_cell, fixed in fair.twins(cells)] == [
+        ("full (fair)", "full"),
+        ("LSTM full (fair)", "LSTM full"),
+    ]
+    assert fair.changed_by_protocol(cells) == "The fair protocol changes none of the 2 verdicts it can be compared on."
+    section = fair.lstm_section(cells)
+    assert "| d = 10 |" in section and "| yes |" in section
+    assert "carries less gradient back to the key (1.0e-05 against 1.0e-03)" in section
+    assert "3 of its 3 seeds ran to the epoch ceiling" in section
+    assert "not shown to be a property of the task" in fair.task_property(cells)
+    learnt = cells_of(
+        [j for j in jobs if j.setting != "LSTM full (fair)"]
+        + cell_jobs(10, "LSTM full (fair)", (1, 1, 1, 1), [0.02, 0.03, 0.04])
+    )
+    assert "changes 1 of the 2 verdicts: LSTM full at d = 10 (not learnt → learnt)" in fair.changed_by_protocol(learnt)
+    assert "does not lose to the tanh RNN at any distance" in fair.lstm_section(learnt)
+    assert "at d = 10, and under the fair protocol at no distance: that gap was the training protocol's" in (
+        fair.task_property(learnt)
+    )

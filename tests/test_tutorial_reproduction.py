@@ -17,8 +17,9 @@ from experiments.tutorial.gradient_check import check_engine, wildml_relative_er
 from experiments.tutorial.result import NEEDS_FULL_DATA, REPRODUCED, ClaimResult
 from experiments.tutorial.samples import draw, unknown_probability
 from experiments.tutorial.timing import interleaved
+from rnnexp.config.schema import ModelConfig
 from rnnexp.data import Vocabulary
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine import build_model
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXCERPT = PROJECT_ROOT.parent / "shared" / "data" / "reddit-comments-2015-08.head.csv"
@@ -34,7 +35,11 @@ def test_wildml_gradient_check_passes_for_the_engine_in_every_truncation():
 
 def test_wildml_gradient_check_rejects_a_wrong_gradient():
     model = literal.with_tutorial_weights(
-        RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, 4, "full", "float64")
+        build_model(
+            ModelConfig(hidden_dim=published.GRADCHECK_HIDDEN, bptt_truncate=4, truncation="full", dtype="float64"),
+            published.GRADCHECK_VOCAB,
+            None,
+        )
     )
     wrong = {name: 1.1 * g for name, g in model.backprop(X, Y, reduction="sum").grads.items()}
     errors = wildml_relative_errors(model.params, wrong, lambda: float(model.token_nll(X, Y)[0].sum()), 0.001)
@@ -43,7 +48,9 @@ def test_wildml_gradient_check_rejects_a_wrong_gradient():
 
 def test_the_tutorial_init_gives_the_loss_of_random_predictions():
     sentences = [np.random.default_rng(i).integers(0, 500, 12) for i in range(20)]
-    model = literal.with_tutorial_weights(RNNLM(500, 100, 4, "window", "float64"))
+    model = literal.with_tutorial_weights(
+        build_model(ModelConfig(hidden_dim=100, bptt_truncate=4, truncation="window", dtype="float64"), 500, None)
+    )
     engine = float(np.mean([model.loss(s[:-1], s[1:]) for s in sentences]))
     wildml = literal.calculate_loss(literal.as_wildml(model), sentences)
     assert abs(wildml - math.log(500)) < 0.01
@@ -61,7 +68,7 @@ def test_wildml_training_loop_lowers_the_loss_from_ln_v():
 def test_samples_never_hold_the_unknown_token_even_when_the_model_prefers_it():
     words = ["SENTENCE_START", "SENTENCE_END", "UNKNOWN_TOKEN", *(f"w{i}" for i in range(17))]
     vocab = Vocabulary(words, unknown="UNKNOWN_TOKEN", start="SENTENCE_START", end="SENTENCE_END")
-    model = RNNLM(len(vocab), 8, seed=0)
+    model = build_model(ModelConfig(hidden_dim=8, bptt_truncate=4, truncation="window", dtype="float64"), len(vocab), 0)
     model.params["V"][vocab.unknown_id] = 3 * np.sign(model.params["U"].T.mean(axis=0) + 1e-3)  # favour UNK
     model.params["V"][vocab.end_id] = 0.0
     rng = np.random.default_rng(0)
@@ -124,7 +131,9 @@ def test_the_report_has_a_row_and_a_section_per_claim():
 @pytest.mark.skipif(not EXCERPT.is_file(), reason=f"the reddit excerpt is not at {EXCERPT}")
 def test_make_reproduce_on_a_tiny_configuration(tmp_path):
     """Every claim on the real excerpt, with a 300-word vocabulary (UNKNOWN_TOKEN common) and H=10."""
-    overrides = f"overrides=['hidden_dim=10','vocab_size=300','train.checkpoint_dir={tmp_path}/checkpoints']"
+    overrides = (
+        f"overrides=['model.hidden_dim=10','dataset.vocab_size=300','train.checkpoint_dir={tmp_path}/checkpoints']"
+    )
     command = [
         sys.executable,
         "-m",

@@ -1,4 +1,4 @@
-"""The continuous cache and dynamic evaluation on a trained LSTM of the PTB table (issue 26).
+"""The continuous cache and dynamic evaluation on a trained LSTM of the PTB table.
 
     python -m experiments.ptb.cache_dynamic run_id=<run> [tracking_uri=...] [cache.size=[100,500]]
 
@@ -42,7 +42,7 @@ from rnnexp.training.dynamic import dynamic_reading
 
 log = logging.getLogger(__name__)
 CODE = ("experiments/ptb/cache_dynamic.py", "experiments/ptb/conf/cache_dynamic.yaml")
-GOAL = 0.08  # the issue's goal: each protocol lowers the model's test perplexity by at least 8%
+GOAL = 0.08  # the target: each protocol lowers the model's test perplexity by at least 8%
 MEDIUM_PUBLISHED = 82.7  # the stretch: Zaremba et al.'s medium LSTM on test
 PUBLISHED = {
     "model": "",
@@ -206,7 +206,7 @@ def main(cfg: DictConfig) -> None:
     run = trained.load(client, cfg.run_id, cfg.checkpoint, Path(cfg.checkpoint_dir).resolve())
     if not is_stream_data(run.config):
         raise UserError(
-            f"run {cfg.run_id} trains on sentences from a zero state: use a run trained with truncation=chunk."
+            f"run {cfg.run_id} trains on sentences from a zero state: use a run trained with model.truncation=chunk."
         )
     corpus = load_corpus(run.config.dataset, seed=run.config.seed)
     valid, test = corpus.splits["valid"].stream(), corpus.splits["test"].stream()

@@ -40,6 +40,7 @@ CONFIDENCE = 0.95
 DECAY_BATCH = 64  # test sentences the gradient decay is measured on
 DECAY_DEPTH = 24  # steps back the decay is followed: beyond the study's longest distance
 CELL_NAMES = {"rnn": "", "lstm": "LSTM ", "gru": "GRU "}
+FAIR_SUFFIX = " (fair)"  # on the label of a setting trained under the fair protocol
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ class Job:
     """One finished (or failed) sweep job, scored on its test split."""
 
     distance: int
-    setting: str  # "window 4", "full", "chunk 8", "LSTM full", ...
-    order: tuple[int, int, int]  # the setting's place in tables: cell, mode, bptt_truncate
+    setting: str  # "window 4", "full", "chunk 8", "LSTM full", "LSTM full (fair)", ...
+    order: tuple[int, int, int, int]  # the setting's place in tables: cell, mode, bptt_truncate, fair
     seed: int
     run_id: str
     status: str
@@ -60,8 +61,13 @@ class Job:
     decay: tuple[float, ...] = ()  # mean ||∂L_t/∂s_{t-k}|| / mean ||∂L_t/∂s_t|| for k = 0.., trained model
     tokens_per_sec: float = math.nan
     minutes: float = math.nan  # wall-clock training time
-    updates: int = 0  # optimiser steps
+    updates: int = 0  # optimiser steps, until the early stop where there was one
     tokens_per_update: float = math.nan
+    epochs: int = 0  # epochs trained
+    updates_to_best: int = 0  # optimiser steps until the best validation loss (the scored checkpoint)
+    stopped_early: bool = False
+    lr: float = math.nan
+    forget_bias: float = math.nan  # the LSTM forget gate's initial bias (NaN for other cells)
     val_excess: tuple[float, ...] = ()  # the job's dependent_excess_loss at each evaluation (validation split)
 
     @property
@@ -111,7 +117,7 @@ class Cell:
 
     distance: int
     setting: str
-    order: tuple[int, int, int]
+    order: tuple[int, int, int, int]
     jobs: tuple[Job, ...]
 
     @property
@@ -172,15 +178,23 @@ def run_config(client: MlflowClient, run_id: str) -> RunConfig:
         return resolve(OmegaConf.load(path))
 
 
-def describe_setting(cfg: RunConfig) -> tuple[str, tuple[int, int, int]]:
-    """The setting's label and its table order: RNN before LSTM before GRU; window, full, chunk."""
+def is_fair(cfg: RunConfig) -> bool:
+    """Trained under the fair protocol (conf/experiment/truncation_fair.yaml): a rate chosen on
+    validation and early stopping; the fixed-rate study trains every cell for all its epochs."""
+    return cfg.train.patience is not None
+
+
+def describe_setting(cfg: RunConfig) -> tuple[str, tuple[int, int, int, int]]:
+    """The setting's label and its table order: RNN before LSTM before GRU; window, full, chunk;
+    each fair-protocol setting right after its fixed-rate twin."""
     model = cfg.model
     reaches_past_sentences = model.truncation == "window" and model.bptt_truncate > cfg.dataset.synthetic.max_words
     full = model.truncation == "full" or reaches_past_sentences
     mode = "full" if full else f"{model.truncation} {model.bptt_truncate}"
     rank = {"window": 0, "full": 1, "chunk": 2}["full" if full else model.truncation]
-    order = (list(CELL_NAMES).index(model.cell), rank, model.bptt_truncate)
-    return CELL_NAMES.get(model.cell, f"{model.cell} ") + mode, order
+    order = (list(CELL_NAMES).index(model.cell), rank, model.bptt_truncate, int(is_fair(cfg)))
+    label = CELL_NAMES.get(model.cell, f"{model.cell} ") + mode + (FAIR_SUFFIX if is_fair(cfg) else "")
+    return label, order
 
 
 def reach_possible(cfg: RunConfig) -> bool:
@@ -218,10 +232,12 @@ def measure(client: MlflowClient, run: Run, checkpoint_dir: Path, corpora: dict[
         corpora[key] = load_corpus(cfg.dataset, seed=cfg.seed)
     test, model = corpora[key].splits["test"], trained.load(client, run.info.run_id, "best", checkpoint_dir).model
     dependent, echo, other = score(model, test, cfg.eval.protocol)
-    val_loss = client.get_metric_history(run.info.run_id, "val_loss")
+    val_loss = history(client, run.info.run_id, "val_loss")
     updates = max((m.step for m in val_loss), default=0)
+    best = min(val_loss, key=lambda m: m.value, default=None)
     minutes = (run.info.end_time - run.info.start_time) / 60_000 if run.info.end_time else math.nan
-    train_tokens = corpora[key].splits["train"].n_targets * cfg.train.epochs
+    epochs = int(max((m.value for m in history(client, run.info.run_id, "epoch")), default=cfg.train.epochs))
+    train_tokens = corpora[key].splits["train"].n_targets * epochs
     return Job(
         **base,
         dependent_excess=dependent,
@@ -232,6 +248,11 @@ def measure(client: MlflowClient, run: Run, checkpoint_dir: Path, corpora: dict[
         minutes=minutes,
         updates=updates,
         tokens_per_update=train_tokens / updates if updates else math.nan,
+        epochs=epochs,
+        updates_to_best=best.step if best is not None else 0,
+        stopped_early="stopped_early_epoch" in run.data.metrics,
+        lr=cfg.optim.lr,
+        forget_bias=cfg.model.forget_bias if cfg.model.cell == "lstm" else math.nan,
         val_excess=tuple(m.value for m in history(client, run.info.run_id, "dependent_excess_loss")),
     )
 

@@ -31,7 +31,8 @@ from experiments.tutorial.timing import (
     seconds_per_call,
     tutorial_steps,
 )
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.training.evaluation import sentence_loss
 
 FIGURE = "epoch_time.png"
@@ -84,7 +85,9 @@ def mean_step_seconds(sample: list[np.ndarray], steps: dict[str, Step], repeats:
 
 def evaluation_seconds(sample: list[np.ndarray], vocab_size: int, hidden_dim: int, repeats: int) -> float:
     """Seconds per sentence of measuring the loss (the forward pass only), median of repeats."""
-    model = RNNLM(vocab_size, hidden_dim, dtype="float64", seed=0)
+    model = build_model(
+        ModelConfig(hidden_dim=hidden_dim, bptt_truncate=4, truncation="window", dtype="float64"), vocab_size, 0
+    )
     evaluate = functools.partial(sentence_loss, model, sample, 256)
     return median([seconds_per_call(evaluate, 1) for _ in range(repeats)]) / len(sample)
 

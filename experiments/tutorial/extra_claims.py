@@ -15,11 +15,10 @@ import numpy as np
 
 from experiments.tutorial import literal, published
 from experiments.tutorial.result import CONSISTENT, NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
-from rnnexp.config.schema import ScheduleConfig
+from rnnexp.config.schema import ModelConfig, ScheduleConfig
 from rnnexp.data import Corpus
-from rnnexp.engine import schedules
-from rnnexp.engine.reference import GateRNN
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine import build_model, schedules
+from rnnexp.engine.reference.tutorial import GateRNN
 from rnnexp.training import batches
 from rnnexp.training.evaluation import sentence_loss
 
@@ -71,8 +70,12 @@ def engine_with_halving(
     sentences: list[np.ndarray], vocab_size: int, lr: float = HALVING_LR, hidden_dim: int = HALVING_HIDDEN
 ) -> tuple[list[float], list[float]]:
     """The engine from the tutorial's weights, SGD per sentence in file order, the rate from `halve_on_rise`."""
-    model = literal.with_tutorial_weights(RNNLM(vocab_size, hidden_dim, 4, "window", "float64"))
-    schedule = ScheduleConfig(name="halve_on_rise", factor=0.5, evaluate_loss_after=1, monitor="train")
+    model = literal.with_tutorial_weights(
+        build_model(
+            ModelConfig(hidden_dim=hidden_dim, bptt_truncate=4, truncation="window", dtype="float64"), vocab_size, None
+        )
+    )
+    schedule = ScheduleConfig(name="halve_on_rise", gamma=0.5, evaluate_loss_after=1, monitor="train")
     losses, rates = [], []
     for epoch in range(HALVING_EPOCHS + 1):
         losses.append(sentence_loss(model, sentences))
@@ -109,7 +112,7 @@ def halving_claim(corpus: Corpus, command: str) -> ClaimResult:
     wildml_losses = literal.train_with_sgd(
         literal.tutorial_model(vocab_size, HALVING_HIDDEN, 4), sentences, HALVING_LR, HALVING_EPOCHS, 1
     )
-    schedule = ScheduleConfig(name="halve_on_rise", factor=0.5, evaluate_loss_after=1, monitor="train")
+    schedule = ScheduleConfig(name="halve_on_rise", gamma=0.5, evaluate_loss_after=1, monitor="train")
     runner_rule = [
         schedules.learning_rate(schedule, HALVING_LR, i, wildml_losses[: i + 1]) for i in range(len(wildml_losses))
     ]
@@ -171,7 +174,9 @@ def total_loss_claim(corpus: Corpus, command: str) -> ClaimResult:
             literal.train_with_sgd(wildml, sentences, 0.05, HALVING_EPOCHS // 2, HALVING_EPOCHS)
         gate = GateRNN(vocab_size, hidden, 4)
         gate.U, gate.W, gate.V = wildml.U, wildml.W, wildml.V
-        engine = RNNLM(vocab_size, hidden, 4, "window", "float64")
+        engine = build_model(
+            ModelConfig(hidden_dim=hidden, bptt_truncate=4, truncation="window", dtype="float64"), vocab_size, None
+        )
         for name in ("U", "W", "V"):
             engine.params[name][...] = getattr(wildml, name)
         per_sentence = float(np.mean([engine.token_nll(x, y)[0].mean() for x, y in zip(xs, ys)]))

@@ -3,7 +3,7 @@
 Two checks. WildML's, as written: central differences of the summed loss with h=0.001, the
 relative error |a - n| / (|a| + |n|) per entry under 0.01, on x=[0,1,2,3], y=[1,2,3,4], for the
 tutorial's own code and for the engine. With four words, truncating at 4 steps (or at WildML's
-1000) changes nothing, so the engine is also checked exactly by `rnnexp.gradcheck` on a longer
+1000) changes nothing, so the engine is also checked exactly by `rnnexp.check_gradients` on a longer
 sentence, against the objective each truncation really differentiates.
 """
 
@@ -15,11 +15,12 @@ import numpy as np
 
 from experiments.tutorial import literal, published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.engine.gradcheck import relative_errors
-from rnnexp.engine.reference import GateRNN
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine.reference.tutorial import GateRNN
 
-EXACT_TOLERANCE = 1e-6  # rnnexp.gradcheck's threshold, at eps 1e-5
+EXACT_TOLERANCE = 1e-6  # rnnexp.check_gradients's threshold, at eps 1e-5
 EXACT_LENGTH = 12  # long enough that a 4-step truncation cuts the gradient
 PARAMS = ("U", "V", "W")
 
@@ -70,7 +71,13 @@ def check_gate(x, y, truncate: int) -> dict[str, float]:
 
 def check_engine(x, y, truncation: str, truncate: int) -> dict[str, float]:
     model = literal.with_tutorial_weights(
-        RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, truncate, truncation, "float64")
+        build_model(
+            ModelConfig(
+                hidden_dim=published.GRADCHECK_HIDDEN, bptt_truncate=truncate, truncation=truncation, dtype="float64"
+            ),
+            published.GRADCHECK_VOCAB,
+            None,
+        )
     )
     gradients = model.backprop(x, y, reduction="sum").grads
     return wildml_relative_errors(
@@ -93,7 +100,13 @@ def gradient_check(seed: int, command: str) -> ClaimResult:
     long_x, long_y = rng.integers(0, published.GRADCHECK_VOCAB, (2, EXACT_LENGTH))
     exact_rows = []
     for truncation, k_exact in (("window", 4), ("full", 4), ("chunk", 4)):
-        model = RNNLM(published.GRADCHECK_VOCAB, published.GRADCHECK_HIDDEN, k_exact, truncation, "float64", seed=seed)
+        model = build_model(
+            ModelConfig(
+                hidden_dim=published.GRADCHECK_HIDDEN, bptt_truncate=k_exact, truncation=truncation, dtype="float64"
+            ),
+            published.GRADCHECK_VOCAB,
+            seed,
+        )
         exact_rows.append(
             (
                 f"engine, {truncation}" + ("" if truncation == "full" else f", bptt_truncate={k_exact}"),
@@ -130,7 +143,7 @@ def gradient_check(seed: int, command: str) -> ClaimResult:
             f"WildML's check: x={list(published.GRADCHECK_X)}, y={list(published.GRADCHECK_Y)}, the summed loss, "
             f"h={published.GRADCHECK_H}, threshold {published.GRADCHECK_THRESHOLD}; weights from np.random.seed(10).",
             table(wildml_rows, published.GRADCHECK_THRESHOLD),
-            f"Exact check (`rnnexp.gradcheck.relative_errors`, eps 1e-5, threshold {EXACT_TOLERANCE:g}) on "
+            f"Exact check (`rnnexp.engine.gradcheck.relative_errors`, eps 1e-5, threshold {EXACT_TOLERANCE:g}) on "
             f"{EXACT_LENGTH} random words, against the objective each truncation differentiates:",
             table(exact_rows, EXACT_TOLERANCE),
         ],

@@ -1,4 +1,4 @@
-"""The parts of WildML's notebook that `rnnexp.reference` does not hold, as written there:
+"""The parts of WildML's notebook that `rnnexp.engine.reference.tutorial` does not hold, as written there:
 `calculate_loss`, `train_with_sgd`, and the weights `np.random.seed(10); RNNNumpy(V, H)` draws."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from experiments.tutorial import published
-from rnnexp.engine.reference import WildMLRNN
+from rnnexp.engine.reference.tutorial import WildMLRNN
 from rnnexp.engine.rnn import RNNLM
 
 
@@ -17,7 +17,7 @@ def tutorial_model(vocab_size: int, hidden_dim: int, bptt_truncate: int = 4) -> 
 
 def with_tutorial_weights(model: RNNLM) -> RNNLM:
     """The engine model given the tutorial's initial weights."""
-    reference = tutorial_model(model.V, model.H, model.bptt_truncate)
+    reference = tutorial_model(model.vocab_size, model.H, model.bptt_truncate)
     for name in ("U", "W", "V"):
         model.params[name][...] = getattr(reference, name)
     return model
@@ -25,7 +25,7 @@ def with_tutorial_weights(model: RNNLM) -> RNNLM:
 
 def as_wildml(model: RNNLM) -> WildMLRNN:
     """WildML's RNNNumpy holding the engine model's weights (in float64)."""
-    reference = WildMLRNN(model.V, model.H, model.bptt_truncate)
+    reference = WildMLRNN(model.vocab_size, model.H, model.bptt_truncate)
     reference.U, reference.W, reference.V = (np.array(model.params[n], dtype=np.float64) for n in ("U", "W", "V"))
     return reference
 

@@ -105,8 +105,8 @@ def claim_untrained_loss(r: Reproduction) -> ClaimResult:
 
 def claim_gradient_check(r: Reproduction) -> ClaimResult:
     command = (
-        f"{r.command('gradient_check')}; python -m rnnexp.gradcheck vocab_size=100 hidden_dim=10 "
-        "truncation=window bptt_truncate=4 seq_len=12"
+        f"{r.command('gradient_check')}; python -m rnnexp.check_gradients vocab_size=100 model.hidden_dim=10 "
+        "model.truncation=window model.bptt_truncate=4 seq_len=12"
     )
     return gradient_check(r.cfg.seed, command)
 
@@ -143,7 +143,7 @@ def claim_sgd_curve(r: Reproduction) -> ClaimResult:
         m.bptt_truncate,
         run_cfg.optim.lr,
         run_cfg.schedule.evaluate_loss_after,
-        run_cfg.schedule.factor,
+        run_cfg.schedule.gamma,
         r.report_dir,
         training,
         r.command("sgd_curve"),

@@ -21,7 +21,9 @@ import numpy as np
 
 from experiments.tutorial import published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
+from rnnexp.config.schema import ModelConfig
 from rnnexp.data import Vocabulary
+from rnnexp.engine import build_model
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.errors import UserError
 
@@ -94,7 +96,11 @@ def samples_claim(
 ) -> ClaimResult:
     rng = np.random.default_rng(seed)
     result = draw(model, vocab, rng, count, min_words, max_words)
-    untrained = RNNLM(model.V, model.H, model.bptt_truncate, dtype="float64", seed=seed)
+    untrained = build_model(
+        ModelConfig(hidden_dim=model.H, bptt_truncate=model.bptt_truncate, truncation="window", dtype="float64"),
+        model.vocab_size,
+        seed,
+    )
     baseline = draw(untrained, vocab, np.random.default_rng(seed), count, 1, max_words)
     bigrams = training_bigrams(train_sentences)
     share = seen_bigram_share(result.sentences, bigrams, vocab.start_id)

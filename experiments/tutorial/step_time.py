@@ -20,8 +20,9 @@ from experiments.tutorial.timing import (
     median,
     tutorial_steps,
 )
-from rnnexp.engine.output import PARALLEL_MIN_LOGITS
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
+from rnnexp.engine.outputs.softmax import PARALLEL_MIN_LOGITS
 
 FIGURE = "step_time.png"
 FEW_SECONDS = 1.0  # "a few seconds": at least this (a loaded machine is slower, which does not refute it)
@@ -65,7 +66,9 @@ def step_time(
     gate_ok = medians[GATE] >= FEW_SECONDS or vocab_size != published.VOCABULARY_SIZE
     order_ok = medians[GATE] > medians[WILDML] > medians[ENGINE64]
     # The output layer hands rows to its worker threads only for batches of PARALLEL_MIN_LOGITS logits or more.
-    available = RNNLM(vocab_size=2, hidden_dim=1).threads
+    available = build_model(
+        ModelConfig(hidden_dim=1, bptt_truncate=4, truncation="window", dtype="float64"), 2, None
+    ).threads
     engine_threads = available if len(x) * vocab_size >= PARALLEL_MIN_LOGITS else 1
     load = os.getloadavg()[0]
     return ClaimResult(

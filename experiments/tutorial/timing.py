@@ -15,9 +15,10 @@ from collections.abc import Callable
 import numpy as np
 from threadpoolctl import threadpool_info
 
+from rnnexp.config.schema import ModelConfig
+from rnnexp.engine import build_model
 from rnnexp.engine.optim import make_optimizer
-from rnnexp.engine.reference import GateRNN, WildMLRNN
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine.reference.tutorial import GateRNN, WildMLRNN
 
 Step = Callable[[np.ndarray, np.ndarray], None]
 GATE = "gate-based NumPy (GateRNN.sgd_step)"
@@ -39,7 +40,11 @@ def engine_steps(vocab_size: int, hidden_dim: int, bptt_truncate: int, lr: float
     sgd = make_optimizer("sgd")
 
     def engine(dtype: str) -> Step:
-        model = RNNLM(vocab_size, hidden_dim, bptt_truncate, "window", dtype, seed=seed)
+        model = build_model(
+            ModelConfig(hidden_dim=hidden_dim, bptt_truncate=bptt_truncate, truncation="window", dtype=dtype),
+            vocab_size,
+            seed,
+        )
 
         def step(x: np.ndarray, y: np.ndarray) -> None:
             result = model.backprop(x, y, reduction="sum", sparse_u=True)

@@ -6,7 +6,9 @@ import math
 
 from experiments.tutorial import literal, published
 from experiments.tutorial.result import NOT_REPRODUCED, REPRODUCED, ClaimResult, markdown_table
+from rnnexp.config.schema import ModelConfig
 from rnnexp.data import Corpus
+from rnnexp.engine import build_model
 from rnnexp.engine.rnn import RNNLM
 from rnnexp.training.evaluation import sentence_loss
 
@@ -20,9 +22,19 @@ def untrained_loss(corpus: Corpus, hidden_dim: int, bptt_truncate: int, command:
     vocab_size = len(corpus.vocab)
 
     def tutorial_init(v: int) -> RNNLM:
-        return literal.with_tutorial_weights(RNNLM(v, hidden_dim, bptt_truncate, "window", "float64"))
+        return literal.with_tutorial_weights(
+            build_model(
+                ModelConfig(hidden_dim=hidden_dim, bptt_truncate=bptt_truncate, truncation="window", dtype="float64"),
+                v,
+                None,
+            )
+        )
 
-    own = RNNLM(vocab_size, hidden_dim, bptt_truncate, "window", "float64", seed=published.UNTRAINED_SEED)
+    own = build_model(
+        ModelConfig(hidden_dim=hidden_dim, bptt_truncate=bptt_truncate, truncation="window", dtype="float64"),
+        vocab_size,
+        published.UNTRAINED_SEED,
+    )
     tutorial_8000 = tutorial_init(published.VOCABULARY_SIZE)
     measured = [
         ("engine, its own init (default_rng(10))", vocab_size, sentence_loss(own, sentences, EVAL_BATCH)),

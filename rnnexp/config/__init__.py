@@ -10,17 +10,16 @@ from omegaconf import DictConfig
 from rnnexp.config.dataset import DatasetConfig, SyntheticConfig
 from rnnexp.config.resolve import as_tree, resolve
 from rnnexp.config.schema import (
-    BaselineConfig,
-    ComposedRun,
+    CheckGradientsConfig,
     DiagnosticsConfig,
     EvalConfig,
     EvaluateConfig,
     GenerateConfig,
-    GradcheckConfig,
     ModelConfig,
+    NgramConfig,
     OptimConfig,
+    RepairConfig,
     RunConfig,
-    RunsConfig,
     ScheduleConfig,
     TrainConfig,
     UiConfig,
@@ -29,27 +28,26 @@ from rnnexp.config.schema import (
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 _store = ConfigStore.instance()
-_store.store(name="run_schema", node=ComposedRun)
+_store.store(name="run_schema", node=RunConfig)
 _store.store(name="generate_schema", node=GenerateConfig)
 _store.store(name="evaluate_schema", node=EvaluateConfig)
-_store.store(name="gradcheck_schema", node=GradcheckConfig)
-_store.store(name="baseline_schema", node=BaselineConfig)
-_store.store(name="runs_schema", node=RunsConfig)
+_store.store(name="check_gradients_schema", node=CheckGradientsConfig)
+_store.store(name="ngram_schema", node=NgramConfig)
+_store.store(name="repair_schema", node=RepairConfig)
 _store.store(name="ui_schema", node=UiConfig)
 
 __all__ = [
-    "BaselineConfig",
-    "ComposedRun",
+    "NgramConfig",
     "DatasetConfig",
     "DiagnosticsConfig",
     "EvalConfig",
     "EvaluateConfig",
     "GenerateConfig",
-    "GradcheckConfig",
+    "CheckGradientsConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
-    "RunsConfig",
+    "RepairConfig",
     "ScheduleConfig",
     "SyntheticConfig",
     "TrainConfig",

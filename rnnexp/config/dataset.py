@@ -54,8 +54,8 @@ class DatasetConfig:
     min_sentence_tokens: int = 0  # drop sentences with this many tokens or fewer (boundaries counted)
     lowercase: bool = False  # reddit (the tutorial lower-cases) and text
     level: str = "word"  # text: word | char
-    mode: str = "sentence"  # ptb: sentence (one line each) | stream (fixed-length segments)
-    segment_length: int = 35  # ptb stream mode: targets per segment
+    mode: str = "sentence"  # ptb: sentence (one line each) | stream (fixed-length sequences)
+    stream_sequence_length: int = 35  # ptb stream mode: the running text cut into sequences of this many targets
     download: bool = True  # fetch a missing reddit file from the tutorial's repository
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -82,7 +82,7 @@ def validate(cfg: DatasetConfig) -> None:
         raise UserError(f"dataset.name={cfg.name!r} is not one of {', '.join(DATASET_NAMES)}.")
     if cfg.vocab_size < MIN_VOCAB_SIZE:
         raise UserError(
-            f"vocab_size={cfg.vocab_size} is too small: it must be at least {MIN_VOCAB_SIZE} "
+            f"dataset.vocab_size={cfg.vocab_size} is too small: it must be at least {MIN_VOCAB_SIZE} "
             "(sentence start, sentence end, unknown and one word)."
         )
     for key in ("valid_fraction", "test_fraction"):
@@ -104,8 +104,8 @@ def validate(cfg: DatasetConfig) -> None:
         raise UserError(f"dataset.level={cfg.level!r} must be word or char.")
     if cfg.mode not in ("sentence", "stream"):
         raise UserError(f"dataset.mode={cfg.mode!r} must be sentence or stream.")
-    if cfg.segment_length < 1:
-        raise UserError(f"dataset.segment_length={cfg.segment_length} must be at least 1.")
+    if cfg.stream_sequence_length < 1:
+        raise UserError(f"dataset.stream_sequence_length={cfg.stream_sequence_length} must be at least 1.")
     if cfg.name == "synthetic":
         validate_synthetic(cfg.synthetic)
 

@@ -1,4 +1,4 @@
-"""A composed config becomes a `RunConfig` here, once: aliases dropped, `auto` settled, every value checked.
+"""A composed config becomes a `RunConfig` here, once: Hydra's own node dropped, `auto` settled, every value checked.
 
 Every impossible value is a UserError naming the knob and what it must be, raised before any work
 starts. The checks live only here; the engine and the trainer trust what they are given.
@@ -16,7 +16,6 @@ from omegaconf.errors import OmegaConfBaseException
 from rnnexp.config.dataset import DatasetConfig
 from rnnexp.config.dataset import validate as validate_dataset
 from rnnexp.config.schema import (
-    ALIASES,
     CACHE_DEFAULTS,
     CELLS,
     DTYPES,
@@ -37,6 +36,7 @@ from rnnexp.config.schema import (
 from rnnexp.errors import UserError
 
 HYDRA_KEYS = ("hydra",)
+RATE_ON_TRIGGER = ("halve_on_rise", "newbob", "plateau")  # the schedules that read the old `schedule.factor`
 
 
 def _require(ok: bool, message: str) -> None:
@@ -52,12 +52,30 @@ def resolve(cfg: DictConfig | dict[str, Any]) -> RunConfig:
     """The composed config (or a saved one, plain data) as a validated `RunConfig`."""
     try:
         plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-        tree = {key: value for key, value in cast(dict, plain).items() if key not in (*ALIASES, *HYDRA_KEYS)}
+        tree = upgrade_saved({key: value for key, value in cast(dict, plain).items() if key not in HYDRA_KEYS})
         run = cast(RunConfig, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), tree)))
     except OmegaConfBaseException as err:
         raise UserError(f"bad config: {str(err).splitlines()[0]}.") from None
     validate(run)
     return run
+
+
+def upgrade_saved(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config saved before a knob's rename, with today's names, so that older runs still load and resume.
+
+    `schedule.factor` became `schedule.gamma` (the schedules that read it decayed by it); `dataset.segment_length`
+    became `dataset.stream_sequence_length`. A config with neither comes back unchanged.
+    """
+    schedule, dataset = dict(tree.get("schedule") or {}), dict(tree.get("dataset") or {})
+    if "factor" not in schedule and "segment_length" not in dataset:
+        return tree
+    if "factor" in schedule:
+        factor = schedule.pop("factor")
+        if schedule.get("name") in RATE_ON_TRIGGER:
+            schedule["gamma"] = factor
+    if "segment_length" in dataset:
+        dataset["stream_sequence_length"] = dataset.pop("segment_length")
+    return {**tree, "schedule": schedule, "dataset": dataset}
 
 
 def as_tree(run: RunConfig) -> dict[str, Any]:
@@ -67,10 +85,12 @@ def as_tree(run: RunConfig) -> dict[str, Any]:
 
 def validate(run: RunConfig) -> None:
     """Check every knob, and settle `eval.protocol=auto` for this dataset and truncation."""
+    # a run goes back at least one step; the engine alone also takes window depth 0 (no recurrent gradient)
+    _require(run.model.bptt_truncate >= 1, f"model.bptt_truncate must be >= 1, got {run.model.bptt_truncate}.")
     validate_model(run.model)
     optim, train = run.optim, run.train
     _one_of(optim.name, OPTIMIZERS, "optim.name")
-    _require(math.isfinite(optim.lr) and optim.lr > 0, f"lr must be a finite number > 0, got {optim.lr}.")
+    _require(math.isfinite(optim.lr) and optim.lr > 0, f"optim.lr must be a finite number > 0, got {optim.lr}.")
     validate_ranges(run)
     _require(
         optim.clip_norm is None or optim.clip_norm > 0, f"optim.clip_norm must be > 0 or null, got {optim.clip_norm}."
@@ -79,8 +99,8 @@ def validate(run: RunConfig) -> None:
         optim.average_from_epoch is None or optim.average_from_epoch >= 0,
         f"optim.average_from_epoch must be >= 0 or null, got {optim.average_from_epoch}.",
     )
-    _require(train.epochs >= 1, f"epochs must be >= 1, got {train.epochs}.")
-    _require(train.batch_size >= 1, f"batch_size must be >= 1, got {train.batch_size}.")
+    _require(train.epochs >= 1, f"train.epochs must be >= 1, got {train.epochs}.")
+    _require(train.batch_size >= 1, f"train.batch_size must be >= 1, got {train.batch_size}.")
     _require(train.reduction in ("mean", "sum"), f"train.reduction must be mean or sum, got {train.reduction!r}.")
     _require(
         train.patience is None or train.patience >= 1, f"train.patience must be >= 1 or null, got {train.patience}."
@@ -99,13 +119,18 @@ def validate(run: RunConfig) -> None:
     run.baseline.enabled = settle_baseline(run.baseline, run.dataset)
 
 
-def validate_model(model: ModelConfig) -> None:
-    _one_of(model.cell, CELLS, "model.cell")
-    _one_of(model.truncation, TRUNCATIONS, "truncation")
+def validate_model(model: ModelConfig, vocab_size: int | None = None) -> None:
+    """Every check of a model's config (and of the vocabulary size, when known): `engine.build_model` runs it too."""
+    _one_of(model.cell, tuple(CELLS), "model.cell")
+    _one_of(model.truncation, TRUNCATIONS, "model.truncation")
     _one_of(model.dtype, DTYPES, "model.dtype")
     _one_of(model.output, OUTPUTS, "model.output")
-    _require(model.hidden_dim >= 1, f"hidden_dim must be >= 1, got {model.hidden_dim}.")
-    _require(model.bptt_truncate >= 1, f"bptt_truncate must be >= 1, got {model.bptt_truncate}.")
+    _require(model.hidden_dim >= 1, f"model.hidden_dim must be >= 1, got {model.hidden_dim}.")
+    _require(
+        model.bptt_truncate >= (1 if model.truncation == "chunk" else 0),
+        f"model.bptt_truncate must be >= 0 (>= 1 in chunk mode), got {model.bptt_truncate}.",
+    )
+    _require(vocab_size is None or vocab_size >= 2, f"vocab_size must be >= 2, got {vocab_size}.")
     _require(model.layers >= 1, f"model.layers must be >= 1, got {model.layers}.")
     _require(
         model.embedding_dim is None or model.embedding_dim >= 1,
@@ -140,10 +165,7 @@ def validate_model(model: ModelConfig) -> None:
 
 def validate_schedule(cfg: ScheduleConfig) -> None:
     _require(cfg.name in SCHEDULES, f"unknown schedule {cfg.name!r}: choose one of {', '.join(SCHEDULES)}.")
-    _require(
-        0 < cfg.factor <= 1 and 0 < cfg.gamma <= 1,
-        f"schedule factor and gamma must lie in (0, 1], got {cfg.factor} and {cfg.gamma}.",
-    )
+    _require(0 < cfg.gamma <= 1, f"schedule.gamma must lie in (0, 1], got {cfg.gamma}.")
     _require(
         cfg.evaluate_loss_after >= 1 and cfg.step_epochs >= 1,
         "schedule evaluate_loss_after and step_epochs must be >= 1.",
@@ -200,12 +222,12 @@ def settle_protocol(cfg: EvalConfig, run: RunConfig) -> str:
     _require(
         cfg.protocol != "stateful" or stream,
         "eval.protocol=stateful needs stream data, but this model trains on sentences from a zero state: "
-        "use eval.protocol=sentence (or auto), or train with truncation=chunk.",
+        "use eval.protocol=sentence (or auto), or train with model.truncation=chunk.",
     )
     _require(
         cfg.protocol != "sentence" or run.model.truncation != "chunk",
         "eval.protocol=sentence scores from a zero state a model trained with its state carried "
-        "(truncation=chunk): use eval.protocol=stateful (or auto).",
+        "(model.truncation=chunk): use eval.protocol=stateful (or auto).",
     )
     return cfg.protocol
 
@@ -258,8 +280,6 @@ def validate_ranges(run: RunConfig) -> None:
     check_memory(run, vocab_size=None)
 
 
-# Per gate set, the matrices a cell holds: the tutorial's RNN one, a GRU three, an LSTM four.
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 # Copies of the parameters besides themselves: their gradients and the best ones so far, plus the
 # optimiser's state (Adam keeps two moments, the others one velocity or running mean, SGD none).
 OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
@@ -268,7 +288,7 @@ OPTIMIZER_COPIES = {"sgd": 0, "momentum": 1, "adagrad": 1, "rmsprop": 1, "adam":
 def memory_estimate(run: RunConfig, vocab_size: int) -> int:
     """Bytes a run needs at least: parameters, gradients, best copy, optimiser state, one batch's activations."""
     model = run.model
-    hidden, gates = model.hidden_dim, GATES[model.cell]
+    hidden, gates = model.hidden_dim, CELLS[model.cell]
     if model.cell == "rnn":  # the tutorial's U (H×V), W (H×H) and V (V×H), no biases
         params = 2 * hidden * vocab_size + hidden * hidden
     else:  # an embedding, the gates of each layer over its input and state (with biases), an output layer
@@ -292,9 +312,10 @@ def check_memory(run: RunConfig, vocab_size: int | None) -> None:
     words = f"{vocab_size} words" if vocab_size else "before its vocabulary"
     _require(
         needed <= total,
-        f"this model needs at least {needed / 2**30:,.1f} GiB (hidden_dim={run.model.hidden_dim}, "
+        f"this model needs at least {needed / 2**30:,.1f} GiB (model.hidden_dim={run.model.hidden_dim}, "
         f"{run.model.layers} layer(s), {words}, {run.model.cell}, {run.model.dtype}), more than this "
-        f"machine's {total / 2**30:,.1f} GiB of memory: choose a smaller hidden_dim, vocab_size or batch_size.",
+        f"machine's {total / 2**30:,.1f} GiB of memory: choose a smaller model.hidden_dim, dataset.vocab_size or "
+        "train.batch_size.",
     )
 
 

@@ -1,8 +1,8 @@
 """The typed schema of every config node, with the choices each knob allows.
 
 This is the bottom layer: the engine, the data pipeline and the trainer read their knobs from these
-dataclasses, and nothing here imports them. Hydra composes `conf/` into `ComposedRun` (registered
-as `run_schema`); `rnnexp.config.resolve` turns that into a validated `RunConfig`, once per run.
+dataclasses, and nothing here imports them. Hydra composes `conf/` into `RunConfig` (registered
+as `run_schema`); `rnnexp.config.resolve` validates it, once per run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ from omegaconf import MISSING
 
 from rnnexp.config.dataset import DatasetConfig
 
-CELLS = ("rnn", "gru", "lstm")
+# The one list of cells: name -> blocks of hidden_dim rows in a layer's weights (the memory estimate's
+# count). `rnn` is the tutorial's model (engine/rnn.py); every other name is a gated cell whose class
+# `rnnexp.engine.cells.<name>.CELL` the engine loads by this name (config cannot import the engine).
+CELLS = {"rnn": 1, "gru": 3, "lstm": 4}
 TRUNCATIONS = ("window", "chunk", "full")
 DTYPES = ("float32", "float64")
 OUTPUTS = ("softmax", "class")
@@ -35,7 +38,7 @@ CACHE_DEFAULTS: dict[str, Any] = {"size": 500, "theta": 0.3, "lambda": 0.1}
 class ModelConfig:
     """The network. The defaults are the tutorial's tanh RNN: no biases, no embedding layer."""
 
-    cell: str = "rnn"  # rnn (the tutorial's) | gru | lstm
+    cell: str = "rnn"  # a name in CELLS: rnn (the tutorial's) | gru | lstm
     hidden_dim: int = MISSING
     bptt_truncate: int = MISSING
     truncation: str = MISSING  # window (the tutorial's), chunk or full
@@ -48,6 +51,7 @@ class ModelConfig:
     tie_weights: bool = False  # gated cells: the output matrix is the embedding (needs embedding_dim = hidden_dim)
     output: str = "softmax"  # softmax | class (Mikolov's class-based softmax)
     classes: int | None = None  # output=class: frequency classes, null means round(sqrt(V))
+    output_bias: bool = False  # a bias on the output logits, as word_language_model's decoder has
     # null: each cell's own initialisation; r: every parameter, biases included, uniform in ±r
     # (Zaremba et al.'s code), so forget_bias is then unused
     init_range: float | None = None
@@ -76,12 +80,12 @@ class ScheduleConfig:
     """Which schedule, and its knobs (each schedule reads only its own)."""
 
     name: str = "constant"
-    factor: float = 0.5  # halve_on_rise, newbob, plateau: multiply the rate by this at each trigger
+    # every decaying schedule multiplies the rate by this at each decay (an epoch, a step or a loss check)
+    gamma: float = 0.5
     evaluate_loss_after: int = 1  # halve_on_rise: epochs between loss checks (the tutorial's knob)
     monitor: str = "train"  # which loss the history holds: train (the tutorial) or valid
     min_improvement: float = 1.003  # newbob: start decaying once loss_prev / loss_new < this
     step_epochs: int = 10  # step: decay every this many epochs
-    gamma: float = 0.5  # step, exponential, hold_then_decay: decay factor per step / per epoch
     hold_epochs: int = 4  # hold_then_decay: epochs at the full rate before decaying (Zaremba et al.)
 
 
@@ -109,12 +113,18 @@ class EvalConfig:
 
 
 @dataclass
-class KneserNeyConfig:
+class KneserNeyModels:
+    """Which interpolated Kneser–Ney models: a run's baseline and `python -m rnnexp.ngram` alike."""
+
+    orders: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
+    modified: bool = True  # Chen & Goodman's three discounts per order; false: one discount per order
+
+
+@dataclass
+class KneserNeyConfig(KneserNeyModels):
     """The n-gram baseline logged beside word-level runs on real data (`kn<order>_val_ppl`, ...)."""
 
     enabled: bool | None = None  # null: on for word-level real data (ptb, reddit, text at word level)
-    orders: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
-    modified: bool = True  # Chen & Goodman's three discounts per order; false: one discount per order
 
 
 @dataclass
@@ -147,32 +157,6 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: KneserNeyConfig = field(default_factory=KneserNeyConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
-
-
-# Command-line shortcuts: `hidden_dim=50,100 -m` sweeps `model.hidden_dim`. Each exists only while
-# Hydra composes; `resolve` drops it, so a run logs and saves every knob under its one real name.
-ALIASES = {
-    "hidden_dim": "model.hidden_dim",
-    "bptt_truncate": "model.bptt_truncate",
-    "truncation": "model.truncation",
-    "vocab_size": "dataset.vocab_size",
-    "lr": "optim.lr",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-}
-
-
-@dataclass
-class ComposedRun(RunConfig):
-    """What Hydra composes: the run config plus the shortcuts the groups interpolate."""
-
-    hidden_dim: int = MISSING
-    bptt_truncate: int = MISSING
-    truncation: str = MISSING
-    vocab_size: int = MISSING
-    lr: float = MISSING
-    epochs: int = MISSING
-    batch_size: int = MISSING
 
 
 @dataclass
@@ -210,6 +194,14 @@ class DynamicConfig:
 
 
 @dataclass
+class OtherDatasetConfig(DatasetConfig):
+    """Other data a trained run is scored on: its words are mapped onto the run's vocabulary afterwards,
+    so by default it keeps them all (up to 100,000) rather than a run's default 256."""
+
+    vocab_size: int = 100_000
+
+
+@dataclass
 class EvaluateConfig:
     """`python -m rnnexp.evaluate run_id=... split=test` (and `dataset=...` to score other data)."""
 
@@ -219,46 +211,40 @@ class EvaluateConfig:
     checkpoint_dir: str = "checkpoints"
     protocol: str | None = None  # null: the run's; or stateful, sentence, cache, dynamic
     tracking_uri: str | None = None
-    dataset: DatasetConfig | None = None  # null: the dataset the run trained on
-    vocab_size: int = 100_000  # another dataset's words kept before mapping to the run's vocabulary
+    dataset: OtherDatasetConfig | None = None  # null: the dataset the run trained on
     cache: dict[str, Any] = field(default_factory=lambda: dict(CACHE_DEFAULTS))  # protocol=cache: size, theta, lambda
     dynamic: DynamicConfig = field(default_factory=DynamicConfig)  # protocol=dynamic
 
 
 @dataclass
-class GradcheckConfig:
-    """`python -m rnnexp.gradcheck model=lstm truncation=chunk`: a tiny model, central differences."""
+class CheckGradientsConfig:
+    """`python -m rnnexp.check_gradients model=lstm model.truncation=chunk`: a tiny model, central differences."""
 
-    vocab_size: int = 12
-    hidden_dim: int = 5
-    bptt_truncate: int = 3
-    truncation: str = "window"
+    vocab_size: int = 12  # the random sequence's token range (there is no corpus)
     seq_len: int = 9
     batch: int = 2
     seed: int = 0
     eps: float = 1e-5
     tolerance: float = 1e-6
-    model: ModelConfig = field(default_factory=ModelConfig)  # composed from conf/model/, always run in float64
+    # composed from conf/model/, its sizes from conf/check_gradients.yaml; always run in float64
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 @dataclass
-class BaselineConfig:
-    """`python -m rnnexp.baseline dataset=ptb`: Kneser–Ney perplexities of orders 1–5."""
+class NgramConfig(KneserNeyModels):
+    """`python -m rnnexp.ngram dataset=ptb`: Kneser–Ney perplexities of orders 1–5."""
 
-    orders: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
-    modified: bool = True
     protocol: str = "stateful"  # stateful (one stream) or sentence (each line on its own)
     seed: int = 0
-    vocab_size: int = 10_000  # what the dataset group interpolates
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    dataset: DatasetConfig = field(default_factory=lambda: DatasetConfig(vocab_size=10_000))  # PTB's vocabulary
 
 
-RUNS_ACTIONS = ("list", "mark_killed", "repair_store")
+REPAIR_ACTIONS = ("list", "mark_killed", "repair_store")
 
 
 @dataclass
-class RunsConfig:
-    """`python -m rnnexp.runs action=list|mark_killed|repair_store`: runs left RUNNING by a process that is gone."""
+class RepairConfig:
+    """`python -m rnnexp.repair action=list|mark_killed|repair_store`: runs left RUNNING by a process that is gone."""
 
     action: str = "list"
     tracking_uri: str | None = None

@@ -8,7 +8,7 @@ else `../shared/data` beside the project. Each file is checked against the bench
 different file is read with a warning, and the corpus says it is not the standard benchmark.
 
 Sentence mode: each line is [<eos>, words..., <eos>] (the `<eos>` before it starts it, as in the
-usual stream). Stream mode: the stream cut into segments of `segment_length` targets that overlap
+usual stream). Stream mode: the stream cut into sequences of `stream_sequence_length` targets that overlap
 by one token, so every token is predicted exactly once either way; `stream()` gives the usual
 `w w <eos> w w <eos> ...` sequence (led by one `<eos>`) in both modes.
 """
@@ -140,7 +140,7 @@ def prepare(cfg: DatasetConfig, sources: dict[str, Path]) -> Prepared:
     splits = {}
     for split, lines in sentences.items():
         encoded = Split([vocab.encode(line) for line in lines], shared_boundary=True)
-        splits[split] = segments(encoded.stream(), cfg.segment_length) if cfg.mode == "stream" else encoded
+        splits[split] = segments(encoded.stream(), cfg.stream_sequence_length) if cfg.mode == "stream" else encoded
     benchmark, differences = benchmark_check(cfg, sources, len(vocab))
     stats = {
         "unique_tokens": report.unique_tokens,

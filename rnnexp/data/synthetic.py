@@ -215,9 +215,9 @@ def make_language(vocab_size: int, cfg: SyntheticConfig, rng: np.random.Generato
     n_classes = cfg.n_classes
     if n_regular < n_classes:
         raise UserError(
-            f"vocab_size={vocab_size} leaves {n_regular} ordinary words for the synthetic "
+            f"dataset.vocab_size={vocab_size} leaves {n_regular} ordinary words for the synthetic "
             f"language's {n_classes} classes (after 2 boundary tokens and {2 * n_keys} key/echo "
-            "words); raise vocab_size or lower dataset.synthetic.n_classes."
+            "words); raise dataset.vocab_size or lower dataset.synthetic.n_classes."
         )
     words = [SENTENCE_START, SENTENCE_END, *pseudo_words(vocab_size - 2, rng)]
     first_regular = 2 + 2 * n_keys

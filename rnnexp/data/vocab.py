@@ -153,7 +153,7 @@ def build_vocabulary(
     clamp_warning = None
     if wanted > len(ranked):
         clamp_warning = (
-            f"vocab_size={vocab_size} is more than the {len(ranked)} distinct training tokens "
+            f"dataset.vocab_size={vocab_size} is more than the {len(ranked)} distinct training tokens "
             f"plus {unknown}: using {len(ranked) + 1} ({vocab_size - len(ranked) - 1} fewer)."
         )
         wanted = len(ranked)

@@ -5,9 +5,10 @@ objective it really differentiates, written plainly as a forward pass:
 - full: the loss;
 - window: output t sees only steps t-k..t; the state before them is a constant of the base model;
 - chunk: each chunk starts from the carried state of the base model, a constant.
-For the gated cells the forward pass is the gate-by-gate reference of `rnnexp.engine.gates` and
-the state is the whole carried state (every layer's h and c); the class output (`model.output=class`)
-scores the top layer's h through its normalised log-probabilities. `python -m rnnexp.gradcheck` runs
+For the gated cells the forward pass is the gate-by-gate reference of `rnnexp.engine.reference.gated`
+(or, for a cell without one, the `forward` its caller writes plainly), and the state is the whole
+carried state (every layer's h and c); the class output (`model.output=class`) scores the top
+layer's h through its normalised log-probabilities. `python -m rnnexp.check_gradients` runs
 it from the command line.
 """
 
@@ -17,10 +18,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rnnexp.engine.class_output import ClassOutput
 from rnnexp.engine.gated import GatedLM
-from rnnexp.engine.gates import GateLM
-from rnnexp.engine.rnn import RNNLM
+from rnnexp.engine.model import LanguageModel
+from rnnexp.engine.outputs import ClassOutput
+from rnnexp.engine.reference.gated import GateByGateLM
 from rnnexp.errors import UserError
 
 
@@ -36,7 +37,11 @@ def _run(params: dict, h: np.ndarray, words) -> np.ndarray:
     return h
 
 
-def _class_nll(model: RNNLM | GatedLM, params: dict) -> Callable[[np.ndarray, int], float] | None:
+# params -> (run(state, words) -> state, nll(state, target)): a model's function written plainly
+Forward = Callable[[dict], tuple[Callable, Callable]]
+
+
+def _class_nll(model: LanguageModel, params: dict) -> Callable[[np.ndarray, int], float] | None:
     """-log P(target | top h) through the model's class output with `params`; None for the full softmax."""
     if not isinstance(model.output, ClassOutput):
         return None
@@ -45,23 +50,26 @@ def _class_nll(model: RNNLM | GatedLM, params: dict) -> Callable[[np.ndarray, in
     return lambda top, target: float(-layer.logits(top)[target])  # normalised log-probabilities
 
 
-def _forward(model: RNNLM | GatedLM, params: dict) -> tuple[Callable, Callable]:
+def _forward(model: LanguageModel, params: dict) -> tuple[Callable, Callable]:
     """(run(state, words) -> state, nll(state, target)) of the model's function with `params`."""
     class_nll = _class_nll(model, params)
     if isinstance(model, GatedLM):
-        reference = GateLM.like(model, params)
+        reference = GateByGateLM.like(model, params)
         if class_nll is None:
             return reference.run, reference.nll
         return reference.run, lambda state, y: class_nll(reference.split_state(state)[-1][0], y)
     return (lambda h, words: _run(params, h, words)), class_nll or (lambda s, y: _nll(params, s, y))
 
 
-def truncated_objective(model: RNNLM | GatedLM, params: dict, x: np.ndarray, y: np.ndarray) -> float:
-    """Mean NLL of one sequence as the model's truncation mode defines it (see module doc)."""
+def truncated_objective(
+    model: LanguageModel, params: dict, x: np.ndarray, y: np.ndarray, forward: Forward | None = None
+) -> float:
+    """Mean NLL of one sequence as the model's truncation mode defines it (see module doc); `forward`
+    writes the model's function plainly where the engine has no reference of it."""
     k, T = model.bptt_truncate, len(x)
-    run, nll = _forward(model, params)
-    run_base, _ = _forward(model, model.params)
-    zero = np.zeros(getattr(model, "state_size", model.H))
+    run, nll = forward(params) if forward is not None else _forward(model, params)
+    run_base, _ = forward(model.params) if forward is not None else _forward(model, model.params)
+    zero = np.zeros(model.state_size)
     if model.truncation == "full":
         states = []
         h = zero
@@ -89,7 +97,7 @@ def truncated_objective(model: RNNLM | GatedLM, params: dict, x: np.ndarray, y: 
     return total / T
 
 
-def engine_gradients(model: RNNLM | GatedLM, x: np.ndarray, y: np.ndarray) -> dict:
+def engine_gradients(model: LanguageModel, x: np.ndarray, y: np.ndarray) -> dict:
     """The engine's gradient of the same objective; chunk mode feeds chunks with the carried state."""
     if model.truncation != "chunk":
         return model.loss_and_grads(x, y)[1]
@@ -98,13 +106,16 @@ def engine_gradients(model: RNNLM | GatedLM, x: np.ndarray, y: np.ndarray) -> di
     for c0 in range(0, len(x), k):
         step = model.backprop(x[c0 : c0 + k], y[c0 : c0 + k], h0=h, reduction="sum")
         for name in total:
-            total[name] += step.grads[name] / len(x)
+            grad = step.grads[name]
+            assert isinstance(grad, np.ndarray)  # dense: no sparse_u
+            total[name] += grad / len(x)
         h = step.h_last
     return total
 
 
-def relative_errors(model: RNNLM | GatedLM, x, y, eps: float = 1e-5) -> dict[str, float]:
-    """max |analytic - numeric| / max(|analytic|, |numeric|) over the entries of each parameter."""
+def relative_errors(model: LanguageModel, x, y, eps: float = 1e-5, forward: Forward | None = None) -> dict[str, float]:
+    """max |analytic - numeric| / max(|analytic|, |numeric|) over the entries of each parameter; `forward`
+    as in `truncated_objective`."""
     if model.dtype != np.float64:
         raise UserError("the gradient check needs dtype=float64: float32 cannot resolve central differences.")
     if getattr(model, "dropout", 0.0):
@@ -118,9 +129,9 @@ def relative_errors(model: RNNLM | GatedLM, x, y, eps: float = 1e-5) -> dict[str
         for idx in np.ndindex(p.shape):
             old = trial[name][idx]
             trial[name][idx] = old + eps
-            up = truncated_objective(model, trial, x, y)
+            up = truncated_objective(model, trial, x, y, forward)
             trial[name][idx] = old - eps
-            down = truncated_objective(model, trial, x, y)
+            down = truncated_objective(model, trial, x, y, forward)
             trial[name][idx] = old
             numeric[idx] = (up - down) / (2 * eps)
         scale = max(np.abs(analytic[name]).max(), np.abs(numeric).max(), 1e-12)

@@ -28,7 +28,7 @@ def halvings(cfg: ScheduleConfig, losses: Sequence[float]) -> int:
 def learning_rate(cfg: ScheduleConfig, base_lr: float, epoch: float, losses: Sequence[float] = ()) -> float:
     """The rate at `epoch` (fractional progress), given the monitored losses checked so far."""
     if cfg.name in ("halve_on_rise", "newbob", "plateau"):
-        return base_lr * cfg.factor ** halvings(cfg, losses)
+        return base_lr * cfg.gamma ** halvings(cfg, losses)
     if cfg.name == "step":
         return base_lr * cfg.gamma ** math.floor(epoch / cfg.step_epochs)
     if cfg.name == "exponential":

@@ -21,7 +21,6 @@ from mlflow.entities import Run
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-from rnnexp.config.schema import ALIASES
 from rnnexp.tracking.figures import validation_curves
 from rnnexp.tracking.logger import FAILURE_TAG, OVERRIDES_TAG, RunLogger
 from rnnexp.tracking.tables import csv_table, markdown_table
@@ -82,11 +81,10 @@ def ranked(runs: Sequence[Run], curves: Mapping[str, Sequence[float]]) -> list[R
 
 
 def swept_values(runs: Sequence[Run]) -> tuple[list[str], list[dict[str, str]]]:
-    """The swept axes (overrides whose values differ between runs) under their param names
-    (`lr` is `optim.lr`), and each run's values."""
+    """The swept axes (overrides whose values differ between runs), and each run's values."""
     values = [
         {
-            ALIASES.get(key, key): value
+            key: value
             for key, value in (o.split("=", 1) for o in run.data.tags.get(OVERRIDES_TAG, "").split() if "=" in o)
         }
         for run in runs

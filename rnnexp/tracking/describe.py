@@ -2,7 +2,7 @@
 its config and vocabulary.
 
 The name and the description's command line come from the overrides the run was started with, the
-way the researcher typed them: `model.cell=lstm hidden_dim=200 lr=20` is the run `lstm h200 lr20`.
+way the researcher typed them: `model.cell=lstm model.hidden_dim=200 optim.lr=20` is the run `lstm h200 lr20`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ BY_VALUE = (
     "schedule",
     "experiment",
     "model.cell",
-    "truncation",
     "model.truncation",
     "optim.name",
     "schedule.name",

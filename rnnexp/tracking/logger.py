@@ -1,4 +1,4 @@
-"""One MLflow run's logging: buffered metrics, params, tags, artifacts, its owner and its final status.
+"""One MLflow run's logging: buffered metrics, params, tags, artifacts, its heartbeat and its end.
 
 Everything goes through `MlflowClient` with explicit run ids (no fluent global "active run"), so
 a process can own a sweep's parent run and a job's run at once. Metrics are buffered and sent with
@@ -8,19 +8,15 @@ A tracking server that stops answering never stops training: requests fail withi
 (store.HTTP_DEFAULTS), one warning line says so, metrics stay buffered (and in every checkpoint)
 and artifacts wait in a local spool folder, and all of it is sent when the server answers again.
 
-Each run names its owner (host, pid and the process's start time) in tags and refreshes a
-heartbeat tag, so that `is_alive` can tell a running run from one whose process is gone.
+Opening and closing a run is tracking.lifecycle; who owns it (the heartbeat's tag) is tracking.owner.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -30,19 +26,16 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from mlflow import MlflowClient
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from rnnexp.errors import UserError
-from rnnexp.tracking.store import answers, experiment_id, server_unreachable, store_fault
+from rnnexp.tracking.owner import HEARTBEAT_EVERY_S, HEARTBEAT_TAG
+from rnnexp.tracking.store import answers, server_unreachable
 
 FAILURE_TAG = "failure_reason"
 OVERRIDES_TAG = "overrides"
-HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = "owner.host", "owner.pid", "owner.pid_start", "owner.heartbeat"
-HEARTBEAT_EVERY_S = 30.0
-STALE_AFTER_S = 180.0  # a run on another host without a heartbeat for this long has lost its process
 RETRY_EVERY_S = 5.0  # while the server is away: seconds between health checks
 FINAL_WAIT_S = 15.0  # at the end of a run: how long to wait for a server that is away
 # A request to a tracking server still unanswered after this long is said at once: a frozen server
@@ -337,163 +330,3 @@ class RunLogger:
                 self.client.set_terminated(self.run_id, status)
             if self._spool is not None:
                 shutil.rmtree(self._spool, ignore_errors=True)
-
-
-def owner_tags() -> dict[str, str]:
-    """Who runs a run: this host, this process and its start time (pids are reused), a first heartbeat."""
-    return {
-        HOST_TAG: socket.gethostname(),
-        PID_TAG: str(os.getpid()),
-        PID_START_TAG: process_start(os.getpid()),
-        HEARTBEAT_TAG: str(int(time.time())),
-    }
-
-
-def process_start(pid: int) -> str:
-    """The process's start time in clock ticks after boot ('' where /proc cannot tell), and 'zombie' for one
-    that has exited but not been reaped."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return ""
-    return "zombie" if fields[0] in ("Z", "X") else fields[19]
-
-
-def pid_alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        pass
-    now = process_start(pid)
-    return now != "zombie" and (not start or not now or now == start)
-
-
-def is_alive(run: Run, now: float | None = None) -> bool:
-    """Whether a RUNNING run's process still runs: by its pid on this host, by its heartbeat elsewhere."""
-    if run.info.status != "RUNNING":
-        return False
-    tags = run.data.tags
-    if tags.get(HOST_TAG) == socket.gethostname() and tags.get(PID_TAG, "").isdigit():
-        return pid_alive(int(tags[PID_TAG]), tags.get(PID_START_TAG))
-    beat = tags.get(HEARTBEAT_TAG)
-    last = float(beat) if beat else run.info.start_time / 1000
-    return (now or time.time()) - last < STALE_AFTER_S
-
-
-def owned_here(run: Run) -> bool:
-    tags = run.data.tags
-    return tags.get(HOST_TAG) == socket.gethostname() and tags.get(PID_TAG) == str(os.getpid())
-
-
-def owner(run: Run) -> str:
-    """Where a run runs, for messages: 'pid 123 on host h, last heartbeat 12 s ago'."""
-    tags = run.data.tags
-    beat = tags.get(HEARTBEAT_TAG)
-    ago = f", last heartbeat {time.time() - float(beat):.0f} s ago" if beat else ""
-    return f"pid {tags.get(PID_TAG, '?')} on host {tags.get(HOST_TAG, '?')}{ago}"
-
-
-def create_run(
-    client: MlflowClient, experiment: str, name: str | None, parent_run_id: str | None, tags: Mapping[str, str]
-) -> RunLogger:
-    all_tags = dict(tags)
-    if parent_run_id:
-        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    run = client.create_run(experiment_id(client, experiment), run_name=name, tags={**all_tags, **owner_tags()})
-    return _started(RunLogger(client, run.info.run_id))
-
-
-def _started(run: RunLogger) -> RunLogger:
-    """A run whose artifacts can be written, with its heartbeat going; else FAILED with the reason."""
-    try:
-        run.check_artifacts_writable()
-    except UserError as err:
-        run.end("FAILED", str(err))
-        raise
-    run.start_heartbeat()
-    return run
-
-
-def get_run(client: MlflowClient, run_id: str) -> Run:
-    try:
-        return client.get_run(run_id)
-    except MlflowException:
-        raise UserError(
-            f"no MLflow run {run_id!r} in the store {client.tracking_uri}: check the run id and tracking_uri."
-        ) from None
-
-
-def reopen_run(client: MlflowClient, run_id: str) -> RunLogger:
-    """A logger for an existing run, that skips the metric steps the store already holds.
-
-    A run whose process still runs is refused: both would log into it. The reopened run is this
-    process's, RUNNING, without the failure reason of its last end.
-    """
-    run = get_run(client, run_id)
-    if is_alive(run) and not owned_here(run):
-        raise UserError(
-            f"run {run_id} is still running ({owner(run)}): stop that process first (Ctrl-C, or kill its "
-            "pid), since two processes logging into one run would duplicate its metrics."
-        )
-    logged = {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in run.data.metrics}
-    client.update_run(run_id, status="RUNNING")
-    if FAILURE_TAG in run.data.tags:
-        with contextlib.suppress(MlflowException):  # gone already: another resume of it got there first
-            client.delete_tag(run_id, FAILURE_TAG)
-    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in owner_tags().items()])
-    return _started(RunLogger(client, run_id, already_logged=logged))
-
-
-@contextmanager
-def run_status(run: RunLogger) -> Iterator[RunLogger]:
-    """Close the run as FINISHED, FAILED with the reason, or KILLED on Ctrl-C, whatever happens inside."""
-    try:
-        yield run
-    except KeyboardInterrupt as err:
-        end_after_failure(
-            run, "KILLED", str(err) or f"interrupted; continue from its last checkpoint with resume={run.run_id}"
-        )
-        raise
-    except UserError as err:
-        end_after_failure(run, "FAILED", str(err))
-        raise
-    except BaseException as err:
-        cause = store_fault(err)
-        if cause is None:
-            end_after_failure(run, "FAILED", f"internal error: {type(err).__name__}: {err}")
-            raise
-        reason = store_fault_message(run.run_id, cause)
-        end_after_failure(run, "FAILED", reason)
-        raise UserError(reason) from None
-    try:
-        run.end("FINISHED")
-    except MlflowException as err:
-        cause = store_fault(err)
-        if cause is None:
-            raise
-        raise UserError(store_fault_message(run.run_id, cause)) from None
-
-
-def store_fault_message(run_id: str, cause: str) -> str:
-    return (
-        f"the MLflow store stopped recording run {run_id} ({cause}): fix that, then resume={run_id} continues "
-        "it from its last checkpoint."
-    )
-
-
-def end_after_failure(run: RunLogger, status: str, reason: str) -> None:
-    """Close a run that failed; a store that cannot record even that is said in one log line, so that
-    the failure's own sentence stays the one the user reads (`python -m rnnexp.runs` lists the run)."""
-    try:
-        run.end(status, reason)
-    except UserError:  # the server went away: that sentence says where the run stands
-        raise
-    except Exception as err:  # noqa: BLE001 - whatever the store raised, the failure's own sentence goes first
-        log.warning(
-            "could not mark run %s %s in the MLflow store (%s)",
-            run.run_id,
-            status,
-            store_fault(err) or type(err).__name__,
-        )

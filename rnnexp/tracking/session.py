@@ -28,7 +28,7 @@ from rnnexp.engine import build_model
 from rnnexp.errors import UserError
 from rnnexp.tracking import pyfunc_model, trained
 from rnnexp.tracking.describe import command_overrides, describe, single_run_name
-from rnnexp.tracking.logger import create_run, get_run, reopen_run, run_status
+from rnnexp.tracking.lifecycle import create_run, get_run, reopen_run, run_status
 from rnnexp.tracking.store import connect, resolve_tracking_uri
 from rnnexp.tracking.system_metrics import system_metrics
 from rnnexp.training import checkpoint
@@ -45,16 +45,18 @@ def train(
     tags: Mapping[str, str] | None = None,
     eval_hooks: Sequence[EvalHook] = (),
     stop: StopSignals | None = None,
+    client: MlflowClient | None = None,
 ) -> float:
     """Train one run as `cfg` says (or continue the one `cfg.resume` names); return the best validation loss.
 
     A resumed run continues from its last checkpoint, or, killed before its first, starts again
-    from step 0 in the same run; a run whose process still runs is refused (logger.reopen_run).
-    `stop` is how a caller other than a signal asks training to stop after its current step.
+    from step 0 in the same run; a run whose process still runs is refused (lifecycle.reopen_run).
+    `stop` is how a caller other than a signal asks training to stop after its current step;
+    `client`, a caller's connection to the run's store (connected here when None).
     """
     run_cfg = cfg if isinstance(cfg, RunConfig) else resolve(cfg)
     run_cfg.train.checkpoint_dir = str(Path(run_cfg.train.checkpoint_dir).resolve())
-    client = connect(resolve_tracking_uri(run_cfg.tracking_uri), writing=True)
+    client = client or connect(resolve_tracking_uri(run_cfg.tracking_uri), writing=True)
     start, claimed = None, None
     if run_cfg.resume:
         run_id, start, start_path = find_checkpoint(run_cfg.resume, client, Path(run_cfg.train.checkpoint_dir))

@@ -9,7 +9,7 @@ A sweep stops as a whole: Ctrl-C or SIGTERM (to the launcher or to a job) leaves
 the sweep directory; running jobs checkpoint and end KILLED, jobs not started yet do not start,
 and the parent ends KILLED with the command that finishes the sweep: `resume=<parent run id>`
 runs again only the jobs without a FINISHED run, each interrupted one from its checkpoint, and
-writes the comparison.
+writes the comparison. What each job does is tracking.jobs.
 """
 
 from __future__ import annotations
@@ -17,34 +17,28 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import math
 import os
 import signal
 import sys
-import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from mlflow import MlflowClient
-from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
 from rnnexp import cli
 from rnnexp.errors import UserError
 from rnnexp.tracking.comparison import JOB_TAG, summarise
-from rnnexp.tracking.describe import DEFAULT_NAME, readable_name
-from rnnexp.tracking.logger import OVERRIDES_TAG, RunLogger, create_run, get_run, is_alive, owner, reopen_run
+from rnnexp.tracking.describe import readable_name
+from rnnexp.tracking.lifecycle import create_run, get_run, reopen_run
+from rnnexp.tracking.logger import OVERRIDES_TAG, RunLogger
+from rnnexp.tracking.owner import is_alive, owner
 from rnnexp.tracking.params import environment_tags
 from rnnexp.tracking.store import connect, resolve_tracking_uri
-from rnnexp.training.loop import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -53,146 +47,15 @@ FAILED_DIR = "failed_jobs"  # a job that fails before its MLflow run exists leav
 STOP_FILE = "STOP"  # the sweep was interrupted: jobs stop at their next step, and none starts
 SWEEP_ENV = "RNNEXP_SWEEP"  # the launcher's parent run, as JSON, inherited by every job
 ARGS_TAG = "sweep_args"  # the sweep's task and hydra overrides (JSON), what resume= launches again
-KEY_TAG = "sweep_key"  # a job's swept overrides: how a resumed sweep finds the job's run
-STOP_POLL_S = 0.5
 
 # A name part that no other launch shares, resolved once in the launcher: Hydra copies resolver
 # caches into each job's config, so every job sees the launcher's value.
 OmegaConf.register_new_resolver("sweep_id", lambda: uuid.uuid4().hex[:8], use_cache=True, replace=True)
 
 
-@dataclass
-class SweepJob:
-    """What a job of a multirun knows about its sweep."""
-
-    parent_run_id: str
-    number: int
-    overrides: list[str]  # all of the job's overrides
-    swept: list[str]  # those the sweep chose, for this job's name
-    parallel_jobs: int  # jobs the launcher runs at once on this machine (1: one after another)
-    sweep_dir: Path
-    resuming: bool = False  # the sweep is resume=<parent>: this job's run may exist already
-
-    @property
-    def name(self) -> str:
-        """The swept values in the parent's style (`h50` in `sweep h50,100`); `job <n>` where none names it."""
-        name = readable_name(self.swept, None) if self.swept else DEFAULT_NAME
-        return f"job {self.number}" if name == DEFAULT_NAME else name
-
-
-def current_job() -> SweepJob | None:
-    """The sweep this process runs a job of, or None outside a multirun."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    hydra = HydraConfig.get()
-    parent_file = Path(hydra.sweep.dir) / PARENT_FILE
-    if SWEEP_ENV in os.environ:
-        info = json.loads(os.environ[SWEEP_ENV])
-    elif parent_file.is_file():  # a launcher that does not hand its environment to the jobs
-        info = json.loads(parent_file.read_text())
-    else:
-        raise UserError(
-            f"{parent_file} is missing: run sweeps with conf/config.yaml's hydra.callbacks.mlflow_sweep enabled."
-        )
-    overrides = [o for o in hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") != "resume"]
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    swept = [str(o.input_line) for o in parsed if o.key_or_group not in info["common_keys"]]
-    n_jobs = hydra.launcher.get("n_jobs", 1)  # joblib's convention: -1 all cores, -2 all but one
-    parallel = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return SweepJob(
-        info["parent_run_id"],
-        hydra.job.num,
-        overrides,
-        swept,
-        parallel,
-        Path(hydra.sweep.dir),
-        info.get("resuming", False),
-    )
-
-
-def stopping(job: SweepJob) -> bool:
-    return (job.sweep_dir / STOP_FILE).exists()
-
-
 def request_stop(sweep_dir: Path, reason: str) -> None:
-    """Stop the whole sweep: each job stops at its next step (watch_stop), none starts."""
+    """Stop the whole sweep: each job stops at its next step (tracking.jobs.watch_stop), none starts."""
     (sweep_dir / STOP_FILE).write_text(reason)
-
-
-def watch_stop(job: SweepJob, stop: StopSignals) -> threading.Event:
-    """Until the returned event is set, turn a STOP file into a stop request, which the training loop
-    answers after its current step by checkpointing and ending the run KILLED."""
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(STOP_POLL_S):
-            if stopping(job):
-                stop.requested = True
-                return
-
-    threading.Thread(target=watch, name="sweep-stop", daemon=True).start()
-    return done
-
-
-def job_run(client: MlflowClient, job: SweepJob) -> Run | None:
-    """The run this job had in an earlier launch of the sweep (a resumed sweep), or None."""
-    parent = client.get_run(job.parent_run_id)
-    children = client.search_runs([parent.info.experiment_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{job.parent_run_id}'")
-    key = " ".join(job.swept)
-    matching = [run for run in children if run.data.tags.get(KEY_TAG) == key]
-    finished = [run for run in matching if run.info.status == "FINISHED"]
-    candidates = finished or sorted(matching, key=lambda run: run.info.start_time)
-    return candidates[-1] if candidates else None
-
-
-def best_loss(client: MlflowClient, run: Run) -> float:
-    """What a finished job returns to the sweeper when a resumed sweep skips it."""
-    return min((m.value for m in client.get_metric_history(run.info.run_id, "val_loss")), default=math.inf)
-
-
-def sweep_parent(cfg: DictConfig) -> Run | None:
-    """The sweep parent run that `resume=` names, or None for a single run or a checkpoint."""
-    if str(cfg.resume).endswith(".npz"):
-        return None
-    run = get_run(connect(resolve_tracking_uri(cfg.tracking_uri)), str(cfg.resume))
-    return run if run.data.tags.get("sweep") == "true" else None
-
-
-def resume_command(parent: Run, overrides: Any) -> list[str]:
-    """The command line that launches the parent's sweep again: its overrides, this command's
-    (resume=, tracking_uri=, hydra.*), and its sweep directory where it still exists."""
-    if ARGS_TAG not in parent.data.tags:
-        raise UserError(
-            f"sweep {parent.info.run_id} was started by an older rnnexp that did not record its command "
-            "line: start it again as a new sweep."
-        )
-    started = json.loads(parent.data.tags[ARGS_TAG])
-
-    def key(override: str) -> str:
-        return override.split("=", 1)[0].lstrip("+~")
-
-    now_task, now_hydra = list(overrides.task), list(overrides.hydra)
-    given = {key(o) for o in now_task}
-    task = [o for o in started["task"] if key(o) not in given] + now_task
-    hydra = [o for o in started["hydra"] if key(o) != "hydra.sweep.dir"]
-    sweep_dir = parent.data.tags.get("sweep_dir")
-    if sweep_dir and Path(sweep_dir).is_dir():
-        hydra.append(f"hydra.sweep.dir={sweep_dir}")
-    hydra += [o for o in now_hydra if key(o) not in ("hydra.run.dir", "hydra.mode")]
-    return [sys.executable, "-m", "rnnexp.run", "--multirun", *task, *hydra]
-
-
-def clear_failure(job: SweepJob) -> None:
-    """A job that runs again is no longer the failure an earlier launch recorded."""
-    (job.sweep_dir / FAILED_DIR / f"{job.number}.txt").unlink(missing_ok=True)
-
-
-def record_failure(job: SweepJob, reason: str) -> None:
-    """Keep a failed job's reason in the sweep directory, so the comparison counts it even when
-    the job failed before its MLflow run existed (an impossible config value)."""
-    folder = job.sweep_dir / FAILED_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{job.number}.txt").write_text(f"{job.name}: {reason}")
 
 
 class SweepParent(Callback):
@@ -295,7 +158,7 @@ class SweepParent(Callback):
             self._closed = True
             try:
                 self.parent.end(status, reason)
-            except Exception as err:  # noqa: BLE001 - at exit; `python -m rnnexp.runs` finds a parent left open
+            except Exception as err:  # noqa: BLE001 - at exit; `python -m rnnexp.repair` finds a parent left open
                 log.warning("could not close the sweep's parent run %s: %s", self.parent_run_id, err)
 
     def _open_parent(self, config: DictConfig) -> None:

@@ -18,7 +18,7 @@ from rnnexp.data.vocab import Vocabulary
 from rnnexp.engine import build_model, load_params
 from rnnexp.errors import UserError
 from rnnexp.tracking import comparison
-from rnnexp.tracking.logger import get_run
+from rnnexp.tracking.lifecycle import get_run
 from rnnexp.training import checkpoint
 from rnnexp.training.loop import CHECKPOINT_ARTIFACTS
 

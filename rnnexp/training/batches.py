@@ -47,7 +47,7 @@ class StreamChunks:
         steps = (len(stream) - 1) // rows
         if steps < 1:
             raise UserError(
-                f"a stream of {len(stream)} tokens cannot feed batch_size={rows} parallel rows: lower batch_size."
+                f"a stream of {len(stream)} tokens cannot feed train.batch_size={rows} parallel rows: lower it."
             )
         self.x = stream[: rows * steps].reshape(rows, steps)
         self.y = stream[1 : rows * steps + 1].reshape(rows, steps)

@@ -30,7 +30,7 @@ class DynamicEvaluation:
     def __init__(self, trained: Any, model_cfg: ModelConfig, lr: float, decay: float = 0.0):
         # dropout stays off at evaluation, in the gradient steps as in the scores
         cfg = dataclasses.replace(model_cfg, dropout=0.0)
-        self.model = build_model(cfg, trained.V, seed=0, word_class=trained.buffers.get("word_class"))
+        self.model = build_model(cfg, trained.vocab_size, seed=0, word_class=trained.buffers.get("word_class"))
         load_params(self.model, trained.params)
         self.lr, self.decay = self.model.dtype.type(lr), self.model.dtype.type(decay)
         # decay θ₀, added at every step: the pull toward the trained weights needs no other copy of them

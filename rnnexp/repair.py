@@ -1,12 +1,12 @@
-"""`python -m rnnexp.runs`: the runs that say RUNNING although their process is gone, and their repair.
+"""`python -m rnnexp.repair`: the runs that say RUNNING although their process is gone, and their repair.
 
-    python -m rnnexp.runs                                # list them (every experiment of the store)
-    python -m rnnexp.runs action=mark_killed             # close them KILLED, with the reason
-    python -m rnnexp.runs action=mark_killed run_ids=[<id>,<id>]
-    python -m rnnexp.runs action=repair_store            # finish an interrupted schema upgrade
+    python -m rnnexp.repair                                # list them (every experiment of the store)
+    python -m rnnexp.repair action=mark_killed             # close them KILLED, with the reason
+    python -m rnnexp.repair action=mark_killed run_ids=[<id>,<id>]
+    python -m rnnexp.repair action=repair_store            # finish an interrupted schema upgrade
 
 A run names its owner (host, pid, the process's start time) and refreshes a heartbeat tag while it
-runs (tracking.logger): on this host a run is stale when its process is gone, elsewhere when its
+runs (tracking.owner): on this host a run is stale when its process is gone, elsewhere when its
 heartbeat is older than a few minutes. A process killed with SIGKILL, or lost with its machine,
 leaves such runs; `resume=<run id>` continues one that logged its config (a run killed in its first
 seconds, before that, cannot be resumed: the table says which), and marking it KILLED says so in MLflow.
@@ -21,9 +21,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 
 from rnnexp import cli, config
-from rnnexp.config.schema import RUNS_ACTIONS
+from rnnexp.config.schema import REPAIR_ACTIONS
 from rnnexp.errors import UserError
-from rnnexp.tracking.logger import FAILURE_TAG, HEARTBEAT_TAG, get_run, is_alive, owner
+from rnnexp.tracking.lifecycle import get_run
+from rnnexp.tracking.logger import FAILURE_TAG
+from rnnexp.tracking.owner import HEARTBEAT_TAG, is_alive, owner
 from rnnexp.tracking.store import connect, repair_store, resolve_tracking_uri
 from rnnexp.tracking.tables import markdown_table
 from rnnexp.tracking.trained import CONFIG_ARTIFACT
@@ -79,7 +81,7 @@ def describe_stale(client: MlflowClient, runs: list[Run]) -> str:
 def mark_killed(client: MlflowClient, runs: list[Run]) -> None:
     for run in runs:
         reason = (
-            f"its process ({owner(run)}) ended without closing the run; marked KILLED by python -m rnnexp.runs: "
+            f"its process ({owner(run)}) ended without closing the run; marked KILLED by python -m rnnexp.repair: "
             + (
                 f"resume={run.info.run_id} continues it"
                 if resumable(client, run)
@@ -101,11 +103,11 @@ def chosen(client: MlflowClient, run_ids: list[str]) -> list[Run]:
     return runs
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="runs")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="repair")
 @cli.reports_user_errors
-def main(cfg: config.RunsConfig) -> None:
-    if cfg.action not in RUNS_ACTIONS:
-        raise UserError(f"action must be one of {', '.join(RUNS_ACTIONS)}, got {cfg.action!r}.")
+def main(cfg: config.RepairConfig) -> None:
+    if cfg.action not in REPAIR_ACTIONS:
+        raise UserError(f"action must be one of {', '.join(REPAIR_ACTIONS)}, got {cfg.action!r}.")
     uri = resolve_tracking_uri(cfg.tracking_uri)
     if cfg.action == "repair_store":
         if uri.startswith(("http://", "https://")):
@@ -127,7 +129,7 @@ def main(cfg: config.RunsConfig) -> None:
         print(f"marked {len(runs)} run(s) KILLED; the resume column says how to continue each.")
     else:
         print(
-            f"{len(runs)} run(s) RUNNING without their process: python -m rnnexp.runs action=mark_killed closes "
+            f"{len(runs)} run(s) RUNNING without their process: python -m rnnexp.repair action=mark_killed closes "
             "them KILLED; the resume column says how to continue each."
         )
 

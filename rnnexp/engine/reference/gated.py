@@ -1,16 +1,16 @@
 """The LSTM and the GRU built gate by gate, in the tutorial's style: the oracle the fast cells are tested against.
 
 The tutorial composes its RNN from gates that each know their forward and backward pass
-(`MultiplyGate`, `AddGate`, `Tanh` and `Softmax` in `rnnexp.engine.reference`). The gated cells add
+(`MultiplyGate`, `AddGate`, `Tanh` and `Softmax` in `rnnexp.engine.reference.tutorial`). The gated cells add
 a `Sigmoid`, an elementwise `ProductGate` and a `ComplementGate` (1 - x), and are composed the
-same way: one token at a time, one sentence at a time, every intermediate kept. `GateLM.bptt` is
+same way: one token at a time, one sentence at a time, every intermediate kept. `GateByGateLM.bptt` is
 the tutorial's double loop: the error of each output t is carried back through at most `depth`
 earlier steps (None: all of them; chunk mode is a chunk at a time from the carried state),
 through every layer, so each truncation mode is defined here once, plainly. Like the tutorial's,
 it returns gradients of the summed loss. Slow on purpose.
 
-Parameters are those of `rnnexp.engine.gated.GatedLM` (same names, gate rows stacked in
-`LSTM_GATES` / `GRU_GATES` order); the state is the same flat vector (per layer h, then c).
+Parameters are those of the fast model, `rnnexp.engine.gated.GatedLM` (same names, gate rows stacked in
+the cells' `GATES` order); the state is the same flat vector (per layer h, then c).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from rnnexp.engine.gated import GRU_GATES, LSTM_GATES
-from rnnexp.engine.reference import AddGate, MultiplyGate, Softmax, Tanh
+from rnnexp.engine.cells.gru import GATES as GRU_GATES
+from rnnexp.engine.cells.lstm import GATES as LSTM_GATES
+from rnnexp.engine.reference.tutorial import AddGate, MultiplyGate, Softmax, Tanh
 
 
 class Sigmoid:
@@ -159,7 +160,7 @@ class GateStep:
     """One time step: the embedding (U times the one-hot input), every layer, the output's logits."""
 
     def forward(self, model, word, prev, masks_t):
-        self.input = np.zeros(model.V)
+        self.input = np.zeros(model.vocab_size)
         self.input[word] = 1
         self.embed = mulGate.forward(model.U, self.input)
         self.masks_t = masks_t
@@ -208,7 +209,7 @@ class GateStep:
         return previous
 
 
-class GateLM:
+class GateByGateLM:
     """A gated language model evaluated gate by gate; `params` as `GatedLM.params` (copied to float64)."""
 
     def __init__(self, cell: str, params: dict, n_layers: int, hidden_dim: int):
@@ -217,7 +218,7 @@ class GateLM:
         self.tied = "V" not in params
         self.U = self.params["U"]
         self.Vmat = self.U.T if self.tied else self.params["V"]
-        self.V = self.U.shape[1]
+        self.vocab_size = self.U.shape[1]
         gates = LSTM_GATES if cell == "lstm" else GRU_GATES
         H = hidden_dim
         self.P = []
@@ -232,7 +233,7 @@ class GateLM:
             self.P.append(split)
 
     @classmethod
-    def like(cls, model, params: dict | None = None) -> GateLM:
+    def like(cls, model, params: dict | None = None) -> GateByGateLM:
         """The reference twin of a `GatedLM`, with its parameters or `params`."""
         return cls(model.cell, model.params if params is None else params, model.layers, model.H)
 

@@ -1,4 +1,4 @@
-"""`python -m rnnexp.baseline dataset=ptb [orders=[2,3,4,5]] [modified=false]`: Kneser–Ney perplexities.
+"""`python -m rnnexp.ngram dataset=ptb [orders=[2,3,4,5]] [modified=false]`: Kneser–Ney perplexities.
 
 One row per order: validation and test perplexity on exactly the tokens an RNN run on the same data
 is scored on (`protocol=stateful`: one stream; `sentence`: each line on its own), and the seconds
@@ -17,9 +17,9 @@ from rnnexp.tracking.tables import markdown_table
 from rnnexp.training.baseline import timed_table
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="baseline")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="ngram")
 @cli.reports_user_errors
-def main(cfg: config.BaselineConfig) -> None:
+def main(cfg: config.NgramConfig) -> None:
     validate_kn_orders(list(cfg.orders), "orders")
     if cfg.protocol not in ("stateful", "sentence"):
         raise UserError(f"protocol must be stateful or sentence, got {cfg.protocol!r}.")

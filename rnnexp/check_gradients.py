@@ -1,4 +1,4 @@
-"""`python -m rnnexp.gradcheck [model=lstm] [truncation=chunk] [hidden_dim=6]`: the engine against central differences.
+"""`python -m rnnexp.check_gradients [model=lstm] [model.truncation=chunk]`: the engine against central differences.
 
 A tiny float64 model and a random sequence; exits 1 when any parameter's relative error reaches
 `tolerance`, 2 on bad input. The objective each truncation mode differentiates is in
@@ -24,9 +24,9 @@ from rnnexp.errors import UserError
 GATED_SPREAD = 0.5
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="gradcheck")
+@hydra.main(version_base="1.3", config_path="../conf", config_name="check_gradients")
 @cli.reports_user_errors
-def main(cfg: config.GradcheckConfig) -> None:
+def main(cfg: config.CheckGradientsConfig) -> None:
     m = cfg.model
     validate_model(m)
     if cfg.seq_len < 1:
