@@ -32,7 +32,7 @@ def entry_point(tmp_path: Path, module: str, *args: str) -> subprocess.Completed
     [
         ("generate", (), "run_id"),  # the mandatory run_id left out: no "Error executing job" line above
         ("evaluate", (), "run_id"),
-        ("run", ("model.hidden_dim=???",), "hidden_dim"),
+        ("run", ("optim.lr=???",), "lr"),
         ("check_gradients", ("model.hidden_dim=???",), "hidden_dim"),
         ("ngram", ("orders=???",), "orders"),
         ("repair", ("experiment_name=???",), "experiment_name"),

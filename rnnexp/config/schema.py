@@ -36,12 +36,13 @@ CACHE_DEFAULTS: dict[str, Any] = {"size": 500, "theta": 0.3, "lambda": 0.1}
 
 @dataclass
 class ModelConfig:
-    """The network. The defaults are the tutorial's tanh RNN: no biases, no embedding layer."""
+    """The network, and the one place its defaults live: the tutorial's tanh RNN (no biases, no embedding
+    layer) at the default experiment's size; conf/model/<cell>.yaml sets only what differs."""
 
     cell: str = "rnn"  # a name in CELLS: rnn (the tutorial's) | gru | lstm
-    hidden_dim: int = MISSING
-    bptt_truncate: int = MISSING
-    truncation: str = MISSING  # window (the tutorial's), chunk or full
+    hidden_dim: int = 64
+    bptt_truncate: int = 4
+    truncation: str = "window"  # window (the tutorial's), chunk or full
     dtype: str = "float32"
     sparse_u: bool = True  # update only the embedding columns a batch used (exact for sgd)
     layers: int = 1  # gated cells: stacked layers

@@ -25,7 +25,7 @@ from rnnexp.engine.cells.protocol import (
     Params,
     PreactivationGrads,
     Uniform,
-    halve_sigmoid_rows,
+    project_inputs,
     sigmoid_from_tanh,
     zero_or,
 )
@@ -81,9 +81,7 @@ class GRU:
         H = self.H
         T, B = inputs.shape[:2]
         dtype = inputs.dtype
-        weights = halve_sigmoid_rows(p, H, 2)
-        Xp = np.empty((T, B, 3 * H), dtype)
-        pool.matmul(inputs.reshape(T * B, -1), weights.input_t, Xp.reshape(T * B, 3 * H), weights.bias)
+        weights, Xp = project_inputs(p, inputs, pool, H, 2)
         h = np.empty((T, B, H), dtype)
         rz = np.empty((T, B, 2 * H), dtype)
         layer = GRUPass(inputs, zero_or(state0, 0, H, (B, H), dtype), h, rz, np.empty_like(h), np.empty_like(h), None)

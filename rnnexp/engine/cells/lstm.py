@@ -23,7 +23,7 @@ from rnnexp.engine.cells.protocol import (
     Params,
     PreactivationGrads,
     Uniform,
-    halve_sigmoid_rows,
+    project_inputs,
     sigmoid_from_tanh,
     zero_or,
 )
@@ -77,9 +77,7 @@ class LSTM:
         H = self.H
         T, B = inputs.shape[:2]
         dtype = inputs.dtype
-        weights = halve_sigmoid_rows(p, H, 3)
-        gates = np.empty((T, B, 4 * H), dtype)
-        pool.matmul(inputs.reshape(T * B, -1), weights.input_t, gates.reshape(T * B, 4 * H), weights.bias)
+        weights, gates = project_inputs(p, inputs, pool, H, 3)
         h = np.empty((T, B, H), dtype)
         h0, c0 = zero_or(state0, 0, H, (B, H), dtype), zero_or(state0, H, 2 * H, (B, H), dtype)
         layer = LSTMPass(inputs, h0, h, c0, np.empty_like(h), gates, None)

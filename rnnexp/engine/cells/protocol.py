@@ -131,6 +131,17 @@ def halve_sigmoid_rows(p: Params, hidden_dim: int, sigmoid_blocks: int) -> Halve
     )
 
 
+def project_inputs(
+    p: Params, inputs: np.ndarray, pool: WorkerPool, hidden_dim: int, sigmoid_blocks: int
+) -> tuple[HalvedWeights, np.ndarray]:
+    """Every step's Wx x_t + b at once, (T, B, kH), σ rows halved, and the halved weights the time loop uses."""
+    weights = halve_sigmoid_rows(p, hidden_dim, sigmoid_blocks)
+    T, B = inputs.shape[:2]
+    projected = np.empty((T, B, weights.bias.shape[0]), inputs.dtype)
+    pool.matmul(inputs.reshape(T * B, -1), weights.input_t, projected.reshape(T * B, -1), weights.bias)
+    return weights, projected
+
+
 def sigmoid_from_tanh(a: np.ndarray) -> None:
     """σ(a) = (1 + tanh(a/2)) / 2, in place on tanh(a/2): one tanh serves every gate of a step."""
     a *= 0.5
