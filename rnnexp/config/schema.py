@@ -48,6 +48,7 @@ class ModelConfig:
     tie_weights: bool = False  # gated cells: the output matrix is the embedding (needs embedding_dim = hidden_dim)
     output: str = "softmax"  # softmax | class (Mikolov's class-based softmax)
     classes: int | None = None  # output=class: frequency classes, null means round(sqrt(V))
+    output_bias: bool = False  # a bias on the output logits, as word_language_model's decoder has
     # null: each cell's own initialisation; r: every parameter, biases included, uniform in ±r
     # (Zaremba et al.'s code), so forget_bias is then unused
     init_range: float | None = None

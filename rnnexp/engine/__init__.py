@@ -67,6 +67,7 @@ def _build(
             classes=cfg.classes,
             counts=counts,
             word_class=word_class,
+            output_bias=cfg.output_bias,
         )
     return GatedLM(
         vocab_size,
@@ -85,6 +86,7 @@ def _build(
         classes=cfg.classes,
         counts=counts,
         word_class=word_class,
+        output_bias=cfg.output_bias,
     )
 
 

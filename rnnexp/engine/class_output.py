@@ -66,7 +66,10 @@ class ClassOutput:
         self.dtype = params[key].dtype
         self.word_class = np.ascontiguousarray(word_class, dtype=np.int64)
         self.n_classes = params[self.class_key].shape[0]
-        self.params_of = (key, self.class_key)
+        # the biases (words' and classes'), present only when the model has an output bias
+        self.bias_key = key + "b" if key + "b" in params else None
+        self.class_bias_key = self.class_key + "b" if self.bias_key is not None else None
+        self.params_of = (key, self.class_key) + ((self.bias_key, self.class_bias_key) if self.bias_key else ())
         self.buffers = {"word_class": self.word_class}
         self.order = np.argsort(self.word_class, kind="stable")  # words grouped by class, by id inside
         self.starts = np.searchsorted(self.word_class[self.order], np.arange(self.n_classes + 1))
@@ -82,8 +85,12 @@ class ClassOutput:
         s = np.asarray(s, self.dtype)
         flat = s.reshape(-1, self.hidden_dim)
         class_logits = flat @ self.params[self.class_key].T
+        word_logits = flat @ self.params[self.key].T
+        if self.bias_key is not None:
+            class_logits += self.params[self.class_bias_key]
+            word_logits += self.params[self.bias_key]
         class_logp = class_logits - _logsumexp(class_logits)[:, None]
-        grouped = (flat @ self.params[self.key].T)[:, self.order]
+        grouped = word_logits[:, self.order]
         starts = self.starts[:-1]
         top = np.maximum.reduceat(grouped, starts, axis=1)
         sizes = np.diff(self.starts)
@@ -100,6 +107,8 @@ class ClassOutput:
         rows = np.arange(N)
         # P(class | s): all rows at once, each row shifted by its max (C is small, the shift cheap).
         L = S @ Vc.T
+        if self.class_bias_key is not None:
+            L += self.params[self.class_bias_key]
         L -= L.max(axis=1, keepdims=True)
         target = L[rows, target_class]
         np.exp(L, out=L)
@@ -113,22 +122,28 @@ class ClassOutput:
             dS = L @ Vc
             grads = {self.class_key: L.T @ S}
             dV = np.zeros((self.vocab_size, self.hidden_dim), self.dtype)
+            if self.bias_key is not None:
+                grads[self.class_bias_key] = L.sum(axis=0)
+                grads[self.bias_key] = np.zeros(self.vocab_size, self.dtype)
         # P(word | class, s): the rows of each class present, against that class's words only.
         by_class = np.argsort(target_class, kind="stable")
         present, first = np.unique(target_class[by_class], return_index=True)
         for c, R in zip(present.tolist(), np.split(by_class, first[1:])):
-            self._word_part(c, R, S, y, weights, nll, dS, dV)
+            self._word_part(c, R, S, y, weights, nll, dS, dV, None if grads is None else grads.get(self.bias_key))
         if grads is not None and dV is not None:
             grads[self.key] = dV
         return nll, dS, grads
 
-    def _word_part(self, c, R, S, y, weights, nll, dS, dV) -> None:
-        """Softmax over class c's words for the rows R whose target is in c; writes rows R and c's rows of dV only."""
+    def _word_part(self, c, R, S, y, weights, nll, dS, dV, db) -> None:
+        """Softmax over class c's words for the rows R whose target is in c; writes rows R and c's rows of dV
+        (and of db) only."""
         words = self.members(c)
         Vw = self.params[self.key][words]
         Sr = S[R]
         local = np.arange(len(R))
         L = Sr @ Vw.T
+        if self.bias_key is not None:
+            L += self.params[self.bias_key][words]
         L -= L.max(axis=1, keepdims=True)
         pos = self.position[y[R]]
         target = L[local, pos]
@@ -142,6 +157,8 @@ class ClassOutput:
         L[local, pos] -= w
         dS[R] += L @ Vw
         dV[words] = L.T @ Sr
+        if db is not None:
+            db[words] = L.sum(axis=0)
 
 
 def _logsumexp(a: np.ndarray) -> np.ndarray:
@@ -158,6 +175,7 @@ def make_output(
     classes: int | None = None,
     counts: np.ndarray | None = None,
     word_class: np.ndarray | None = None,
+    bias: bool = False,
 ) -> SoftmaxOutput | ClassOutput:
     """The output layer `kind` (softmax | class) over params[key] (V, H), adding its own parameters to `params`.
 
@@ -166,6 +184,8 @@ def make_output(
     `counts` into `classes` classes (null: round(√V)); its class weights are drawn from `rng`
     uniformly in ±1/√H, like V.
     """
+    if bias and key + "b" not in params:  # zero, as PyTorch's word_language_model starts its decoder's bias
+        params[key + "b"] = np.zeros(params[key].shape[0], params[key].dtype)
     if kind == "softmax":
         return SoftmaxOutput(params, key, threads)
     if kind != "class":
@@ -190,4 +210,6 @@ def make_output(
     if class_key not in params:
         bound = 1.0 / np.sqrt(H)
         params[class_key] = rng.uniform(-bound, bound, (int(word_class.max()) + 1, H)).astype(params[key].dtype)
+    if bias and class_key + "b" not in params:
+        params[class_key + "b"] = np.zeros(params[class_key].shape[0], params[key].dtype)
     return ClassOutput(params, key, word_class)

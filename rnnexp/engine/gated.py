@@ -354,7 +354,7 @@ class _TiedOutput(MutableMapping):
     """The output layer's view of the parameters under tied weights: its (V, H) matrix is Uᵀ; parameters
     of its own (the class output's `Vc`) are the model's, added to `params`."""
 
-    OWN = ("Vc",)
+    OWN = ("Vc", "Vb", "Vcb")
 
     def __init__(self, params: dict):
         self.params = params
@@ -409,6 +409,7 @@ class GatedLM:
         classes: int | None = None,
         counts: np.ndarray | None = None,
         word_class: np.ndarray | None = None,
+        output_bias: bool = False,
     ):
         if cell not in GATED_CELLS:
             raise UserError(f"cell must be one of {', '.join(GATED_CELLS)}, got {cell!r}.")
@@ -458,7 +459,9 @@ class GatedLM:
             self.params["V"] = uniform((self.V, H), EMBEDDING_INIT)
         weights = _TiedOutput(self.params) if self.tie_weights else self.params
         # softmax, or the class-based one (from the training `counts`, or a checkpoint's `word_class`)
-        self.output = make_output(output, weights, "V", self.threads, rng, classes, counts, word_class)
+        self.output = make_output(
+            output, weights, "V", self.threads, rng, classes, counts, word_class, output_bias
+        )
         self._threads = _Threads(self.threads)
 
     @property

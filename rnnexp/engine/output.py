@@ -77,14 +77,16 @@ class WorkerPool:
 
 
 class SoftmaxOutput:
-    """Cross-entropy of softmax(params[key] · s) for many rows at once; `params[key]` is (V, H)."""
+    """Cross-entropy of softmax(params[key] · s + params[key + "b"]) for many rows at once; `params[key]` is
+    (V, H), and the bias (V,) exists only when the model has one (`model.output_bias`)."""
 
     def __init__(self, params: MutableMapping[str, np.ndarray], key: str, threads: int):
         self.params, self.key, self.threads = params, key, threads
         weights = params[key]
         self.vocab_size, self.hidden_dim = weights.shape
         self.dtype = weights.dtype
-        self.params_of = (key,)
+        self.bias_key = key + "b" if key + "b" in params else None
+        self.params_of = (key,) if self.bias_key is None else (key, self.bias_key)
         self.buffers: dict[str, np.ndarray] = {}
         self._pool = WorkerPool(threads)
         # [V | 1 | 0…]: the ones column gives the row sums; zero columns pad the width to a multiple of
@@ -95,7 +97,10 @@ class SoftmaxOutput:
 
     def logits(self, s: np.ndarray) -> np.ndarray:
         """Unnormalised log-probabilities of the next word after state(s) s."""
-        return s @ self.params[self.key].T
+        out = s @ self.params[self.key].T
+        if self.bias_key is not None:
+            out += self.params[self.bias_key]
+        return out
 
     def __call__(self, S: np.ndarray, y: np.ndarray, weights: np.ndarray | None, need_grads: bool):
         """(nll, dS, dV): the form the cells were first written against; `nll_grads` is the contract."""
@@ -119,23 +124,26 @@ class SoftmaxOutput:
 
         def work(worker: int):
             L = self._pool.scratch(worker, "logits", (rows, self.vocab_size), self.dtype)
-            dV = None
+            grads = None
             # overflow is how an unsafe block shows (it is then redone shifted); NaN, how diverged weights do
             with np.errstate(over="ignore", invalid="ignore"):
                 for r0, r1 in plan[worker]:
-                    dV = self._block(S, y, weights, r0, r1, L[: r1 - r0], nll, dS, dV, worker)
-            return dV
+                    grads = self._block(S, y, weights, r0, r1, L[: r1 - r0], nll, dS, grads, worker)
+            return grads
 
         partial = self._pool.map(work, workers)
         if not need_grads:
             return nll, None, None
-        dV = partial[0]
-        for other in partial[1:]:
-            dV += other
-        return nll, dS, {self.key: dV}
+        dV, db = partial[0]
+        for other_dV, other_db in partial[1:]:
+            dV += other_dV
+            if db is not None:
+                db += other_db
+        return nll, dS, {self.key: dV} if db is None else {self.key: dV, self.bias_key: db}
 
-    def _block(self, S, y, weights, r0, r1, L, nll, dS, dV, worker):
-        """Rows r0:r1, fused: logits, exp in place, NLL, and both gradient products; returns dV with this block's share.
+    def _block(self, S, y, weights, r0, r1, L, nll, dS, grads, worker):
+        """Rows r0:r1, fused: logits, exp in place, NLL, and both gradient products; returns (dV, db) with this
+        block's share added (db None without a bias).
 
         exp runs on the logits unshifted, which is exact while no row overflows or underflows; a
         block whose row sums leave the safe range is done again with each row shifted by its max.
@@ -144,6 +152,8 @@ class SoftmaxOutput:
         Sb, yb, n = S[r0:r1], y[r0:r1], r1 - r0
         index = np.arange(n)
         np.matmul(Sb, Vm.T, out=L)
+        if self.bias_key is not None:
+            L += self.params[self.bias_key]
         target = L[index, yb]
         np.exp(L, out=L)
         if dS is None:
@@ -167,15 +177,21 @@ class SoftmaxOutput:
         dS[r0:r1] -= wb[:, None] * Vm[yb]
         L[index, yb] -= z
         scaled = Sb * scale[:, None]
-        if dV is None:
-            return np.matmul(L.T, scaled)
+        block_db = None if self.bias_key is None else L.T @ scale  # dL/db: the rows of (E - z·onehot)·w/z summed
+        if grads is None:
+            return np.matmul(L.T, scaled), block_db
+        dV, db = grads
         share = self._pool.scratch(worker, "dV", (self.vocab_size, H), self.dtype)
         dV += np.matmul(L.T, scaled, out=share)
-        return dV
+        if db is not None:
+            db += block_db
+        return dV, db
 
     def _shifted(self, Sb: np.ndarray, L: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Redo a block's exp with each row shifted by its max (target shifted alike); returns the row sums."""
         np.matmul(Sb, self.params[self.key].T, out=L)
+        if self.bias_key is not None:
+            L += self.params[self.bias_key]
         top = L.max(axis=1)
         L -= top[:, None]
         target -= top

@@ -56,6 +56,7 @@ class RNNLM:
         classes: int | None = None,
         counts: np.ndarray | None = None,
         word_class: np.ndarray | None = None,
+        output_bias: bool = False,
     ):
         if int(vocab_size) < 2 or int(hidden_dim) < 1:
             raise UserError(f"vocab_size must be >= 2 and hidden_dim >= 1, got {vocab_size} and {hidden_dim}.")
@@ -81,7 +82,9 @@ class RNNLM:
             "V": uniform((self.V, self.H), self.H),
         }
         # softmax, or the class-based one (from the training `counts`, or a checkpoint's `word_class`)
-        self.output = make_output(output, self.params, "V", self.threads, rng, classes, counts, word_class)
+        self.output = make_output(
+            output, self.params, "V", self.threads, rng, classes, counts, word_class, output_bias
+        )
 
     @property
     def buffers(self) -> dict[str, np.ndarray]:
