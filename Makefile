@@ -74,7 +74,7 @@ ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, 12 min 
 
 # The truncation study: a learning-rate grid on validation, the fair sweeps at the chosen rates (early stopping),
 # the fixed-rate sweep, then the report (experiments/truncation/study.py runs each `python -m rnnexp.run -m`).
-truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell, fixed rate and fair protocol (36 + 45 + 195 jobs, about 37 min projected on 2 quiet cores): experiments/truncation/REPORT.md
+truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell, fixed rate and fair protocol (36 + 45 + 195 jobs, 44 min measured on 2 cores): experiments/truncation/REPORT.md
 	$(PY) -m experiments.truncation.study
 
 truncation-study-quick: $(STAMP)  ## the same on fewer cells and seeds (12 + 12 + 40 jobs, about 10 min projected): experiments/truncation/quick/REPORT.md

@@ -143,15 +143,16 @@ def breakdown(cell: str, x: np.ndarray, y: np.ndarray, vocab: int, hidden: int, 
         )
         sgd = make_optimizer("sgd")
         B, T = x.shape
-        H, k = model.H, model._cell.k
+        H = model.H
         rng = np.random.default_rng(0)
         layers, top = model._forward(x, None, None, backward=True)
         S = top.reshape(T * B, H)
         ids, weights = y.T.reshape(-1), np.full(T * B, 1.0 / (T * B), model.dtype)
-        _, dS, _ = model.output(S, ids, weights, need_grads=True)
+        _, dS, _ = model.output.nll_grads(S, ids, weights, need_grads=True)
         ext = dS.reshape(T, B, H)
         accs = model._backward_full(layers, ext, None)
         layer, p = layers[0], model._layer_params(0)
+        k = p["b"].shape[0] // H  # the cell's gate blocks
         X = layer.inputs.reshape(T * B, -1)
         WxT = np.ascontiguousarray(p["Wx"].T)
         h = rng.uniform(-1, 1, (B, H)).astype(model.dtype)
@@ -165,7 +166,7 @@ def breakdown(cell: str, x: np.ndarray, y: np.ndarray, vocab: int, hidden: int, 
 
         def batched() -> None:
             np.matmul(X, WxT)
-            model._threads.run(model._cell.weight_tasks(layer, accs[0], model.prefixes[0], {}))
+            model._pool.run(model._cell.weight_tasks(layer, accs[0], model.prefixes[0], {}))
             model._input_grad(0, accs[0])
 
         def recurrence() -> None:
@@ -175,7 +176,7 @@ def breakdown(cell: str, x: np.ndarray, y: np.ndarray, vocab: int, hidden: int, 
 
         parts = {
             "step": _cpu_least(step, repeats),
-            "output layer": _cpu_least(lambda: model.output(S, ids, weights, need_grads=True), repeats),
+            "output layer": _cpu_least(lambda: model.output.nll_grads(S, ids, weights, need_grads=True), repeats),
             "forward pass": _cpu_least(lambda: model._forward(x, None, None, backward=True), repeats),
             "backward time loop": _cpu_least(lambda: model._backward_full(layers, ext, None), repeats),
             "batched products": _cpu_least(batched, repeats),

@@ -120,16 +120,28 @@ def changed_verdicts(cells: Sequence[Cell]) -> tuple[list[list[str]], int]:
     return rows, compared
 
 
+def verdicts_by_distance(cells: Sequence[Cell]) -> str:
+    by_verdict = {v: [c.distance for c in cells if c.verdict == v] for v in ("learnt", "not learnt", "undecided")}
+    return "; ".join(f"{verdict} at d = {', '.join(map(str, ds))}" for verdict, ds in by_verdict.items() if ds)
+
+
 def answer(cells: Sequence[Cell], n_keys: int) -> str:
-    """The measured answer in sentences, derived from the fixed-rate cells' verdicts."""
+    """The measured answer in sentences, from the verdicts: full BPTT under the fair protocol where it ran
+    (beside the fixed rate's), truncation at the fixed rate."""
+    fair = {(c.distance, c.setting[: -len(FAIR_SUFFIX)]): c for c in cells if c.setting.endswith(FAIR_SUFFIX)}
     cells = [cell for cell in cells if not cell.setting.endswith(FAIR_SUFFIX)]
     lines = []
     models = dict.fromkeys(cell.setting[: -len("full")] for cell in cells if cell.setting.endswith("full"))
     for prefix in models:
         full = [c for c in cells if c.setting == f"{prefix}full"]
-        by_verdict = {v: [c.distance for c in full if c.verdict == v] for v in ("learnt", "not learnt", "undecided")}
-        parts = [f"{verdict} at d = {', '.join(map(str, ds))}" for verdict, ds in by_verdict.items() if ds]
-        lines.append(f"- **{prefix or 'RNN '}full BPTT**: " + "; ".join(parts) + ".")
+        fair_full = [fair[(c.distance, c.setting)] for c in full if (c.distance, c.setting) in fair]
+        if fair_full:
+            lines.append(
+                f"- **{prefix or 'RNN '}full BPTT**, fair protocol (lr {fair_full[0].mean('lr'):g}, early "
+                f"stopping): {verdicts_by_distance(fair_full)}. At the fixed rate: {verdicts_by_distance(full)}."
+            )
+        else:
+            lines.append(f"- **{prefix or 'RNN '}full BPTT**: {verdicts_by_distance(full)}.")
     prefixes = dict.fromkeys(
         cell.setting.rsplit(" ", 2)[0] + " " if cell.setting.split()[0] in ("LSTM", "GRU") else "" for cell in cells
     )
@@ -145,7 +157,8 @@ def answer(cells: Sequence[Cell], n_keys: int) -> str:
                 f"{sum(c.verdict == 'learnt' for c in blind)} of the {len(blind)} where it cannot; "
                 f"undecided in {sum(c.verdict == 'undecided' for c in mine)}."
             )
-    stuck = [c for c in cells if c.verdict == "not learnt" and c.setting.endswith("full")]
+    judged = [fair.get((c.distance, c.setting), c) for c in cells if c.setting.endswith("full")]
+    stuck = [c for c in judged if c.verdict == "not learnt"]
     if stuck:
         listed = ", ".join(
             f"{c.setting} at d = {c.distance}: {interval_text(c)}, echo accuracy {fmt(c.mean('echo_accuracy'))}"
