@@ -77,7 +77,7 @@ ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, 12 min 
 truncation-study: $(STAMP)  ## RNN, LSTM and GRU, per truncation, 5 seeds a cell, fixed rate and fair protocol (36 + 45 + 195 jobs, 44 min measured on 2 cores): experiments/truncation/REPORT.md
 	$(PY) -m experiments.truncation.study
 
-truncation-study-quick: $(STAMP)  ## the same on fewer cells and seeds (12 + 12 + 40 jobs, about 10 min projected): experiments/truncation/quick/REPORT.md
+truncation-study-quick: $(STAMP)  ## the same on fewer cells and seeds (12 + 12 + 40 jobs, 9 min measured): experiments/truncation/quick/REPORT.md
 	$(PY) -m experiments.truncation.study grid_experiment=truncation_lr_grid_quick fair_experiment=truncation_fair_quick \
 	  fixed_experiment=truncation_study_quick report_dir=experiments/truncation/quick
 
