@@ -128,13 +128,13 @@ def verdicts_by_distance(cells: Sequence[Cell]) -> str:
 def answer(cells: Sequence[Cell], n_keys: int) -> str:
     """The measured answer in sentences, from the verdicts: full BPTT under the fair protocol where it ran
     (beside the fixed rate's), truncation at the fixed rate."""
-    fair = {(c.distance, c.setting[: -len(FAIR_SUFFIX)]): c for c in cells if c.setting.endswith(FAIR_SUFFIX)}
+    fair_twin = {(fixed.distance, fixed.setting): cell for cell, fixed in fair.twins(cells) if fixed is not None}
     cells = [cell for cell in cells if not cell.setting.endswith(FAIR_SUFFIX)]
     lines = []
     models = dict.fromkeys(cell.setting[: -len("full")] for cell in cells if cell.setting.endswith("full"))
     for prefix in models:
         full = [c for c in cells if c.setting == f"{prefix}full"]
-        fair_full = [fair[(c.distance, c.setting)] for c in full if (c.distance, c.setting) in fair]
+        fair_full = [fair_twin[(c.distance, c.setting)] for c in full if (c.distance, c.setting) in fair_twin]
         if fair_full:
             lines.append(
                 f"- **{prefix or 'RNN '}full BPTT**, fair protocol (lr {fair_full[0].mean('lr'):g}, early "
@@ -157,7 +157,7 @@ def answer(cells: Sequence[Cell], n_keys: int) -> str:
                 f"{sum(c.verdict == 'learnt' for c in blind)} of the {len(blind)} where it cannot; "
                 f"undecided in {sum(c.verdict == 'undecided' for c in mine)}."
             )
-    judged = [fair.get((c.distance, c.setting), c) for c in cells if c.setting.endswith("full")]
+    judged = [fair_twin.get((c.distance, c.setting), c) for c in cells if c.setting.endswith("full")]
     stuck = [c for c in judged if c.verdict == "not learnt"]
     if stuck:
         listed = ", ".join(
