@@ -205,6 +205,8 @@ def test_the_report_on_a_small_cut_trains_every_row_and_writes_its_table_and_res
         entry["git_commit"] == client.get_run(entry["run_id"]).data.tags["git_commit"] for entry in rows_run(rows)
     )
     assert "The rows trained at commit" in text
+    together = sum(entry["wall_seconds"] for entry in results["rows"]) / 60  # the neural rows and KN5
+    assert f"took {together:.1f} min together (KN5 included)" in text
 
     again = report(tmp_path, "only=[rnn]")  # one row retrained, the others read back as they were
     assert again.returncode == 0, again.stderr[-3000:]

@@ -229,6 +229,15 @@ def notes(rows: list[Row]) -> list[str]:
     return [*lines, ""] if lines else []
 
 
+def total_time(rows: list[Row], kn: dict[str, Any]) -> list[str]:
+    """What `make ptb` spends training: its rows one after another (the medium row is `make ptb-medium`'s)."""
+    seconds = [row.seconds for row in rows if row.key != MEDIUM]
+    if not seconds or None in seconds:
+        return []
+    total = sum(s for s in seconds if s is not None) + kn["seconds"]
+    return [f"The rows `make ptb` trains, one after another, took {total / 60:.1f} min together (KN5 included).", ""]
+
+
 def class_cost(rows: list[Row]) -> list[str]:
     """The class-based output against the softmax LSTM it replaces: perplexity cost, time saved."""
     by_key = {row.key: row for row in rows}
@@ -474,6 +483,7 @@ def render(rows: list[Row], medium: Row, kn: dict, corpus: Corpus, parity: dict 
             "",
             table(rows, kn),
             *notes(rows),
+            *total_time(rows, kn),
             "Published figures: word_language_model's README (`python main.py --epochs 6`: 117.61; `--tied`: 110.44); "
             "Zaremba, Sutskever & Vinyals (2014), table 1 (small, non-regularised: valid 120.7, test 114.5; medium: "
             "valid 86.2, test 82.7; KN5 from Mikolov & Zweig 2012: 141.2).",
