@@ -265,4 +265,8 @@ def test_the_ptb_script_chooses_on_validation_and_applies_once_to_test(chunk_run
     assert rows["dynamic"]["valid_ppl"] == min(point["valid_ppl"] for point in sweeps["dynamic"])
     assert len(sweeps["dynamic"]) == 3  # two rates, then the one decay at the better rate
     assert run.data.metrics["cache_dynamic_test_ppl"] == pytest.approx(rows["cache_dynamic"]["test_ppl"])
-    assert "| + dynamic evaluation + cache |" in (tmp_path / "report" / "CACHE_DYNAMIC.md").read_text()
+    text = (tmp_path / "report" / "CACHE_DYNAMIC.md").read_text()
+    assert "| + dynamic evaluation + cache |" in text
+    readings = ("model", "cache", "cache_dynamic")  # disjoint test readings ("dynamic" is inside the last one)
+    assert sum(rows[key]["test_seconds"] for key in readings) < results["seconds"]
+    assert f"took {results['seconds'] / 60:.1f} min here." in text

@@ -138,6 +138,7 @@ def markdown(
     made_by: str,
     grids: dict[str, Any],
     chosen: list[tuple[str, float, Sequence[float]]],
+    seconds: float,
 ) -> str:
     """The fragment the PTB report includes: the rows, the settings chosen on validation, the goal and stretch."""
     base = rows[0].test_ppl
@@ -178,6 +179,7 @@ def markdown(
         f"{table}\n"
         f"- Goal, each protocol at least {GOAL:.0%} below the model's test perplexity: {goal}.\n"
         f"- Stretch, both below Zaremba et al.'s medium LSTM ({MEDIUM_PUBLISHED}): {both:.1f}, {stretch}.\n"
+        f"- The whole script, the validation sweeps and the test readings, took {seconds / 60:.1f} min here.\n"
         + (
             f"- Chosen at the edge of its grid, so a wider grid may do better on validation: {', '.join(edges)}.\n"
             if edges
@@ -194,6 +196,7 @@ def model_label(run: trained.TrainedModel) -> str:
 @hydra.main(version_base="1.3", config_path="conf", config_name="cache_dynamic")
 @cli.reports_user_errors
 def main(cfg: DictConfig) -> None:
+    script_started = time.perf_counter()
     grids = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     for size in cfg.cache.size:  # every grid point checked before the long passes start
         for theta in cfg.cache.theta:
@@ -267,12 +270,14 @@ def main(cfg: DictConfig) -> None:
                 )
 
     made_by = provenance(CODE).markdown()
+    seconds = time.perf_counter() - script_started
     report_dir = Path(cfg.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     results = {
         "run_id": cfg.run_id,
         "model": model_label(run),
         "made_by": made_by,
+        "seconds": seconds,
         "rows": [asdict(row) for row in rows],
         "grids": {"cache": grids["cache"], "dynamic": grids["dynamic"]},
         "valid_sweeps": {"cache": cache_grid, "dynamic": dynamic_grid, "cache_on_dynamic": both_grid},
@@ -287,7 +292,7 @@ def main(cfg: DictConfig) -> None:
         ("both: cache.theta", both_choice.theta, cfg.cache.theta),
         ("both: cache.lambda", both_choice.lam, cfg.cache["lambda"]),
     ]
-    report = markdown(rows, model_label(run), cfg.run_id, cfg.checkpoint, made_by, grids, chosen)
+    report = markdown(rows, model_label(run), cfg.run_id, cfg.checkpoint, made_by, grids, chosen, seconds)
     (report_dir / "CACHE_DYNAMIC.md").write_text(report)
     log.info("wrote %s and %s", report_dir / "cache_dynamic.json", report_dir / "CACHE_DYNAMIC.md")
 
