@@ -66,7 +66,7 @@ reproduce: $(STAMP)  ## the tutorial's claims, quick (<15 min): experiments/tuto
 reproduce-full: $(STAMP)  ## the same on the full reddit CSV (make data first; hours)
 	$(PY) -m experiments.tutorial.reproduce mode=full
 
-ptb: $(STAMP)  ## the full PTB benchmark: the literature's recipes against their published perplexities, KN5 (115 min measured on 2 shared cores): experiments/ptb/REPORT.md
+ptb: $(STAMP)  ## the full PTB benchmark: the literature's recipes against their published perplexities, KN5 (70 min measured: 4,225 s on 2 otherwise idle cores): experiments/ptb/REPORT.md
 	$(PY) -m experiments.ptb.report
 
 ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, 12 min per epoch measured); run again to resume it; adds its row to experiments/ptb/REPORT.md
@@ -81,7 +81,7 @@ truncation-study-quick: $(STAMP)  ## the same on fewer cells and seeds (12 + 12 
 	$(PY) -m experiments.truncation.study grid_experiment=truncation_lr_grid_quick fair_experiment=truncation_fair_quick \
 	  fixed_experiment=truncation_study_quick report_dir=experiments/truncation/quick
 
-reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation study, tutorial quick, ptb, bench; about 3 h: ptb's 115 min and the study's 44 measured)
+reports: $(STAMP)  ## regenerate the reports at the code as it is (truncation study, tutorial quick, ptb, bench; about 2.5 h: ptb's 70 min and the study's 44 measured)
 	$(MAKE) truncation-study
 	$(MAKE) reproduce
 	$(MAKE) ptb
