@@ -21,6 +21,7 @@ from typing import Any
 
 import hydra
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from nltk.util import ngrams
@@ -44,6 +45,7 @@ MEDIUM = "lstm_medium"
 TOLERANCE = 0.03  # a reproduction counts when within ±3% of the published test perplexity
 OVERLAP_ORDERS = (4, 5, 6, 8)
 CACHE_DYNAMIC = "CACHE_DYNAMIC.md"
+CURVE_CEILING = 1000.0  # validation perplexity drawn on the figure's top edge above this
 
 
 @dataclass
@@ -298,7 +300,11 @@ def medium_section(row: Row) -> list[str]:
 
 
 def curves(client: MlflowClient, rows: list[Row], path: Path) -> None:
-    """Validation perplexity per epoch of every run, with each published end point where it was reached."""
+    """Validation perplexity per trained epoch of every run, with each published end point where it was reached.
+
+    An evaluation above CURVE_CEILING (the tanh RNN's wrong-sign starts, ~3e5) is drawn on the ceiling
+    with its value beside it, so that the curves near the published figures stay readable.
+    """
     figure = Figure(figsize=(8, 5))
     axis = figure.add_subplot()
     for index, row in enumerate(rows):
@@ -306,20 +312,31 @@ def curves(client: MlflowClient, rows: list[Row], path: Path) -> None:
             continue
         history = sorted(client.get_metric_history(row.run.info.run_id, "val_ppl"), key=lambda m: m.step)
         epochs = {m.step: m.value for m in client.get_metric_history(row.run.info.run_id, "epoch")}
-        points = [(epochs[m.step], m.value) for m in history if m.step in epochs]
+        points = [(epochs[m.step], m.value) for m in history if epochs.get(m.step, 0) >= 1]  # epoch 0: untrained
         if not points:
             continue
         color = f"C{index % 10}"
-        axis.plot(*zip(*points), marker=".", color=color, label=row.spec["label"])
+        axis.plot(
+            *zip(*[(e, min(v, CURVE_CEILING)) for e, v in points]), marker=".", color=color, label=row.spec["label"]
+        )
+        over = [(epoch, value) for epoch, value in points if value > CURVE_CEILING]
+        if over:
+            axis.plot([e for e, _ in over], [CURVE_CEILING] * len(over), marker="^", color=color, linestyle="")
+            text = ", ".join(f"{value:,.0f}" for _, value in over)
+            axis.annotate(text, (over[-1][0], CURVE_CEILING), xytext=(8, -4), textcoords="offset points", fontsize=7)
         planned = int(row.spec["epochs"])
         if row.spec.get("published_valid") is not None:
             axis.plot(planned, row.spec["published_valid"], marker="*", markersize=14, color=color, linestyle="")
         elif row.spec.get("published_test") is not None:
             axis.plot(planned, row.spec["published_test"], marker="x", markersize=10, color=color, linestyle="")
     axis.set_yscale("log")
+    axis.set_ylim(top=CURVE_CEILING * 1.1)
+    ticks = [t for t in (80, 100, 120, 150, 200, 300, 500, 1000) if t <= CURVE_CEILING]
+    axis.set_yticks(ticks, [f"{t:g}" for t in ticks])
+    axis.yaxis.set_minor_formatter(NullFormatter())
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation perplexity (stateful)")
-    axis.set_title("PTB: validation curves; ★ published valid, × published test end point")
+    axis.set_title("PTB: validation curves; ★ published valid, × published test end point, ▲ off the scale")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend(fontsize=7)
     figure.tight_layout()
