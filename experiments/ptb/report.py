@@ -77,6 +77,11 @@ class Row:
         return (self.run.info.end_time - self.run.info.start_time - stopped) / 1000
 
     @property
+    def tokens_per_sec(self) -> float | None:
+        """The run's mean training rate; a run stopped before its end logged none, so its latest rate."""
+        return self.metric("tokens_per_sec_mean") or self.metric("tokens_per_sec")
+
+    @property
     def standard(self) -> bool:
         return self.corpus is not None and bool(self.corpus.stats.get("standard_benchmark"))
 
@@ -196,7 +201,7 @@ def table(rows: list[Row], kn: dict[str, Any]) -> str:
                 interpolated(row),
                 f"{row.metric('epoch') or 0:.0f}{status}",
                 "" if row.seconds is None else f"{row.seconds / 60:.1f} min",
-                fmt(row.metric("tokens_per_sec_mean"), ",.0f"),
+                fmt(row.tokens_per_sec, ",.0f"),
                 data_label(row.corpus),
                 f"`{row.run.info.run_id}`",
             ]
@@ -423,7 +428,7 @@ def results(rows: list[Row], kn: dict[str, Any], stamp: dict[str, Any]) -> dict[
                 "epochs": None if row.metric("epoch") is None else int(row.metric("epoch") or 0),
                 "status": None if row.run is None else row.run.info.status,
                 "wall_seconds": row.seconds,
-                "tokens_per_sec": row.metric("tokens_per_sec_mean"),
+                "tokens_per_sec": row.tokens_per_sec,
                 "run_id": None if row.run is None else row.run.info.run_id,
                 "git_commit": None if row.run is None else row.run.data.tags.get("git_commit"),
                 "standard_benchmark": None if corpus is None else bool(corpus.stats.get("standard_benchmark")),
