@@ -69,7 +69,7 @@ reproduce-full: $(STAMP)  ## the same on the full reddit CSV (make data first; h
 ptb: $(STAMP)  ## the full PTB benchmark: the literature's recipes against their published perplexities, KN5 (70 min measured: 4,225 s on 2 otherwise idle cores): experiments/ptb/REPORT.md
 	$(PY) -m experiments.ptb.report
 
-ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, 12 min per epoch measured); run again to resume it; adds its row to experiments/ptb/REPORT.md
+ptb-medium: $(STAMP)  ## Zaremba et al.'s medium LSTM on PTB (39 epochs, 9.2 min per epoch measured on 2 idle cores); run again to resume it; adds its row to experiments/ptb/REPORT.md
 	$(PY) -m experiments.ptb.report train_rows=false train_medium=true
 
 # The truncation study: a learning-rate grid on validation, the fair sweeps at the chosen rates (early stopping),
