@@ -288,7 +288,7 @@ def medium_section(row: Row) -> list[str]:
         f"{fmt(row.metric('best_val_ppl'))} against the published end point {row.spec['published_valid']:g} "
         f"(test {row.spec['published_test']:g})"
     )
-    rate, tokens = row.metric("tokens_per_sec"), None if row.corpus is None else row.corpus.stats.get("train.targets")
+    rate, tokens = row.tokens_per_sec, None if row.corpus is None else row.corpus.stats.get("train.targets")
     if per_epoch is not None:
         text += f"; {duration(per_epoch)} per epoch measured here"
     elif rate and tokens:  # stopped inside its first epoch: the epoch's time from the training rate it logged
